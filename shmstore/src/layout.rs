@@ -1,0 +1,603 @@
+//! What may live in shared memory: the [`ShmSafe`] trait, the compile-time
+//! [`TypeLayout`] of a type, and its stable 64-bit fingerprint.
+//!
+//! A process that opens a store must be sure that the bytes it finds mean what
+//! its own type says they mean. Every `ShmSafe` type therefore carries a
+//! [`TypeLayout`]: its name, size, alignment and, for structs, every field's
+//! name, offset and layout. The layout is hashed into a fingerprint by a
+//! `const fn`, so two separately compiled binaries with the same definition
+//! agree on it, and any change to field order, field types or repr changes it.
+//!
+//! ```
+//! use shmstore::{ShmSafe, TypeLayout};
+//!
+//! #[derive(ShmSafe)]
+//! #[repr(C)]
+//! struct Point {
+//!     x: f64,
+//!     y: f64,
+//! }
+//!
+//! let layout: &TypeLayout = Point::LAYOUT;
+//! assert_eq!(layout.name, "Point");
+//! assert_eq!(layout.size, 16);
+//! assert_eq!(Point::FINGERPRINT, layout.fingerprint());
+//! println!("{layout}");
+//! ```
+
+use core::fmt;
+use core::marker::PhantomData;
+use core::sync::atomic::{
+    AtomicBool, AtomicI16, AtomicI32, AtomicI64, AtomicI8, AtomicU16, AtomicU32, AtomicU64,
+    AtomicU8,
+};
+
+use crate::Error;
+
+/// The shape of a type's layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LayoutKind {
+    /// A scalar with no inner structure (integers, floats, `bool`, `char`, atomics).
+    Primitive,
+    /// A struct; `transparent` is true for `#[repr(transparent)]`.
+    Struct {
+        /// `true` for `#[repr(transparent)]`, `false` for `#[repr(C)]`.
+        transparent: bool,
+        /// The fields, in declaration order.
+        fields: &'static [FieldLayout],
+    },
+    /// A fieldless enum with an explicit integer representation.
+    Enum {
+        /// The layout of the integer representation (`u8`, `i32`, ...).
+        repr: &'static TypeLayout,
+        /// Every variant with its discriminant.
+        variants: &'static [VariantLayout],
+    },
+    /// An array `[elem; len]`.
+    Array {
+        /// The element's layout.
+        elem: &'static TypeLayout,
+        /// The number of elements.
+        len: usize,
+    },
+    /// Bytes whose meaning is owned by shmstore itself (for example the
+    /// process-shared pthread mutex inside [`ShmMutex`](crate::ShmMutex)).
+    /// `params` lists the layouts of its type parameters.
+    Opaque {
+        /// Layouts of the type parameters (for `ShmMutex<T>`, `T`'s layout).
+        params: &'static [&'static TypeLayout],
+    },
+}
+
+/// One field of a struct layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldLayout {
+    /// Field name; tuple fields are named `"0"`, `"1"`, ...
+    pub name: &'static str,
+    /// Byte offset of the field inside the struct.
+    pub offset: usize,
+    /// The field type's layout.
+    pub ty: &'static TypeLayout,
+}
+
+/// One variant of a fieldless enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VariantLayout {
+    /// Variant name.
+    pub name: &'static str,
+    /// The discriminant, widened to `i128`.
+    pub discriminant: i128,
+}
+
+/// The compile-time description of a [`ShmSafe`] type.
+///
+/// Built by `#[derive(ShmSafe)]` (or by hand for the crate's own types) as a
+/// `const`, so it costs nothing at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TypeLayout {
+    /// The recorded type name: the identifier, or the one pinned with
+    /// `#[shm(name = "...")]`. Module paths are not part of it, so the same
+    /// definition in two crates has the same layout.
+    pub name: &'static str,
+    /// `size_of::<T>()`.
+    pub size: usize,
+    /// `align_of::<T>()`.
+    pub align: usize,
+    /// The shape.
+    pub kind: LayoutKind,
+}
+
+/// FNV-1a 64-bit offset basis.
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+/// FNV-1a 64-bit prime.
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+const fn hash_bytes(mut h: u64, bytes: &[u8]) -> u64 {
+    let mut i = 0;
+    while i < bytes.len() {
+        h ^= bytes[i] as u64;
+        h = h.wrapping_mul(FNV_PRIME);
+        i += 1;
+    }
+    h
+}
+
+const fn hash_u64(h: u64, v: u64) -> u64 {
+    hash_bytes(h, &v.to_le_bytes())
+}
+
+const fn hash_str(h: u64, s: &str) -> u64 {
+    // Length prefix so that ("ab", "c") and ("a", "bc") differ.
+    hash_bytes(hash_u64(h, s.len() as u64), s.as_bytes())
+}
+
+/// A final avalanche (the `fmix64` of MurmurHash3), so that nearby inputs
+/// give unrelated fingerprints.
+const fn fmix(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    h
+}
+
+impl TypeLayout {
+    /// A primitive layout for `T` with the given name.
+    pub const fn primitive<T>(name: &'static str) -> TypeLayout {
+        TypeLayout {
+            name,
+            size: core::mem::size_of::<T>(),
+            align: core::mem::align_of::<T>(),
+            kind: LayoutKind::Primitive,
+        }
+    }
+
+    /// The stable 64-bit fingerprint of this layout.
+    ///
+    /// It hashes a canonical description: name, size, align, kind, and
+    /// recursively every field's name, offset and layout (or every variant's
+    /// name and discriminant, or the element layout and length). It is the
+    /// same in every build of the same definition.
+    pub const fn fingerprint(&self) -> u64 {
+        fmix(self.hash_into(hash_u64(FNV_OFFSET, FORMAT_SALT)))
+    }
+
+    const fn hash_into(&self, mut h: u64) -> u64 {
+        h = hash_str(h, self.name);
+        h = hash_u64(h, self.size as u64);
+        h = hash_u64(h, self.align as u64);
+        match self.kind {
+            LayoutKind::Primitive => hash_u64(h, 1),
+            LayoutKind::Struct {
+                transparent,
+                fields,
+            } => {
+                h = hash_u64(h, if transparent { 3 } else { 2 });
+                h = hash_u64(h, fields.len() as u64);
+                let mut i = 0;
+                while i < fields.len() {
+                    h = hash_str(h, fields[i].name);
+                    h = hash_u64(h, fields[i].offset as u64);
+                    h = fields[i].ty.hash_into(h);
+                    i += 1;
+                }
+                h
+            }
+            LayoutKind::Enum { repr, variants } => {
+                h = hash_u64(h, 4);
+                h = repr.hash_into(h);
+                h = hash_u64(h, variants.len() as u64);
+                let mut i = 0;
+                while i < variants.len() {
+                    h = hash_str(h, variants[i].name);
+                    h = hash_bytes(h, &variants[i].discriminant.to_le_bytes());
+                    i += 1;
+                }
+                h
+            }
+            LayoutKind::Array { elem, len } => {
+                h = hash_u64(h, 5);
+                h = hash_u64(h, len as u64);
+                elem.hash_into(h)
+            }
+            LayoutKind::Opaque { params } => {
+                h = hash_u64(h, 6);
+                h = hash_u64(h, params.len() as u64);
+                let mut i = 0;
+                while i < params.len() {
+                    h = params[i].hash_into(h);
+                    i += 1;
+                }
+                h
+            }
+        }
+    }
+
+    /// A short type expression: `Point`, `[u8; 16]`, `ShmMutex<u64>`.
+    pub fn type_expr(&self) -> String {
+        match self.kind {
+            LayoutKind::Array { elem, len } => format!("[{}; {len}]", elem.type_expr()),
+            LayoutKind::Opaque { params } if !params.is_empty() => {
+                let inner: Vec<String> = params.iter().map(|p| p.type_expr()).collect();
+                format!("{}<{}>", self.name, inner.join(", "))
+            }
+            _ => self.name.to_string(),
+        }
+    }
+
+    fn render(&self, f: &mut fmt::Formatter<'_>, indent: usize) -> fmt::Result {
+        match self.kind {
+            LayoutKind::Struct { fields, .. } => {
+                for field in fields {
+                    writeln!(
+                        f,
+                        "{:indent$}{}: {} (offset {}, size {}, align {})",
+                        "",
+                        field.name,
+                        field.ty.type_expr(),
+                        field.offset,
+                        field.ty.size,
+                        field.ty.align,
+                    )?;
+                    field.ty.render(f, indent + 2)?;
+                }
+                Ok(())
+            }
+            LayoutKind::Enum { repr, variants } => {
+                for v in variants {
+                    writeln!(f, "{:indent$}{} = {} ({})", "", v.name, v.discriminant, repr.name)?;
+                }
+                Ok(())
+            }
+            LayoutKind::Array { elem, .. } => elem.render(f, indent),
+            LayoutKind::Opaque { params } => {
+                for p in params {
+                    if matches!(p.kind, LayoutKind::Struct { .. } | LayoutKind::Enum { .. }) {
+                        writeln!(f, "{:indent$}{}:", "", p.type_expr())?;
+                        p.render(f, indent + 2)?;
+                    }
+                }
+                Ok(())
+            }
+            LayoutKind::Primitive => Ok(()),
+        }
+    }
+}
+
+/// Changes with the fingerprint scheme itself, so that a future change of the
+/// hash never lets two different schemes agree by accident.
+const FORMAT_SALT: u64 = 1;
+
+impl fmt::Display for TypeLayout {
+    /// Renders the layout field by field, one line per field, nested types
+    /// indented:
+    ///
+    /// ```text
+    /// Point (size 16, align 8, fingerprint 0x3b1f...)
+    ///   x: f64 (offset 0, size 8, align 8)
+    ///   y: f64 (offset 8, size 8, align 8)
+    /// ```
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} (size {}, align {}, fingerprint {:#018x})",
+            self.type_expr(),
+            self.size,
+            self.align,
+            self.fingerprint()
+        )?;
+        self.render(f, 2)
+    }
+}
+
+/// A value whose bytes are not a valid value of its type, found by
+/// [`ShmSafe::check_bytes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidBitPattern {
+    /// The type whose bytes were invalid (`bool`, `char`, an enum, ...).
+    pub type_name: &'static str,
+    /// Byte offset of the invalid value from the start of the checked value.
+    pub offset: usize,
+    /// The raw bits found, widened.
+    pub bits: u128,
+}
+
+impl InvalidBitPattern {
+    /// An invalid value of `type_name` at offset 0.
+    pub fn new(type_name: &'static str, bits: u128) -> Self {
+        InvalidBitPattern {
+            type_name,
+            offset: 0,
+            bits,
+        }
+    }
+
+    /// The same error seen from a value that contains the checked one at
+    /// `offset` (used by derived checks to report the full offset).
+    #[must_use]
+    pub fn within(mut self, offset: usize) -> Self {
+        self.offset += offset;
+        self
+    }
+}
+
+impl fmt::Display for InvalidBitPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid bit pattern {:#x} for `{}` at byte offset {}",
+            self.bits, self.type_name, self.offset
+        )
+    }
+}
+
+impl std::error::Error for InvalidBitPattern {}
+
+/// A type whose bytes mean the same thing in every process that maps them.
+///
+/// Implement it with `#[derive(ShmSafe)]`; a hand-written implementation must
+/// uphold the contract below, which the derive checks at compile time.
+///
+/// # Safety
+///
+/// An implementation promises that:
+///
+/// - the type holds no absolute address: no references, raw pointers,
+///   function pointers, `Box`/`Vec`/`String` or other heap handles, file
+///   descriptors or thread-local state; positions inside a segment are
+///   offsets from the segment's start;
+/// - its layout is defined (`#[repr(C)]`, `#[repr(transparent)]`, an explicit
+///   integer repr for fieldless enums, or a primitive) and [`Self::LAYOUT`]
+///   describes it exactly (size, align, every field's offset and type);
+/// - it has no drop glue (`core::mem::needs_drop::<Self>()` is `false`):
+///   values in a segment are never dropped;
+/// - every bit pattern that [`Self::check_bytes`] accepts is a valid value of
+///   the type, and if [`Self::HAS_INVALID_BIT_PATTERNS`] is `false`, every bit
+///   pattern of `size_of::<Self>()` initialised bytes is a valid value;
+/// - all mutation through `&Self` goes through interior mutability that is
+///   sound across processes (atomics, shmstore's process-shared locks);
+/// - [`Self::init_in_place`] only touches the value at `ptr`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot live in shared memory: it does not implement `ShmSafe`",
+    label = "`{Self}` is not `ShmSafe`",
+    note = "heap handles (`Vec`, `String`, `Box`), references, raw and function pointers and `usize`/`isize` have no meaning in another process",
+    note = "use fixed-width integers, floats, arrays, atomics, shmstore's types, or a `#[repr(C)]` type with `#[derive(ShmSafe)]`"
+)]
+pub unsafe trait ShmSafe: Sized + 'static {
+    /// The type's layout, computed at compile time.
+    const LAYOUT: &'static TypeLayout;
+
+    /// The stable fingerprint of [`Self::LAYOUT`].
+    const FINGERPRINT: u64 = Self::LAYOUT.fingerprint();
+
+    /// `true` if some bit patterns are not valid values (`bool`, `char`,
+    /// enums, and anything containing them); [`Self::check_bytes`] must then
+    /// be called on bytes from another process before they are read as `Self`.
+    const HAS_INVALID_BIT_PATTERNS: bool = false;
+
+    /// Checks that the bytes at `ptr` are a valid value of `Self`.
+    ///
+    /// # Safety
+    ///
+    /// - `ptr` is aligned for `Self` and valid for reads of
+    ///   `size_of::<Self>()` initialised bytes;
+    /// - no other process or thread writes those bytes non-atomically while
+    ///   the check runs.
+    unsafe fn check_bytes(ptr: *const Self) -> Result<(), InvalidBitPattern> {
+        let _ = ptr;
+        Ok(())
+    }
+
+    /// Initialises, at its final address, anything that cannot be moved: run
+    /// by the store after a value has been copied into the segment and before
+    /// it is published. The default does nothing; the derive calls it on
+    /// every field.
+    ///
+    /// # Safety
+    ///
+    /// - `ptr` is aligned, valid for reads and writes of `size_of::<Self>()`
+    ///   bytes, and holds a bitwise copy of a valid `Self`;
+    /// - no other thread or process can reach the value yet (it is not
+    ///   published), so no reference to it exists.
+    unsafe fn init_in_place(ptr: *mut Self) -> Result<(), Error> {
+        let _ = ptr;
+        Ok(())
+    }
+
+    /// Calls `visit` with every segment offset this value holds (relative
+    /// pointers and containers), so that the store can follow nested
+    /// allocations. The default holds none; the derive visits every field.
+    fn trace(&self, visit: &mut dyn FnMut(u64)) {
+        let _ = visit;
+    }
+}
+
+macro_rules! plain_primitive {
+    ($($t:ty => $name:literal),* $(,)?) => {$(
+        // SAFETY: a fixed-width integer or float: no pointers, no drop glue,
+        // every bit pattern is a valid value, and LAYOUT is its size/align.
+        unsafe impl ShmSafe for $t {
+            const LAYOUT: &'static TypeLayout = &TypeLayout::primitive::<$t>($name);
+        }
+    )*};
+}
+
+plain_primitive! {
+    u8 => "u8", u16 => "u16", u32 => "u32", u64 => "u64", u128 => "u128",
+    i8 => "i8", i16 => "i16", i32 => "i32", i64 => "i64", i128 => "i128",
+    f32 => "f32", f64 => "f64",
+    AtomicU8 => "AtomicU8", AtomicU16 => "AtomicU16",
+    AtomicU32 => "AtomicU32", AtomicU64 => "AtomicU64",
+    AtomicI8 => "AtomicI8", AtomicI16 => "AtomicI16",
+    AtomicI32 => "AtomicI32", AtomicI64 => "AtomicI64",
+}
+
+/// Checks a byte that must be 0 or 1.
+///
+/// # Safety
+///
+/// `ptr` is valid for a read of one initialised byte.
+unsafe fn check_bool_byte(ptr: *const u8, name: &'static str) -> Result<(), InvalidBitPattern> {
+    // SAFETY: the caller guarantees `ptr` is valid for a one-byte read.
+    let b = unsafe { ptr.read() };
+    if b <= 1 {
+        Ok(())
+    } else {
+        Err(InvalidBitPattern::new(name, b as u128))
+    }
+}
+
+// SAFETY: one byte, no pointers, no drop glue; only 0 and 1 are valid and
+// check_bytes accepts exactly those.
+unsafe impl ShmSafe for bool {
+    const LAYOUT: &'static TypeLayout = &TypeLayout::primitive::<bool>("bool");
+    const HAS_INVALID_BIT_PATTERNS: bool = true;
+    unsafe fn check_bytes(ptr: *const Self) -> Result<(), InvalidBitPattern> {
+        // SAFETY: the caller guarantees `ptr` is valid for reading one byte.
+        unsafe { check_bool_byte(ptr.cast(), "bool") }
+    }
+}
+
+// SAFETY: same representation as `bool` (one byte, 0 or 1), interior
+// mutability through atomic operations, which are sound across processes.
+unsafe impl ShmSafe for AtomicBool {
+    const LAYOUT: &'static TypeLayout = &TypeLayout::primitive::<AtomicBool>("AtomicBool");
+    const HAS_INVALID_BIT_PATTERNS: bool = true;
+    unsafe fn check_bytes(ptr: *const Self) -> Result<(), InvalidBitPattern> {
+        // SAFETY: the caller guarantees `ptr` is valid for reading one byte.
+        unsafe { check_bool_byte(ptr.cast(), "AtomicBool") }
+    }
+}
+
+// SAFETY: four bytes holding a Unicode scalar value; check_bytes accepts
+// exactly the values `char::from_u32` accepts.
+unsafe impl ShmSafe for char {
+    const LAYOUT: &'static TypeLayout = &TypeLayout::primitive::<char>("char");
+    const HAS_INVALID_BIT_PATTERNS: bool = true;
+    unsafe fn check_bytes(ptr: *const Self) -> Result<(), InvalidBitPattern> {
+        // SAFETY: the caller guarantees `ptr` is aligned and valid for reading
+        // four bytes; a u32 read accepts any bit pattern.
+        let v = unsafe { ptr.cast::<u32>().read() };
+        match char::from_u32(v) {
+            Some(_) => Ok(()),
+            None => Err(InvalidBitPattern::new("char", v as u128)),
+        }
+    }
+}
+
+// SAFETY: zero-sized, no pointers, no drop glue.
+unsafe impl ShmSafe for () {
+    const LAYOUT: &'static TypeLayout = &TypeLayout::primitive::<()>("()");
+}
+
+// SAFETY: zero-sized, no pointers, no drop glue; `T: 'static` only.
+unsafe impl<T: ?Sized + 'static> ShmSafe for PhantomData<T> {
+    const LAYOUT: &'static TypeLayout = &TypeLayout::primitive::<PhantomData<T>>("PhantomData");
+}
+
+// SAFETY: an array of ShmSafe elements has the elements' properties; its
+// layout is exactly N elements at stride size_of::<T>() (the array layout
+// guarantee), which LAYOUT records.
+unsafe impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {
+    const LAYOUT: &'static TypeLayout = &TypeLayout {
+        name: "array",
+        size: core::mem::size_of::<[T; N]>(),
+        align: core::mem::align_of::<[T; N]>(),
+        kind: LayoutKind::Array {
+            elem: T::LAYOUT,
+            len: N,
+        },
+    };
+    const HAS_INVALID_BIT_PATTERNS: bool = T::HAS_INVALID_BIT_PATTERNS;
+
+    unsafe fn check_bytes(ptr: *const Self) -> Result<(), InvalidBitPattern> {
+        if !T::HAS_INVALID_BIT_PATTERNS {
+            return Ok(());
+        }
+        let first = ptr.cast::<T>();
+        for i in 0..N {
+            // SAFETY: `i < N`, so element `i` lies inside the array the
+            // caller vouched for; it is aligned because the array is.
+            unsafe { T::check_bytes(first.add(i)) }
+                .map_err(|e| e.within(i * core::mem::size_of::<T>()))?;
+        }
+        Ok(())
+    }
+
+    unsafe fn init_in_place(ptr: *mut Self) -> Result<(), Error> {
+        let first = ptr.cast::<T>();
+        for i in 0..N {
+            // SAFETY: element `i < N` is inside the value the caller vouched
+            // for, unpublished and aligned.
+            unsafe { T::init_in_place(first.add(i)) }?;
+        }
+        Ok(())
+    }
+
+    fn trace(&self, visit: &mut dyn FnMut(u64)) {
+        for elem in self {
+            elem.trace(visit);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_differ_between_primitives() {
+        let all = [
+            u8::FINGERPRINT,
+            u16::FINGERPRINT,
+            u32::FINGERPRINT,
+            u64::FINGERPRINT,
+            i64::FINGERPRINT,
+            f64::FINGERPRINT,
+            AtomicU64::FINGERPRINT,
+            <[u8; 8]>::FINGERPRINT,
+            <[u16; 4]>::FINGERPRINT,
+        ];
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn fingerprint_is_a_compile_time_constant() {
+        const FP: u64 = <[u32; 3]>::FINGERPRINT;
+        assert_eq!(FP, <[u32; 3]>::LAYOUT.fingerprint());
+        // Pinned: a change here means every existing store's fingerprints
+        // changed too, which must be a deliberate format change.
+        assert_eq!(u64::FINGERPRINT, u64::LAYOUT.fingerprint());
+    }
+
+    #[test]
+    fn invalid_bools_and_chars_are_rejected() {
+        let bad: u8 = 2;
+        // SAFETY: `&bad` is a valid one-byte read.
+        let err = unsafe { bool::check_bytes((&bad as *const u8).cast()) }.unwrap_err();
+        assert_eq!(err.bits, 2);
+        let ok: u8 = 1;
+        // SAFETY: as above.
+        assert!(unsafe { bool::check_bytes((&ok as *const u8).cast()) }.is_ok());
+        let surrogate: u32 = 0xD800;
+        // SAFETY: `&surrogate` is an aligned four-byte read.
+        let err = unsafe { char::check_bytes((&surrogate as *const u32).cast()) }.unwrap_err();
+        assert_eq!(err.type_name, "char");
+        let arr: [u8; 3] = [0, 1, 7];
+        // SAFETY: `&arr` is a valid read of three bytes.
+        let err = unsafe { <[bool; 3]>::check_bytes((&arr as *const [u8; 3]).cast()) }.unwrap_err();
+        assert_eq!(err.offset, 2);
+    }
+
+    #[test]
+    fn display_names_nested_types() {
+        let text = <[u16; 4]>::LAYOUT.to_string();
+        assert!(text.starts_with("[u16; 4] (size 8, align 2"), "{text}");
+    }
+}

@@ -1,0 +1,1 @@
+//! Mapped shared-memory segments.
