@@ -1,0 +1,394 @@
+//! Process-shared robust pthread mutexes, and process liveness.
+//!
+//! [`RawMutex`] is a `pthread_mutex_t` that [`RawMutex::init`] makes
+//! process-shared, robust and error-checking at its final address:
+//!
+//! - *process-shared*: any process that maps the segment may lock it;
+//! - *robust*: when the owner (thread or process) dies holding it, the kernel
+//!   marks it, and the next locker gets [`Acquired::OwnerDied`] instead of
+//!   waiting forever; it must then call [`RawMutex::make_consistent`], or the
+//!   unlock makes the mutex unrecoverable for every process;
+//! - *error-checking*: locking it again from the thread that holds it is an
+//!   error, not a silent deadlock.
+//!
+//! Trust model: the robust list that the kernel walks when a thread exits
+//! threads through the `pthread_mutex_t`s themselves, so a process that
+//! scribbles over a *held* mutex's bytes can make its owner write to wrong
+//! addresses. Processes that share a store trust each other not to do that
+//! (as with any `pthread_mutex_t` in shared memory).
+
+use core::cell::UnsafeCell;
+use core::mem::MaybeUninit;
+
+use nix::errno::Errno;
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+
+use crate::{Error, Result};
+
+/// `size_of::<pthread_mutex_t>()`, part of a store's ABI tag: a process
+/// whose libc has another mutex size must not share locks with this one.
+pub(crate) const PTHREAD_MUTEX_SIZE: usize = core::mem::size_of::<libc::pthread_mutex_t>();
+
+/// The libc flavour whose `pthread_mutex_t` layout [`RawMutex`] relies on,
+/// also part of the ABI tag (glibc and musl mutexes have the same size but
+/// different layouts).
+pub(crate) const LIBC_FLAVOUR: &str = if cfg!(target_env = "gnu") {
+    "glibc"
+} else if cfg!(target_env = "musl") {
+    "musl"
+} else {
+    "other"
+};
+
+/// A `pthread_mutex_t` that may live in shared memory.
+///
+/// Invariant: the bytes are always a valid mutex — either
+/// `PTHREAD_MUTEX_INITIALIZER` from [`RawMutex::new_uninit`] (a plain
+/// process-private mutex), or what [`RawMutex::init`] made of them. Code that
+/// views segment bytes as a `RawMutex` must uphold this.
+///
+/// # Layout
+///
+/// `#[repr(C)]`, exactly one `pthread_mutex_t`: [`PTHREAD_MUTEX_SIZE`] bytes
+/// (40 on x86_64 glibc), align 8.
+#[repr(C)]
+pub(crate) struct RawMutex {
+    inner: UnsafeCell<libc::pthread_mutex_t>,
+}
+
+// SAFETY: a pthread mutex holds no thread-affine state while unlocked; it
+// may be moved to another thread.
+unsafe impl Send for RawMutex {}
+// SAFETY: a pthread mutex is made to be operated on by many threads at once:
+// every access goes through pthread calls, which synchronise internally.
+unsafe impl Sync for RawMutex {}
+
+/// How a lock was acquired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Acquired {
+    /// The previous owner unlocked it.
+    Clean,
+    /// The previous owner died holding it (`EOWNERDEAD`). The caller holds
+    /// the lock and must call [`RawMutex::make_consistent`] before unlocking,
+    /// or the mutex becomes unrecoverable.
+    OwnerDied,
+}
+
+/// Destroys a mutex attribute object when dropped.
+struct Attr(MaybeUninit<libc::pthread_mutexattr_t>);
+
+impl Drop for Attr {
+    fn drop(&mut self) {
+        // SAFETY: an `Attr` exists only after `pthread_mutexattr_init`
+        // succeeded on it, and is destroyed exactly once, here.
+        unsafe { libc::pthread_mutexattr_destroy(self.0.as_mut_ptr()) };
+    }
+}
+
+fn check(rc: libc::c_int, op: &'static str) -> Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(Error::io(op, std::io::Error::from_raw_os_error(rc)))
+    }
+}
+
+fn lock_error(rc: libc::c_int, op: &'static str) -> Error {
+    match Errno::from_raw(rc) {
+        Errno::ENOTRECOVERABLE => Error::corrupted(
+            "the lock is unrecoverable: an owner died holding it and it was released \
+             without being marked consistent",
+        ),
+        Errno::EINVAL => Error::corrupted(format!(
+            "the lock's bytes are not a valid mutex ({op}: EINVAL)"
+        )),
+        Errno::EDEADLK => Error::InvalidArgument {
+            reason: "the lock is already held by this thread; locking it again would deadlock"
+                .to_string(),
+        },
+        _ => Error::io(op, std::io::Error::from_raw_os_error(rc)),
+    }
+}
+
+impl RawMutex {
+    /// `PTHREAD_MUTEX_INITIALIZER`: a valid process-private, non-robust
+    /// mutex until [`RawMutex::init`] runs at the final address.
+    pub(crate) const fn new_uninit() -> RawMutex {
+        RawMutex {
+            inner: UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER),
+        }
+    }
+
+    /// Initialises the mutex at `ptr` as process-shared, robust and
+    /// error-checking.
+    ///
+    /// # Safety
+    ///
+    /// - `ptr` is aligned and valid for writes of `size_of::<RawMutex>()`
+    ///   bytes, at the address where the mutex will be used (a pthread mutex
+    ///   must not move after this);
+    /// - no other thread or process accesses the mutex during the call;
+    /// - the mutex is not locked (a locked robust mutex is linked into its
+    ///   owner's robust list, which re-initialising would corrupt).
+    pub(crate) unsafe fn init(ptr: *mut RawMutex) -> Result<()> {
+        debug_assert!(ptr.is_aligned());
+        let mut attr = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+        // SAFETY: `attr` is valid for writes of a pthread_mutexattr_t.
+        let rc = unsafe { libc::pthread_mutexattr_init(attr.as_mut_ptr()) };
+        check(rc, "pthread_mutexattr_init")?;
+        let mut attr = Attr(attr);
+        let a = attr.0.as_mut_ptr();
+        // SAFETY: `a` points to an attribute object initialised above and
+        // owned by `attr` until it is dropped at the end of this function.
+        unsafe {
+            check(
+                libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED),
+                "pthread_mutexattr_setpshared",
+            )?;
+            check(
+                libc::pthread_mutexattr_setrobust(a, libc::PTHREAD_MUTEX_ROBUST),
+                "pthread_mutexattr_setrobust",
+            )?;
+            check(
+                libc::pthread_mutexattr_settype(a, libc::PTHREAD_MUTEX_ERRORCHECK),
+                "pthread_mutexattr_settype",
+            )?;
+        }
+        // `RawMutex` is `repr(C)` with one field, an `UnsafeCell`, which is
+        // `repr(transparent)`: the cast points at the `pthread_mutex_t`.
+        let m = ptr.cast::<libc::pthread_mutex_t>();
+        // SAFETY:
+        // - the caller guarantees `m` is aligned, writable, at its final
+        //   address, unlocked and not accessed concurrently;
+        // - `a` is an initialised attribute object.
+        let rc = unsafe { libc::pthread_mutex_init(m, a) };
+        check(rc, "pthread_mutex_init")
+    }
+
+    /// Blocks until the lock is held by the calling thread.
+    ///
+    /// Errors: an unrecoverable mutex or invalid mutex bytes are
+    /// [`Error::Corrupted`]; a relock by the holding thread (of an
+    /// [`init`](RawMutex::init)ed mutex) is [`Error::InvalidArgument`].
+    pub(crate) fn lock(&self) -> Result<Acquired> {
+        // SAFETY: by the type's invariant `inner` is a valid mutex, and it
+        // lives at least as long as `&self`.
+        let rc = unsafe { libc::pthread_mutex_lock(self.inner.get()) };
+        match rc {
+            0 => Ok(Acquired::Clean),
+            libc::EOWNERDEAD => Ok(Acquired::OwnerDied),
+            rc => Err(lock_error(rc, "pthread_mutex_lock")),
+        }
+    }
+
+    /// Takes the lock if it is free; `Ok(None)` if another thread holds it.
+    pub(crate) fn try_lock(&self) -> Result<Option<Acquired>> {
+        // SAFETY: as in `lock`.
+        let rc = unsafe { libc::pthread_mutex_trylock(self.inner.get()) };
+        match rc {
+            0 => Ok(Some(Acquired::Clean)),
+            libc::EOWNERDEAD => Ok(Some(Acquired::OwnerDied)),
+            libc::EBUSY => Ok(None),
+            rc => Err(lock_error(rc, "pthread_mutex_trylock")),
+        }
+    }
+
+    /// Marks a mutex acquired with [`Acquired::OwnerDied`] consistent again
+    /// (`pthread_mutex_consistent`); the caller still holds it.
+    pub(crate) fn make_consistent(&self) -> Result<()> {
+        // SAFETY: as in `lock`; the call only changes the mutex's state.
+        let rc = unsafe { libc::pthread_mutex_consistent(self.inner.get()) };
+        match rc {
+            0 => Ok(()),
+            libc::EINVAL => Err(Error::InvalidArgument {
+                reason: "the lock is not robust or its owner did not die".to_string(),
+            }),
+            rc => Err(Error::io(
+                "pthread_mutex_consistent",
+                std::io::Error::from_raw_os_error(rc),
+            )),
+        }
+    }
+
+    /// Releases the lock.
+    ///
+    /// # Safety
+    ///
+    /// The calling thread holds the lock (from [`lock`](RawMutex::lock) or
+    /// [`try_lock`](RawMutex::try_lock)).
+    pub(crate) unsafe fn unlock(&self) {
+        // SAFETY: as in `lock`; the caller guarantees this thread holds it.
+        let rc = unsafe { libc::pthread_mutex_unlock(self.inner.get()) };
+        debug_assert_eq!(rc, 0, "pthread_mutex_unlock failed");
+    }
+}
+
+/// This process's id.
+pub(crate) fn current_pid() -> i32 {
+    nix::unistd::getpid().as_raw()
+}
+
+/// Whether a process with this id exists (`kill(pid, 0)`).
+///
+/// `ESRCH` means gone; `EPERM` means it exists but belongs to another user.
+/// A zombie (exited, not yet reaped) counts as alive. Non-positive ids,
+/// which `kill` would read as process groups, are never alive. Any other
+/// error answers `true`: when in doubt, do not reclaim a process's
+/// resources.
+pub(crate) fn process_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    match kill(Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(Errno::ESRCH) => false,
+        Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// A `RawMutex` initialised in place in a heap buffer.
+    fn robust() -> Box<RawMutex> {
+        let mut m = Box::new(RawMutex::new_uninit());
+        // SAFETY: the box is aligned, writable, unlocked, not shared yet, and
+        // does not move until it is dropped.
+        unsafe { RawMutex::init(&mut *m) }.unwrap();
+        m
+    }
+
+    #[test]
+    fn abi_facts() {
+        assert_eq!(PTHREAD_MUTEX_SIZE, 40);
+        assert_eq!(core::mem::size_of::<RawMutex>(), PTHREAD_MUTEX_SIZE);
+        assert_eq!(LIBC_FLAVOUR, "glibc");
+    }
+
+    #[test]
+    fn uninit_mutex_is_a_plain_local_mutex() {
+        let m = RawMutex::new_uninit();
+        assert_eq!(m.lock().unwrap(), Acquired::Clean);
+        assert_eq!(m.try_lock().unwrap(), None);
+        // SAFETY: locked above by this thread.
+        unsafe { m.unlock() };
+        assert_eq!(m.try_lock().unwrap(), Some(Acquired::Clean));
+        // SAFETY: locked by the try_lock above.
+        unsafe { m.unlock() };
+    }
+
+    #[test]
+    fn initialised_mutex_locks_and_unlocks() {
+        let m = robust();
+        assert_eq!(m.lock().unwrap(), Acquired::Clean);
+        // SAFETY: held by this thread.
+        unsafe { m.unlock() };
+        assert_eq!(m.try_lock().unwrap(), Some(Acquired::Clean));
+        // SAFETY: held by this thread.
+        unsafe { m.unlock() };
+    }
+
+    #[test]
+    fn relocking_from_the_holder_is_an_error_not_a_deadlock() {
+        let m = robust();
+        m.lock().unwrap();
+        assert!(matches!(m.lock(), Err(Error::InvalidArgument { .. })));
+        assert!(m.try_lock().is_err());
+        // SAFETY: held by this thread.
+        unsafe { m.unlock() };
+    }
+
+    #[test]
+    fn try_lock_reports_a_lock_held_elsewhere_as_none() {
+        let m = robust();
+        let (locked_tx, locked_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let m = &*m;
+        std::thread::scope(|s| {
+            let holder = s.spawn(move || {
+                m.lock().unwrap();
+                locked_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+                // SAFETY: held by this thread.
+                unsafe { m.unlock() };
+            });
+            locked_rx.recv().unwrap();
+            assert_eq!(m.try_lock().unwrap(), None);
+            release_tx.send(()).unwrap();
+            holder.join().unwrap();
+        });
+        assert_eq!(m.try_lock().unwrap(), Some(Acquired::Clean));
+        // SAFETY: held by this thread.
+        unsafe { m.unlock() };
+    }
+
+    /// Locks `m` on a thread that exits without unlocking; `join` returns
+    /// after the kernel has processed the thread's robust list.
+    fn lock_on_a_dying_thread(m: &RawMutex) {
+        std::thread::scope(|s| {
+            s.spawn(|| assert_eq!(m.lock().unwrap(), Acquired::Clean))
+                .join()
+                .unwrap();
+        });
+    }
+
+    #[test]
+    fn owner_death_is_reported_then_recovered() {
+        let m = robust();
+        lock_on_a_dying_thread(&m);
+        assert_eq!(m.lock().unwrap(), Acquired::OwnerDied);
+        m.make_consistent().unwrap();
+        // SAFETY: held by this thread.
+        unsafe { m.unlock() };
+        assert_eq!(m.lock().unwrap(), Acquired::Clean);
+        // SAFETY: held by this thread.
+        unsafe { m.unlock() };
+
+        lock_on_a_dying_thread(&m);
+        assert_eq!(m.try_lock().unwrap(), Some(Acquired::OwnerDied));
+        m.make_consistent().unwrap();
+        // SAFETY: held by this thread.
+        unsafe { m.unlock() };
+    }
+
+    #[test]
+    fn unlocking_without_consistency_makes_the_lock_unrecoverable() {
+        let m = robust();
+        lock_on_a_dying_thread(&m);
+        assert_eq!(m.lock().unwrap(), Acquired::OwnerDied);
+        // SAFETY: held by this thread.
+        unsafe { m.unlock() };
+        let err = m.lock().unwrap_err();
+        assert!(
+            matches!(&err, Error::Corrupted { reason } if reason.contains("unrecoverable")),
+            "{err}"
+        );
+        assert!(matches!(m.try_lock(), Err(Error::Corrupted { .. })));
+    }
+
+    #[test]
+    fn make_consistent_on_a_healthy_lock_is_refused() {
+        let m = robust();
+        m.lock().unwrap();
+        assert!(matches!(
+            m.make_consistent(),
+            Err(Error::InvalidArgument { .. })
+        ));
+        // SAFETY: held by this thread.
+        unsafe { m.unlock() };
+    }
+
+    #[test]
+    fn liveness_of_processes() {
+        assert!(process_alive(current_pid()));
+        assert_eq!(current_pid() as u32, std::process::id());
+        assert!(process_alive(1));
+        assert!(!process_alive(0));
+        assert!(!process_alive(-1));
+        // pid_max is at most 2^22 on Linux, so this pid cannot exist.
+        assert!(!process_alive(i32::MAX));
+    }
+}
