@@ -247,7 +247,11 @@ impl TypeLayout {
             }
             LayoutKind::Enum { repr, variants } => {
                 for v in variants {
-                    writeln!(f, "{:indent$}{} = {} ({})", "", v.name, v.discriminant, repr.name)?;
+                    writeln!(
+                        f,
+                        "{:indent$}{} = {} ({})",
+                        "", v.name, v.discriminant, repr.name
+                    )?;
                 }
                 Ok(())
             }

@@ -1,13 +1,61 @@
 //! shmstore: a typed, zero-copy object store in POSIX shared memory.
+//!
+//! Derive [`ShmSafe`] on a `#[repr(C)]` type, open the same named [`Store`]
+//! from several processes, and they all read and update the same bytes: no
+//! serialization, no copy, no server.
+//!
+//! - [`ShmSafe`] and `#[derive(ShmSafe)]`: what may live in shared memory,
+//!   with its compile-time [`TypeLayout`] and fingerprint.
+//! - [`Store`]: create, open and unlink stores; insert, get, remove named
+//!   objects and slices. [`StoreOptions`] sets capacity, mode and patience.
+//! - [`Handle`] / [`SliceHandle`]: zero-copy views that deref to `&T` /
+//!   `&[T]` and pin what they point at.
+//! - [`ShmMutex`]: a robust process-shared mutex; [`LockError`] carries the
+//!   guard when the previous owner died.
+//! - [`Error`]: one enum, a variant per cause.
+//!
+//! ```
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//! use shmstore::{ShmMutex, ShmSafe, Store};
+//!
+//! #[derive(ShmSafe)]
+//! #[repr(C)]
+//! struct Reading {
+//!     sensor: u32,
+//!     value: f64,
+//! }
+//!
+//! fn main() -> shmstore::Result<()> {
+//!     # let name = format!("doc-crate-{}", std::process::id());
+//!     let store = Store::open_or_create(&name, 1 << 20)?;
+//!     store.insert("last", Reading { sensor: 7, value: 21.5 })?;
+//!     let last = store.get::<Reading>("last")?; // no copy: a view into the segment
+//!     assert_eq!(last.sensor, 7);
+//!
+//!     let count = store.get_or_insert_with("count", || AtomicU64::new(0))?;
+//!     count.fetch_add(1, Ordering::Relaxed);
+//!     let total = store.get_or_insert_with("total", || ShmMutex::new(0.0f64))?;
+//!     *total.lock()? += last.value;
+//!
+//!     Store::unlink(&name)?;
+//!     Ok(())
+//! }
+//! ```
 #![warn(missing_docs)]
 
+mod arena;
 mod error;
 pub mod layout;
-pub(crate) mod sys;
 pub(crate) mod region;
+mod store;
 pub mod sync;
+pub(crate) mod sys;
 
+pub use arena::Stats;
 pub use error::{Error, Result};
 pub use layout::{FieldLayout, InvalidBitPattern, LayoutKind, ShmSafe, TypeLayout, VariantLayout};
 pub use shmstore_derive::ShmSafe;
-// pub use sync::{LockError, ShmMutex, ShmMutexGuard};  (enabled once sync lands)
+pub use store::{
+    CheckReport, Entry, Handle, SliceHandle, Store, StoreOptions, MAX_OBJECT_NAME, MIN_CAPACITY,
+};
+pub use sync::{LockError, ShmMutex, ShmMutexGuard};

@@ -1,0 +1,379 @@
+//! The allocator: boundary-tagged blocks, segregated free lists, coalescing.
+//!
+//! # Blocks
+//!
+//! The heap runs from [`HEAP_START`] to `top`; past `top` lies never-used
+//! space, committed lazily. Every block starts with a header word:
+//!
+//! | bits  | meaning                                          |
+//! |-------|--------------------------------------------------|
+//! | 0     | `INUSE`: this block is allocated                 |
+//! | 1     | `PREV_INUSE`: the block just before is allocated |
+//! | 3..64 | block size in bytes (a multiple of 8, ≥ 32)      |
+//!
+//! An allocated block's payload starts 8 bytes after its header. A free block
+//! holds `next` and `prev` offsets of its bin's doubly linked list at +8 and
+//! +16, and its size again in its last word (the footer), so that freeing the
+//! block after it can find its start and merge. Two free blocks are never
+//! adjacent, and the block just below `top` is never free (freeing it lowers
+//! `top` instead).
+//!
+//! # Bins
+//!
+//! Sizes 32..=1024 have one exact bin per 8 bytes (a pop is O(1)); larger
+//! sizes share a bin per power of two, searched best-fit. A bitmap of
+//! non-empty bins finds the next usable bin in a few instructions.
+
+use super::header::{Header, HEAP_START, OFF_BINS, OFF_BITMAP};
+use super::Arena;
+use crate::{Error, Result};
+
+const INUSE: u64 = 1;
+const PREV_INUSE: u64 = 2;
+const FLAGS: u64 = 7;
+/// Smallest block: header, two links, footer.
+pub(crate) const MIN_BLOCK: u64 = 32;
+/// Largest size with an exact bin.
+const SMALL_MAX: u64 = 1024;
+const SMALL_BINS: usize = ((SMALL_MAX - MIN_BLOCK) / 8 + 1) as usize;
+/// Number of bins: exact small bins, then one per power of two up to 2^47.
+pub(crate) const NBINS: usize = SMALL_BINS + 38;
+/// Granularity of committing pages as the heap grows.
+const COMMIT_CHUNK: u64 = 1 << 20;
+
+fn bin_index(size: u64) -> usize {
+    if size <= SMALL_MAX {
+        ((size - MIN_BLOCK) / 8) as usize
+    } else {
+        let log = 63 - size.leading_zeros() as usize; // ≥ 10
+        (SMALL_BINS + log - 10).min(NBINS - 1)
+    }
+}
+
+/// The block size that holds `payload` bytes.
+pub(crate) fn block_size(payload: u64) -> Option<u64> {
+    let s = payload.checked_add(8 + 7)? & !7;
+    Some(s.max(MIN_BLOCK))
+}
+
+impl Arena<'_> {
+    fn bin_head_off(idx: usize) -> u64 {
+        OFF_BINS + 8 * idx as u64
+    }
+
+    fn set_bit(&self, idx: usize, on: bool) -> Result<()> {
+        let off = OFF_BITMAP + 8 * (idx / 64) as u64;
+        let w = self.mem.u64(off)?;
+        let bit = 1u64 << (idx % 64);
+        self.mem.set_u64(off, if on { w | bit } else { w & !bit })
+    }
+
+    /// The first non-empty bin at or after `from`.
+    fn next_bin(&self, from: usize) -> Result<Option<usize>> {
+        let mut idx = from;
+        while idx < NBINS {
+            let word = self.mem.u64(OFF_BITMAP + 8 * (idx / 64) as u64)?;
+            let masked = word & (!0u64 << (idx % 64));
+            if masked != 0 {
+                let found = (idx / 64) * 64 + masked.trailing_zeros() as usize;
+                return Ok((found < NBINS).then_some(found));
+            }
+            idx = (idx / 64 + 1) * 64;
+        }
+        Ok(None)
+    }
+
+    /// Reads and validates the header of the block at `blk`.
+    fn block(&self, blk: u64, top: u64) -> Result<(u64, u64)> {
+        let word = self.mem.u64(blk)?;
+        let size = word & !FLAGS;
+        if blk < HEAP_START || size < MIN_BLOCK || blk.checked_add(size).is_none_or(|e| e > top) {
+            return Err(Error::corrupted(format!(
+                "block at {blk:#x} has header {word:#x}: size {size} does not fit the heap [{HEAP_START:#x}, {top:#x})"
+            )));
+        }
+        Ok((size, word & FLAGS))
+    }
+
+    /// Validates a free block found on a list and returns its size.
+    fn free_block(&self, blk: u64, top: u64) -> Result<u64> {
+        let (size, flags) = self.block(blk, top)?;
+        if flags & INUSE != 0 || self.mem.u64(blk + size - 8)? != size {
+            return Err(Error::corrupted(format!(
+                "free list holds block {blk:#x} which is not a well-formed free block"
+            )));
+        }
+        Ok(size)
+    }
+
+    fn bin_push(&self, blk: u64, size: u64) -> Result<()> {
+        let idx = bin_index(size);
+        let head_off = Self::bin_head_off(idx);
+        let head = self.mem.u64(head_off)?;
+        self.mem.set_u64(blk + 8, head)?;
+        self.mem.set_u64(blk + 16, 0)?;
+        if head != 0 {
+            self.mem.set_u64(head + 16, blk)?;
+        }
+        self.mem.set_u64(head_off, blk)?;
+        self.set_bit(idx, true)
+    }
+
+    fn bin_unlink(&self, blk: u64, size: u64) -> Result<()> {
+        let idx = bin_index(size);
+        let head_off = Self::bin_head_off(idx);
+        let next = self.mem.u64(blk + 8)?;
+        let prev = self.mem.u64(blk + 16)?;
+        if prev == 0 {
+            if self.mem.u64(head_off)? != blk {
+                return Err(Error::corrupted(format!(
+                    "free block {blk:#x} has no predecessor but is not the head of bin {idx}"
+                )));
+            }
+            self.mem.set_u64(head_off, next)?;
+            if next == 0 {
+                self.set_bit(idx, false)?;
+            }
+        } else {
+            self.mem.set_u64(prev + 8, next)?;
+        }
+        if next != 0 {
+            self.mem.set_u64(next + 16, prev)?;
+        }
+        Ok(())
+    }
+
+    fn write_free(&self, blk: u64, size: u64) -> Result<()> {
+        self.mem.set_u64(blk, size | PREV_INUSE)?;
+        self.mem.set_u64(blk + size - 8, size)
+    }
+
+    /// Allocates a block whose payload holds `payload` bytes and returns the
+    /// payload's offset (8-byte aligned). The payload's contents are
+    /// unspecified.
+    pub(crate) fn alloc(&self, payload: u64) -> Result<u64> {
+        let hdr = Header(self.mem);
+        let capacity = hdr.capacity()?;
+        let Some(size) = block_size(payload).filter(|s| *s <= capacity) else {
+            return Err(self.out_of_memory(payload.saturating_add(8))?);
+        };
+        let top = hdr.top()?;
+        let blk = match self.take_free(size, top)? {
+            Some(blk) => blk,
+            None => self.bump(size, top, capacity)?,
+        };
+        hdr.set_used(hdr.used()? + size)?;
+        Ok(blk + 8)
+    }
+
+    fn out_of_memory(&self, requested: u64) -> Result<Error> {
+        let hdr = Header(self.mem);
+        let capacity = hdr.capacity()?;
+        Ok(Error::OutOfMemory {
+            requested,
+            free: capacity.saturating_sub(HEAP_START + hdr.used()?),
+            capacity,
+        })
+    }
+
+    /// Takes a free block of at least `size` bytes off the bins, splitting
+    /// off the rest.
+    fn take_free(&self, size: u64, top: u64) -> Result<Option<u64>> {
+        let want = bin_index(size);
+        let mut idx = want;
+        let limit = (top - HEAP_START) / MIN_BLOCK + 1;
+        let (blk, found) = loop {
+            let Some(i) = self.next_bin(idx)? else {
+                return Ok(None);
+            };
+            let mut cur = self.mem.u64(Self::bin_head_off(i))?;
+            let mut best: Option<(u64, u64)> = None;
+            let mut steps = 0u64;
+            while cur != 0 {
+                let s = self.free_block(cur, top)?;
+                if s >= size && best.is_none_or(|(_, b)| s < b) {
+                    best = Some((cur, s));
+                    if s == size || i != want {
+                        break;
+                    }
+                }
+                steps += 1;
+                if steps > limit {
+                    return Err(Error::corrupted(format!(
+                        "free list of bin {i} has a cycle"
+                    )));
+                }
+                cur = self.mem.u64(cur + 8)?;
+            }
+            match best {
+                Some(b) => break b,
+                None => idx = i + 1,
+            }
+        };
+        self.bin_unlink(blk, found)?;
+        let flags = self.mem.u64(blk)? & PREV_INUSE;
+        if found - size >= MIN_BLOCK {
+            self.mem.set_u64(blk, size | INUSE | flags)?;
+            self.write_free(blk + size, found - size)?;
+            self.bin_push(blk + size, found - size)?;
+        } else {
+            self.mem.set_u64(blk, found | INUSE | flags)?;
+            let next = blk + found;
+            if next < top {
+                let w = self.mem.u64(next)?;
+                self.mem.set_u64(next, w | PREV_INUSE)?;
+            }
+            // The whole block is used: account the slack too.
+            if found != size {
+                let hdr = Header(self.mem);
+                hdr.set_used(hdr.used()? + found - size)?;
+            }
+        }
+        Ok(Some(blk))
+    }
+
+    /// Carves a block from `top`, committing pages as needed.
+    fn bump(&self, size: u64, top: u64, capacity: u64) -> Result<u64> {
+        let hdr = Header(self.mem);
+        let new_top = match top.checked_add(size) {
+            Some(t) if t <= capacity => t,
+            _ => return Err(self.out_of_memory(size)?),
+        };
+        let committed = hdr.committed()?;
+        if new_top > committed {
+            let target = new_top
+                .div_ceil(COMMIT_CHUNK)
+                .saturating_mul(COMMIT_CHUNK)
+                .min(capacity);
+            (self.commit)(committed, target)?;
+            hdr.set_committed(target)?;
+        }
+        self.mem.set_u64(top, size | INUSE | PREV_INUSE)?;
+        hdr.set_top(new_top)?;
+        Ok(top)
+    }
+
+    /// The payload size of the allocated block whose payload is at `payload`.
+    pub(crate) fn payload_size(&self, payload: u64) -> Result<u64> {
+        let top = Header(self.mem).top()?;
+        let blk = payload.wrapping_sub(8);
+        let (size, flags) = self.block(blk, top)?;
+        if flags & INUSE == 0 {
+            return Err(Error::corrupted(format!(
+                "offset {payload:#x} is not an allocated block"
+            )));
+        }
+        Ok(size - 8)
+    }
+
+    /// Frees the block whose payload is at `payload`, merging it with free
+    /// neighbours (or with `top`).
+    pub(crate) fn free(&self, payload: u64) -> Result<()> {
+        let hdr = Header(self.mem);
+        let top = hdr.top()?;
+        let mut blk = payload.wrapping_sub(8);
+        let (mut size, flags) = self.block(blk, top)?;
+        if flags & INUSE == 0 {
+            return Err(Error::corrupted(format!(
+                "double free: block {blk:#x} is already free"
+            )));
+        }
+        hdr.set_used(hdr.used()?.checked_sub(size).ok_or_else(|| {
+            Error::corrupted("allocator's used-bytes counter is below a live block's size")
+        })?)?;
+        if flags & PREV_INUSE == 0 {
+            let prev_size = self.mem.u64(blk - 8)?;
+            let prev = blk.saturating_sub(prev_size);
+            if self.free_block(prev, top).ok() != Some(prev_size) {
+                return Err(Error::corrupted(format!(
+                    "block {blk:#x} says its predecessor is free, but no free block of {prev_size} bytes ends there"
+                )));
+            }
+            self.bin_unlink(prev, prev_size)?;
+            blk = prev;
+            size += prev_size;
+        }
+        let next = blk + size;
+        if next == top {
+            hdr.set_top(blk)?;
+            return Ok(());
+        }
+        let (next_size, next_flags) = self.block(next, top)?;
+        if next_flags & INUSE == 0 {
+            self.free_block(next, top)?;
+            self.bin_unlink(next, next_size)?;
+            size += next_size;
+        } else {
+            self.mem
+                .set_u64(next, (next_size | next_flags) & !PREV_INUSE)?;
+        }
+        self.write_free(blk, size)?;
+        self.bin_push(blk, size)
+    }
+
+    /// Walks every block from the heap start to `top` and every bin,
+    /// checking that they agree. Returns (allocated blocks, free blocks,
+    /// allocated bytes, free bytes).
+    pub(crate) fn check_heap(&self) -> Result<(u64, u64, u64, u64)> {
+        let hdr = Header(self.mem);
+        let top = hdr.top()?;
+        let (mut used_blocks, mut free_blocks, mut used, mut free) = (0, 0, 0, 0);
+        let mut blk = HEAP_START;
+        let mut prev_inuse = true;
+        while blk < top {
+            let (size, flags) = self.block(blk, top)?;
+            if (flags & PREV_INUSE != 0) != prev_inuse {
+                return Err(Error::corrupted(format!(
+                    "block {blk:#x}: PREV_INUSE bit disagrees with the block before it"
+                )));
+            }
+            prev_inuse = flags & INUSE != 0;
+            if prev_inuse {
+                used_blocks += 1;
+                used += size;
+            } else {
+                self.free_block(blk, top)?;
+                free_blocks += 1;
+                free += size;
+            }
+            blk += size;
+        }
+        if !prev_inuse {
+            return Err(Error::corrupted("the block just below top is free"));
+        }
+        if used != hdr.used()? {
+            return Err(Error::corrupted(format!(
+                "header says {} bytes are allocated, the heap walk found {used}",
+                hdr.used()?
+            )));
+        }
+        let (mut listed, mut listed_bytes) = (0u64, 0u64);
+        for idx in 0..NBINS {
+            let mut cur = self.mem.u64(Self::bin_head_off(idx))?;
+            let mut prev = 0;
+            while cur != 0 {
+                let s = self.free_block(cur, top)?;
+                if bin_index(s) != idx || self.mem.u64(cur + 16)? != prev {
+                    return Err(Error::corrupted(format!(
+                        "free block {cur:#x} is misfiled in bin {idx} or its back link is wrong"
+                    )));
+                }
+                listed += 1;
+                listed_bytes += s;
+                if listed > free_blocks {
+                    return Err(Error::corrupted(
+                        "free lists hold more blocks than the heap",
+                    ));
+                }
+                prev = cur;
+                cur = self.mem.u64(cur + 8)?;
+            }
+        }
+        if listed != free_blocks || listed_bytes != free {
+            return Err(Error::corrupted(format!(
+                "the heap has {free_blocks} free blocks, the free lists {listed}"
+            )));
+        }
+        Ok((used_blocks, free_blocks, used, free))
+    }
+}

@@ -1,0 +1,141 @@
+//! The segment header: the first page of every store.
+//!
+//! # Layout
+//!
+//! All fields are little-endian words at fixed offsets (the ABI tag records
+//! the endianness; a store of another ABI is refused before any other field
+//! is trusted).
+//!
+//! | offset | size | field                                                     |
+//! |-------:|-----:|-----------------------------------------------------------|
+//! | 0      | 8    | magic `b"SHMSTOR\0"`                                      |
+//! | 8      | 4    | format version                                            |
+//! | 16     | 8    | ABI tag (see [`abi_tag`])                                 |
+//! | 24     | 4    | init state (atomic): 0 creating, 1 ready                  |
+//! | 28     | 4    | pid of the creator                                        |
+//! | 32     | 8    | capacity in bytes (= segment length)                      |
+//! | 40     | 8    | committed bytes (pages allocated with `fallocate`)        |
+//! | 48     | 8    | top: first byte never handed out by the allocator         |
+//! | 56     | 8    | bytes in allocated blocks (headers included)              |
+//! | 64     | 8    | number of named objects                                   |
+//! | 72     | 8    | directory table offset                                    |
+//! | 80     | 8    | directory slots (a power of two)                          |
+//! | 88     | 8    | live directory slots                                      |
+//! | 96     | 8    | tombstone directory slots                                 |
+//! | 104    | 8    | type registry table offset                                |
+//! | 112    | 8    | registered types                                          |
+//! | 120    | 8    | registry table capacity (entries)                         |
+//! | 128    | 8    | times the header lock was recovered from a dead owner     |
+//! | 192    | 64   | the header lock (process-shared robust pthread mutex)     |
+//! | 256    | 24   | bitmap of non-empty free-list bins                        |
+//! | 320    | 8×N  | free-list bin heads ([`NBINS`](super::alloc::NBINS))      |
+//! | 4096   |      | heap: allocator blocks                                    |
+
+use super::mem::Mem;
+use crate::Result;
+
+/// Identifies a segment as a shmstore store.
+pub(crate) const MAGIC: [u8; 8] = *b"SHMSTOR\0";
+/// Bumped on any change of the segment format.
+pub(crate) const VERSION: u32 = 1;
+
+pub(crate) const OFF_MAGIC: u64 = 0;
+pub(crate) const OFF_VERSION: u64 = 8;
+pub(crate) const OFF_ABI: u64 = 16;
+pub(crate) const OFF_STATE: u64 = 24;
+pub(crate) const OFF_CREATOR: u64 = 28;
+pub(crate) const OFF_CAPACITY: u64 = 32;
+pub(crate) const OFF_COMMITTED: u64 = 40;
+pub(crate) const OFF_TOP: u64 = 48;
+pub(crate) const OFF_USED: u64 = 56;
+pub(crate) const OFF_OBJECTS: u64 = 64;
+pub(crate) const OFF_DIR_TABLE: u64 = 72;
+pub(crate) const OFF_DIR_CAP: u64 = 80;
+pub(crate) const OFF_DIR_LIVE: u64 = 88;
+pub(crate) const OFF_DIR_TOMBS: u64 = 96;
+pub(crate) const OFF_REG_TABLE: u64 = 104;
+pub(crate) const OFF_REG_LEN: u64 = 112;
+pub(crate) const OFF_REG_CAP: u64 = 120;
+pub(crate) const OFF_RECOVERIES: u64 = 128;
+pub(crate) const OFF_LOCK: u64 = 192;
+pub(crate) const LOCK_SPACE: u64 = 64;
+pub(crate) const OFF_BITMAP: u64 = 256;
+pub(crate) const OFF_BINS: u64 = 320;
+/// The first heap byte: one page after the start.
+pub(crate) const HEAP_START: u64 = 4096;
+
+/// `init state` values.
+pub(crate) const STATE_CREATING: u32 = 0;
+pub(crate) const STATE_READY: u32 = 1;
+
+/// The ABI tag: pointer width, endianness, the size of `pthread_mutex_t` and
+/// the C library, packed into one word. Two processes may share a store only
+/// if their tags are equal.
+///
+/// | bits   | field                                   |
+/// |--------|-----------------------------------------|
+/// | 0..8   | pointer width in bytes                  |
+/// | 8..16  | 1 little-endian, 2 big-endian           |
+/// | 16..32 | `size_of::<pthread_mutex_t>()`          |
+/// | 32..40 | C library: 1 glibc, 2 musl, 3 other     |
+pub(crate) fn abi_tag(mutex_size: usize) -> u64 {
+    let ptr = core::mem::size_of::<usize>() as u64;
+    let endian: u64 = if cfg!(target_endian = "little") { 1 } else { 2 };
+    let libc: u64 = if cfg!(target_env = "gnu") {
+        1
+    } else if cfg!(target_env = "musl") {
+        2
+    } else {
+        3
+    };
+    ptr | endian << 8 | (mutex_size as u64 & 0xffff) << 16 | libc << 32
+}
+
+/// Describes an ABI tag for error messages.
+pub(crate) fn describe_abi(tag: u64) -> String {
+    let endian = match (tag >> 8) & 0xff {
+        1 => "little-endian",
+        2 => "big-endian",
+        _ => "unknown endianness",
+    };
+    let libc = match (tag >> 32) & 0xff {
+        1 => "glibc",
+        2 => "musl",
+        _ => "another libc",
+    };
+    format!(
+        "{}-bit {endian}, {libc}, {}-byte pthread_mutex_t",
+        (tag & 0xff) * 8,
+        (tag >> 16) & 0xffff
+    )
+}
+
+/// Typed access to the header words.
+pub(crate) struct Header(pub(crate) Mem);
+
+macro_rules! word {
+    ($get:ident, $set:ident, $off:expr) => {
+        pub(crate) fn $get(&self) -> Result<u64> {
+            self.0.u64($off)
+        }
+        pub(crate) fn $set(&self, v: u64) -> Result<()> {
+            self.0.set_u64($off, v)
+        }
+    };
+}
+
+impl Header {
+    word!(capacity, set_capacity, OFF_CAPACITY);
+    word!(committed, set_committed, OFF_COMMITTED);
+    word!(top, set_top, OFF_TOP);
+    word!(used, set_used, OFF_USED);
+    word!(objects, set_objects, OFF_OBJECTS);
+    word!(dir_table, set_dir_table, OFF_DIR_TABLE);
+    word!(dir_cap, set_dir_cap, OFF_DIR_CAP);
+    word!(dir_live, set_dir_live, OFF_DIR_LIVE);
+    word!(dir_tombs, set_dir_tombs, OFF_DIR_TOMBS);
+    word!(reg_table, set_reg_table, OFF_REG_TABLE);
+    word!(reg_len, set_reg_len, OFF_REG_LEN);
+    word!(reg_cap, set_reg_cap, OFF_REG_CAP);
+    word!(recoveries, set_recoveries, OFF_RECOVERIES);
+}

@@ -1,0 +1,533 @@
+//! The arena: header, allocator, directory and type registry, over any byte
+//! region addressed by offsets.
+//!
+//! Nothing here knows about `mmap` or locks: the caller hands in a [`Mem`]
+//! and a commit callback and promises that it holds the header lock (or has
+//! the region to itself). So the same code runs over a segment, over a heap
+//! buffer in unit tests and under Miri.
+
+pub(crate) mod alloc;
+pub(crate) mod dir;
+pub(crate) mod header;
+pub(crate) mod mem;
+pub(crate) mod registry;
+
+use self::dir::{
+    Found, FLAG_REMOVED, FLAG_SLICE, REC_FLAGS, REC_LEN, REC_NAME, REC_NAME_LEN, REC_PINS,
+    REC_TYPE, REC_VALUE_REL,
+};
+use self::header::*;
+use self::mem::Mem;
+use crate::{Error, Result};
+
+/// Commits the pages in `[from, to)` so that writing them cannot fault.
+pub(crate) type Commit<'a> = &'a dyn Fn(u64, u64) -> Result<()>;
+
+/// The metadata of one store, seen through its region.
+///
+/// Every method requires that the caller holds the header lock (or owns the
+/// region exclusively): the arena reads and writes metadata with plain
+/// loads and stores.
+pub(crate) struct Arena<'a> {
+    pub(crate) mem: Mem,
+    commit: Commit<'a>,
+}
+
+/// What a record holds, validated against its block.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Record {
+    pub(crate) rec: u64,
+    pub(crate) type_idx: u32,
+    pub(crate) len: u64,
+    pub(crate) flags: u16,
+    pub(crate) value: u64,
+}
+
+impl Record {
+    pub(crate) fn is_slice(&self) -> bool {
+        self.flags & FLAG_SLICE != 0
+    }
+}
+
+/// Space accounting of a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Bytes reserved for the store (its segment's length).
+    pub capacity: u64,
+    /// Bytes whose pages have been committed in `/dev/shm`.
+    pub committed: u64,
+    /// Bytes in allocated blocks, metadata included.
+    pub used: u64,
+    /// Bytes that can still be allocated (possibly fragmented).
+    pub free: u64,
+    /// Named objects and slices.
+    pub objects: u64,
+}
+
+/// Bytes a record needs for a value of `bytes` bytes aligned to `align`
+/// under a name of `name_len` bytes.
+pub(crate) fn record_payload(name_len: u64, align: u64, bytes: u64) -> Option<u64> {
+    let head = (REC_NAME + name_len).next_multiple_of(8);
+    let pad = align.saturating_sub(8);
+    head.checked_add(pad)?.checked_add(bytes)
+}
+
+impl<'a> Arena<'a> {
+    /// The arena of the region `mem`.
+    pub(crate) fn new(mem: Mem, commit: Commit<'a>) -> Arena<'a> {
+        Arena { mem, commit }
+    }
+
+    /// Formats an empty store over `mem` (whose first page must already be
+    /// committed): header words, empty bins, directory and registry. Magic,
+    /// version, ABI and the ready state are written by the caller, last.
+    pub(crate) fn format(&self) -> Result<()> {
+        let capacity = self.mem.len();
+        if capacity < HEAP_START * 2 {
+            return Err(Error::InvalidArgument {
+                reason: format!(
+                    "capacity {capacity} is below the minimum of {}",
+                    HEAP_START * 2
+                ),
+            });
+        }
+        self.mem.zero(OFF_CAPACITY, HEAP_START - OFF_CAPACITY)?;
+        let hdr = Header(self.mem);
+        hdr.set_capacity(capacity)?;
+        hdr.set_committed(HEAP_START.min(capacity))?;
+        hdr.set_top(HEAP_START)?;
+        self.dir_init()?;
+        self.registry_init()
+    }
+
+    /// Checks the words every operation relies on, cheaply, before use.
+    pub(crate) fn validate_header(&self) -> Result<()> {
+        let hdr = Header(self.mem);
+        let (cap, committed, top, used) =
+            (hdr.capacity()?, hdr.committed()?, hdr.top()?, hdr.used()?);
+        if cap != self.mem.len()
+            || committed > cap
+            || top < HEAP_START
+            || top > committed
+            || top % 8 != 0
+            || used > top - HEAP_START
+        {
+            return Err(Error::corrupted(format!(
+                "header words are inconsistent: capacity {cap}, mapping {}, committed {committed}, top {top}, used {used}",
+                self.mem.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads and validates the record at `rec`: the name and the value lie
+    /// inside its block and the value is aligned for its registered type.
+    pub(crate) fn record(&self, rec: u64) -> Result<Record> {
+        let payload = self.payload_size(rec)?;
+        let name_len = self.record_name_len(rec)?;
+        let type_idx = self.mem.u32(rec + REC_TYPE)?;
+        let info = self.type_info(type_idx)?;
+        let len = self.mem.u64(rec + REC_LEN)?;
+        let flags = self.mem.u16(rec + REC_FLAGS)?;
+        let rel = self.mem.u32(rec + REC_VALUE_REL)? as u64;
+        let bytes = info.size.checked_mul(len);
+        let fits = bytes
+            .and_then(|b| rel.checked_add(b))
+            .is_some_and(|end| end <= payload);
+        let value = rec + rel;
+        if rel < REC_NAME + name_len || !fits || value % info.align != 0 {
+            return Err(Error::corrupted(format!(
+                "record {rec:#x}: value at +{rel} ({len} × {} bytes, align {}) does not fit its {payload}-byte block",
+                info.size, info.align
+            )));
+        }
+        if flags & FLAG_SLICE == 0 && len != 1 {
+            return Err(Error::corrupted(format!(
+                "record {rec:#x}: a single object with element count {len}"
+            )));
+        }
+        Ok(Record {
+            rec,
+            type_idx,
+            len,
+            flags,
+            value,
+        })
+    }
+
+    /// Allocates and fills a record for `len` elements of type `type_idx`
+    /// under `name` (not yet published). Returns (record, value offset).
+    pub(crate) fn new_record(
+        &self,
+        name: &[u8],
+        type_idx: u32,
+        slice: bool,
+        len: u64,
+    ) -> Result<(u64, u64)> {
+        let info = self.type_info(type_idx)?;
+        let too_big = || Error::InvalidArgument {
+            reason: format!(
+                "{len} elements of {} bytes overflow the address space",
+                info.size
+            ),
+        };
+        let bytes = info.size.checked_mul(len).ok_or_else(too_big)?;
+        let payload = record_payload(name.len() as u64, info.align, bytes).ok_or_else(too_big)?;
+        let rec = self.alloc(payload)?;
+        let value = (rec + REC_NAME + name.len() as u64).next_multiple_of(info.align.max(8));
+        self.mem.set_u64(rec + REC_LEN, len)?;
+        self.mem.set_u32(rec + REC_TYPE, type_idx)?;
+        self.mem.set_u32(rec + REC_PINS, 0)?;
+        self.mem.set_u16(rec + REC_NAME_LEN, name.len() as u16)?;
+        self.mem
+            .set_u16(rec + REC_FLAGS, if slice { FLAG_SLICE } else { 0 })?;
+        self.mem
+            .set_u32(rec + REC_VALUE_REL, (value - rec) as u32)?;
+        self.mem.write_bytes(rec + REC_NAME, name)?;
+        Ok((rec, value))
+    }
+
+    /// Publishes a filled record under `name`.
+    pub(crate) fn publish(&self, hash: u64, rec: u64) -> Result<()> {
+        self.dir_insert(hash, rec)?;
+        let hdr = Header(self.mem);
+        hdr.set_objects(hdr.objects()? + 1)
+    }
+
+    /// Adds `delta` (±1) to a record's pins.
+    pub(crate) fn pin(&self, rec: u64, delta: i32) -> Result<u32> {
+        let pins = self.mem.u32(rec + REC_PINS)?;
+        let new = pins.checked_add_signed(delta).ok_or_else(|| {
+            Error::corrupted(format!(
+                "record {rec:#x}: pin count {pins} cannot change by {delta}"
+            ))
+        })?;
+        self.mem.set_u32(rec + REC_PINS, new)?;
+        Ok(new)
+    }
+
+    /// Drops one pin; frees a removed record when its last pin goes.
+    pub(crate) fn unpin(&self, rec: u64) -> Result<()> {
+        let pins = self.pin(rec, -1)?;
+        if pins == 0 && self.mem.u16(rec + REC_FLAGS)? & FLAG_REMOVED != 0 {
+            self.free(rec)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the record found at `found` out of the directory and frees it,
+    /// or marks it removed while handles still pin it.
+    pub(crate) fn remove(&self, found: &Found) -> Result<()> {
+        self.record(found.rec)?;
+        self.dir_remove(found)?;
+        let hdr = Header(self.mem);
+        hdr.set_objects(hdr.objects()?.saturating_sub(1))?;
+        if self.mem.u32(found.rec + REC_PINS)? == 0 {
+            self.free(found.rec)
+        } else {
+            let flags = self.mem.u16(found.rec + REC_FLAGS)?;
+            self.mem
+                .set_u16(found.rec + REC_FLAGS, flags | FLAG_REMOVED)
+        }
+    }
+
+    /// The name of a record (lossy UTF-8: names are validated UTF-8 when
+    /// written).
+    pub(crate) fn record_name(&self, rec: u64) -> Result<String> {
+        let len = self.record_name_len(rec)?;
+        let bytes = self.mem.read_bytes(rec + REC_NAME, len)?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Space accounting.
+    pub(crate) fn stats(&self) -> Result<Stats> {
+        let hdr = Header(self.mem);
+        let capacity = hdr.capacity()?;
+        let used = hdr.used()?;
+        Ok(Stats {
+            capacity,
+            committed: hdr.committed()?,
+            used,
+            free: capacity.saturating_sub(HEAP_START + used),
+            objects: hdr.objects()?,
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use core::ptr::NonNull;
+
+    /// A heap buffer formatted as a store, for tests of the arena alone.
+    pub(crate) struct HeapStore {
+        _buf: Vec<u64>,
+        pub(crate) mem: Mem,
+    }
+
+    fn no_commit(_: u64, _: u64) -> Result<()> {
+        Ok(())
+    }
+
+    impl HeapStore {
+        pub(crate) fn new(bytes: usize) -> HeapStore {
+            let mut buf = vec![0u64; bytes / 8];
+            let base = NonNull::new(buf.as_mut_ptr().cast::<u8>()).unwrap();
+            // SAFETY: the Vec's buffer is valid for `bytes` bytes, 8-aligned,
+            // lives as long as the HeapStore, and no reference into it is
+            // formed while the arena writes.
+            let mem = unsafe { Mem::new(base, buf.len() * 8) };
+            let s = HeapStore { _buf: buf, mem };
+            s.arena().format().unwrap();
+            s
+        }
+
+        pub(crate) fn arena(&self) -> Arena<'static> {
+            Arena::new(self.mem, &no_commit)
+        }
+    }
+
+    /// A small deterministic generator (xorshift64*), for shuffles in tests.
+    pub(crate) struct Rng(pub(crate) u64);
+    impl Rng {
+        pub(crate) fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+    }
+
+    fn iterations(n: usize) -> usize {
+        if cfg!(miri) {
+            n / 50 + 1
+        } else {
+            n
+        }
+    }
+
+    #[test]
+    fn allocations_do_not_overlap_and_frees_are_reused() {
+        let s = HeapStore::new(1 << 20);
+        let a = s.arena();
+        let mut live: Vec<(u64, u64)> = Vec::new();
+        let mut rng = Rng(7);
+        for _ in 0..iterations(2000) {
+            if live.len() > 20 && rng.next() % 3 == 0 {
+                let i = (rng.next() % live.len() as u64) as usize;
+                let (off, _) = live.swap_remove(i);
+                a.free(off).unwrap();
+            } else {
+                let size = 1 + rng.next() % 3000;
+                let off = a.alloc(size).unwrap();
+                assert_eq!(off % 8, 0);
+                assert!(a.payload_size(off).unwrap() >= size);
+                live.push((off, size));
+            }
+        }
+        let mut sorted = live.clone();
+        sorted.sort();
+        for w in sorted.windows(2) {
+            assert!(w[0].0 + w[0].1 <= w[1].0, "{w:?} overlap");
+        }
+        a.check_heap().unwrap();
+        for (off, _) in live {
+            a.free(off).unwrap();
+        }
+        let (used_blocks, free_blocks, _, _) = a.check_heap().unwrap();
+        // Only the directory table and the registry table remain, and every free
+        // block merged back into top.
+        assert_eq!((used_blocks, free_blocks), (2, 0));
+    }
+
+    #[test]
+    fn freed_small_block_is_reused_exactly() {
+        let s = HeapStore::new(1 << 16);
+        let a = s.arena();
+        let x = a.alloc(64).unwrap();
+        let _guard = a.alloc(64).unwrap();
+        a.free(x).unwrap();
+        assert_eq!(a.alloc(64).unwrap(), x);
+        a.check_heap().unwrap();
+    }
+
+    #[test]
+    fn neighbours_coalesce() {
+        let s = HeapStore::new(1 << 16);
+        let a = s.arena();
+        let x = a.alloc(100).unwrap();
+        let y = a.alloc(100).unwrap();
+        let z = a.alloc(100).unwrap();
+        let _pin = a.alloc(8).unwrap();
+        a.free(x).unwrap();
+        a.free(z).unwrap();
+        a.free(y).unwrap();
+        let (_, free_blocks, _, free) = a.check_heap().unwrap();
+        assert_eq!(free_blocks, 1);
+        // One block large enough for all three comes back whole.
+        assert_eq!(a.alloc(free - 8).unwrap(), x);
+    }
+
+    #[test]
+    fn exhaustion_is_out_of_memory_with_sizes() {
+        let s = HeapStore::new(1 << 16);
+        let a = s.arena();
+        let err = a.alloc(1 << 20).unwrap_err();
+        match err {
+            Error::OutOfMemory {
+                requested,
+                capacity,
+                ..
+            } => {
+                assert!(requested >= 1 << 20);
+                assert_eq!(capacity, 1 << 16);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        while a.alloc(1000).is_ok() {}
+        assert!(matches!(a.alloc(1000), Err(Error::OutOfMemory { .. })));
+        a.check_heap().unwrap();
+    }
+
+    #[test]
+    fn double_free_and_wild_free_are_errors() {
+        let s = HeapStore::new(1 << 16);
+        let a = s.arena();
+        let x = a.alloc(40).unwrap();
+        let _y = a.alloc(40).unwrap();
+        a.free(x).unwrap();
+        assert!(matches!(a.free(x), Err(Error::Corrupted { .. })));
+        assert!(matches!(a.free(12345), Err(Error::Corrupted { .. })));
+        assert!(matches!(a.free(8), Err(Error::Corrupted { .. })));
+    }
+
+    fn insert(a: &Arena<'_>, name: &str, type_idx: u32) -> u64 {
+        let (rec, value) = a.new_record(name.as_bytes(), type_idx, false, 1).unwrap();
+        a.mem.set_u64(value, name.len() as u64).unwrap();
+        a.publish(dir::hash_name(name.as_bytes()), rec).unwrap();
+        rec
+    }
+
+    #[test]
+    fn directory_finds_every_name_and_grows() {
+        let s = HeapStore::new(4 << 20);
+        let a = s.arena();
+        let t = a.register_type(1, 8, 8, "u64", "u64 (size 8)").unwrap();
+        let n = iterations(5000);
+        for i in 0..n {
+            insert(&a, &format!("key{i}"), t);
+        }
+        assert!(Header(a.mem).dir_cap().unwrap() >= n as u64 * 4 / 3);
+        for i in 0..n {
+            let name = format!("key{i}");
+            let found = a
+                .lookup(name.as_bytes(), dir::hash_name(name.as_bytes()))
+                .unwrap();
+            let rec = a.record(found.expect("present").rec).unwrap();
+            assert_eq!(a.mem.u64(rec.value).unwrap(), name.len() as u64);
+            assert_eq!(a.record_name(rec.rec).unwrap(), name);
+        }
+        assert!(a
+            .lookup(b"absent", dir::hash_name(b"absent"))
+            .unwrap()
+            .is_none());
+        assert_eq!(a.stats().unwrap().objects, n as u64);
+        a.check_heap().unwrap();
+    }
+
+    #[test]
+    fn removal_frees_unpinned_records_and_defers_pinned_ones() {
+        let s = HeapStore::new(1 << 20);
+        let a = s.arena();
+        let t = a.register_type(1, 8, 8, "u64", "u64").unwrap();
+        let before = a.stats().unwrap().used;
+        let r1 = insert(&a, "one", t);
+        let r2 = insert(&a, "two", t);
+        a.pin(r2, 1).unwrap();
+        for name in ["one", "two"] {
+            let f = a
+                .lookup(name.as_bytes(), dir::hash_name(name.as_bytes()))
+                .unwrap()
+                .unwrap();
+            a.remove(&f).unwrap();
+        }
+        assert!(a.lookup(b"two", dir::hash_name(b"two")).unwrap().is_none());
+        // r2 is still allocated and readable while pinned.
+        assert_eq!(a.record(r2).unwrap().len, 1);
+        assert!(a.payload_size(r1).is_err());
+        a.unpin(r2).unwrap();
+        assert_eq!(a.stats().unwrap().used, before);
+        assert_eq!(a.stats().unwrap().objects, 0);
+        a.check_heap().unwrap();
+    }
+
+    #[test]
+    fn tombstones_are_reused_without_unbounded_growth() {
+        let s = HeapStore::new(1 << 20);
+        let a = s.arena();
+        let t = a.register_type(1, 8, 8, "u64", "u64").unwrap();
+        for i in 0..iterations(3000) {
+            let name = format!("churn{}", i % 10);
+            if let Some(f) = a
+                .lookup(name.as_bytes(), dir::hash_name(name.as_bytes()))
+                .unwrap()
+            {
+                a.remove(&f).unwrap();
+            }
+            insert(&a, &name, t);
+        }
+        assert_eq!(Header(a.mem).dir_cap().unwrap(), dir::INITIAL_SLOTS);
+        assert_eq!(a.records().unwrap().len(), 10);
+    }
+
+    #[test]
+    fn registry_grows_and_keeps_descriptions() {
+        let s = HeapStore::new(1 << 20);
+        let a = s.arena();
+        for i in 0..20u64 {
+            let idx = a
+                .register_type(i + 100, i, 8, &format!("T{i}"), &format!("T{i} layout"))
+                .unwrap();
+            assert_eq!(idx as u64, i);
+        }
+        assert_eq!(a.find_type(107).unwrap(), Some(7));
+        assert_eq!(a.find_type(1).unwrap(), None);
+        let (name, desc) = a.type_text(13).unwrap();
+        assert_eq!((name.as_str(), desc.as_str()), ("T13", "T13 layout"));
+        assert_eq!(a.type_info(5).unwrap().size, 5);
+        a.check_heap().unwrap();
+    }
+
+    #[test]
+    fn records_align_values_for_large_alignments() {
+        let s = HeapStore::new(1 << 20);
+        let a = s.arena();
+        let t = a.register_type(9, 64, 64, "Line", "Line").unwrap();
+        for name in ["a", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "cc"] {
+            let (rec, value) = a.new_record(name.as_bytes(), t, true, 3).unwrap();
+            assert_eq!(value % 64, 0);
+            let r = a.record(rec).unwrap();
+            assert_eq!((r.value, r.len), (value, 3));
+        }
+    }
+
+    #[test]
+    fn corrupted_directory_slot_is_an_error_not_a_crash() {
+        let s = HeapStore::new(1 << 20);
+        let a = s.arena();
+        let t = a.register_type(1, 8, 8, "u64", "u64").unwrap();
+        insert(&a, "x", t);
+        let table = Header(a.mem).dir_table().unwrap();
+        let cap = Header(a.mem).dir_cap().unwrap();
+        for i in 0..cap {
+            let slot = a.mem.u64(table + i * 8).unwrap();
+            if slot > 1 {
+                a.mem.set_u64(table + i * 8, slot | 0xff_ffff_ffff).unwrap();
+            }
+        }
+        assert!(matches!(
+            a.lookup(b"x", dir::hash_name(b"x")),
+            Err(Error::Corrupted { .. })
+        ));
+    }
+}

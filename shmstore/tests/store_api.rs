@@ -1,0 +1,254 @@
+//! In-process tests of the store's public API: pins and removal, the large
+//! copy path, entries/stats/check, alignment, slices of mutexes, threads.
+
+use std::io::{Seek, SeekFrom, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use shmstore::{Error, LockError, ShmMutex, ShmSafe, Store};
+
+/// A store with a unique name, unlinked on drop (even when a test fails).
+struct Temp {
+    store: Store,
+}
+
+impl Temp {
+    fn new(tag: &str, capacity: u64) -> Temp {
+        let name = format!("shmstore-api-{tag}-{}", std::process::id());
+        let _ = Store::unlink(&name);
+        Temp {
+            store: Store::create(&name, capacity).expect("create store"),
+        }
+    }
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        let _ = Store::unlink(self.store.name());
+    }
+}
+
+#[derive(ShmSafe, Debug, PartialEq, Clone, Copy)]
+#[repr(C)]
+struct Sample {
+    id: u32,
+    ok: bool,
+    value: f64,
+}
+
+#[derive(ShmSafe)]
+#[repr(C, align(64))]
+struct CacheLine {
+    words: [u64; 8],
+}
+
+#[test]
+fn a_removed_object_stays_readable_through_its_handle_until_dropped() {
+    let t = Temp::new("pin", 1 << 20);
+    let s = &t.store;
+    let fill = |on: bool| {
+        for i in 0..200 {
+            let name = format!("filler{i}");
+            if on {
+                s.insert_slice(&name, &[0xffu64; 64]).unwrap();
+            } else {
+                s.remove(&name).unwrap();
+            }
+        }
+    };
+    // Once first, so that the type registry and the directory have grown.
+    fill(true);
+    fill(false);
+    let used_before = s.stats().unwrap().used;
+    s.insert_slice("data", &[7u64; 512]).unwrap();
+    let held = s.get_slice::<u64>("data").unwrap();
+    s.remove("data").unwrap();
+    assert!(!s.contains("data").unwrap());
+    assert!(matches!(s.get_slice::<u64>("data"), Err(Error::NotFound { .. })));
+    // Fill the arena with other objects: none may land on the pinned slice.
+    fill(true);
+    assert!(held.iter().all(|&v| v == 7));
+    fill(false);
+    drop(held);
+    assert_eq!(
+        s.stats().unwrap().used,
+        used_before,
+        "space reclaimed after the last handle"
+    );
+    assert!(s.check().unwrap().is_ok());
+}
+
+#[test]
+fn get_or_insert_with_returns_the_existing_value_without_running_init() {
+    let t = Temp::new("goiw", 1 << 20);
+    let s = &t.store;
+    let first = s.get_or_insert_with("n", || AtomicU64::new(41)).unwrap();
+    first.fetch_add(1, Ordering::SeqCst);
+    let second = s
+        .get_or_insert_with("n", || -> AtomicU64 {
+            panic!("init must not run for an existing object")
+        })
+        .unwrap();
+    assert_eq!(second.load(Ordering::SeqCst), 42);
+    let err = s.get_or_insert_with("n", || 0u32).unwrap_err();
+    assert!(matches!(err, Error::TypeMismatch { .. }), "{err}");
+}
+
+#[test]
+fn large_slices_round_trip_and_a_taken_name_leaks_nothing() {
+    let t = Temp::new("large", 16 << 20);
+    let s = &t.store;
+    let items: Vec<u32> = (0..1_000_000).collect();
+    s.insert_slice("big", &items).unwrap();
+    let used = s.stats().unwrap().used;
+    let err = s.insert_slice("big", &items).unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
+    assert_eq!(s.stats().unwrap().used, used);
+    let got = s.get_slice::<u32>("big").unwrap();
+    assert_eq!(&got[..], &items[..]);
+}
+
+#[test]
+fn entries_stats_and_check_describe_the_store() {
+    let t = Temp::new("entries", 1 << 20);
+    let s = &t.store;
+    s.insert(
+        "one",
+        Sample {
+            id: 1,
+            ok: true,
+            value: 1.5,
+        },
+    )
+    .unwrap();
+    s.insert_slice("many", &[1u16, 2, 3]).unwrap();
+    let mut entries = s.entries().unwrap();
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0].name, "many");
+    assert_eq!(entries[0].type_name, "u16");
+    assert_eq!((entries[0].size, entries[0].len), (6, Some(3)));
+    assert_eq!(entries[1].name, "one");
+    assert_eq!(entries[1].type_name, "Sample");
+    assert_eq!(entries[1].fingerprint, Sample::FINGERPRINT);
+    assert_eq!(entries[1].len, None);
+    let stats = s.stats().unwrap();
+    assert_eq!(stats.objects, 2);
+    assert_eq!(stats.capacity, 1 << 20);
+    assert!(stats.committed <= stats.capacity && stats.used > 0);
+    assert_eq!(stats.free + stats.used + 4096, stats.capacity);
+    let report = s.check().unwrap();
+    assert!(report.is_ok(), "{report}");
+    assert_eq!((report.objects, report.types), (2, 2));
+    assert_eq!(
+        *s.get::<Sample>("one").unwrap(),
+        Sample {
+            id: 1,
+            ok: true,
+            value: 1.5
+        }
+    );
+}
+
+#[test]
+fn values_are_aligned_for_their_type() {
+    let t = Temp::new("align", 1 << 20);
+    let s = &t.store;
+    for i in 0..10 {
+        let name = "x".repeat(i + 1);
+        s.insert(
+            &name,
+            CacheLine {
+                words: [i as u64; 8],
+            },
+        )
+        .unwrap();
+        let h = s.get::<CacheLine>(&name).unwrap();
+        assert_eq!(&*h as *const CacheLine as usize % 64, 0);
+        assert_eq!(h.words[7], i as u64);
+    }
+}
+
+#[test]
+fn a_slice_of_mutexes_gets_working_locks() {
+    let t = Temp::new("mutexes", 1 << 20);
+    let s = &t.store;
+    let src: Vec<ShmMutex<u64>> = (0..16).map(ShmMutex::new).collect();
+    s.insert_slice("locks", &src).unwrap();
+    let locks = s.get_slice::<ShmMutex<u64>>("locks").unwrap();
+    for (i, m) in locks.iter().enumerate() {
+        let mut g = m.lock().unwrap();
+        assert_eq!(*g, i as u64);
+        *g += 100;
+    }
+    assert_eq!(*locks[3].lock().unwrap(), 103);
+}
+
+#[test]
+fn relocking_a_held_mutex_on_the_same_thread_is_an_error_not_a_hang() {
+    let t = Temp::new("relock", 1 << 20);
+    let m = t
+        .store
+        .get_or_insert_with("m", || ShmMutex::new(1u8))
+        .unwrap();
+    let _held = m.lock().unwrap();
+    let outcome = match m.lock() {
+        Err(LockError::Failed(_)) => "failed",
+        Err(LockError::OwnerDied(_)) => "owner died",
+        Ok(_) => "second guard",
+    };
+    assert_eq!(outcome, "failed");
+}
+
+#[test]
+fn threads_share_a_store_and_its_handles() {
+    let t = Temp::new("threads", 4 << 20);
+    let s = t.store.clone();
+    let counter = Arc::new(s.get_or_insert_with("c", || AtomicU64::new(0)).unwrap());
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let s = s.clone();
+            let counter = Arc::clone(&counter);
+            std::thread::spawn(move || {
+                for i in 0..500 {
+                    s.insert(&format!("t{w}-{i}"), i as u64).unwrap();
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(counter.load(Ordering::Relaxed), 2000);
+    assert_eq!(s.stats().unwrap().objects, 2001);
+    assert_eq!(*s.get::<u64>("t3-499").unwrap(), 499);
+    assert!(s.check().unwrap().is_ok());
+}
+
+#[test]
+fn invalid_bytes_in_a_stored_value_are_reported_not_read() {
+    let t = Temp::new("bits", 1 << 20);
+    let s = &t.store;
+    s.insert("flag", true).unwrap();
+    // Corrupt the bool from outside, as a foreign writer would.
+    let path = format!("/dev/shm{}", s.name());
+    let off = value_offset(&std::fs::read(&path).unwrap(), "flag");
+    let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.seek(SeekFrom::Start(off as u64)).unwrap();
+    f.write_all(&[7]).unwrap();
+    let err = s.get::<bool>("flag").unwrap_err();
+    assert!(matches!(err, Error::Corrupted { .. }), "{err}");
+    assert!(err.to_string().contains("bool"), "{err}");
+}
+
+/// The offset of the 1-byte value stored under `name`: a record holds the
+/// name and then the value at the next 8-byte boundary (see the record
+/// layout in `arena/dir.rs`).
+fn value_offset(bytes: &[u8], name: &str) -> usize {
+    let pos = bytes
+        .windows(name.len())
+        .rposition(|w| w == name.as_bytes())
+        .expect("name in segment");
+    (pos + name.len()).next_multiple_of(8)
+}
