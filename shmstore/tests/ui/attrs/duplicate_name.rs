@@ -1,0 +1,12 @@
+use shmstore::ShmSafe;
+
+#[derive(ShmSafe)]
+#[repr(C)]
+#[shm(name = "A")]
+#[shm(name = "B")]
+struct Point {
+    x: f64,
+    y: f64,
+}
+
+fn main() {}

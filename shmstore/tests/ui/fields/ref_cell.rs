@@ -1,0 +1,18 @@
+use shmstore::ShmSafe;
+use std::cell::RefCell;
+
+#[derive(ShmSafe)]
+#[repr(C)]
+struct Point {
+    x: f64,
+    y: f64,
+}
+
+#[derive(ShmSafe)]
+#[repr(C)]
+struct Record {
+    id: u64,
+    data: RefCell<u32>,
+}
+
+fn main() {}

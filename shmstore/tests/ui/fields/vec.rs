@@ -1,0 +1,17 @@
+use shmstore::ShmSafe;
+
+#[derive(ShmSafe)]
+#[repr(C)]
+struct Point {
+    x: f64,
+    y: f64,
+}
+
+#[derive(ShmSafe)]
+#[repr(C)]
+struct Record {
+    id: u64,
+    data: Vec<u8>,
+}
+
+fn main() {}

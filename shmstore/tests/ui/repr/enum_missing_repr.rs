@@ -1,0 +1,9 @@
+use shmstore::ShmSafe;
+
+#[derive(ShmSafe)]
+enum State {
+    Idle,
+    Busy,
+}
+
+fn main() {}

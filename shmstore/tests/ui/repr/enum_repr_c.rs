@@ -1,0 +1,10 @@
+use shmstore::ShmSafe;
+
+#[derive(ShmSafe)]
+#[repr(C)]
+enum State {
+    Idle,
+    Busy,
+}
+
+fn main() {}

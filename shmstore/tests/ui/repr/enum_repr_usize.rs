@@ -1,0 +1,10 @@
+use shmstore::ShmSafe;
+
+#[derive(ShmSafe)]
+#[repr(usize)]
+enum State {
+    Idle,
+    Busy,
+}
+
+fn main() {}

@@ -1,0 +1,10 @@
+use shmstore::ShmSafe;
+
+#[derive(ShmSafe)]
+#[repr(Rust)]
+struct Point {
+    x: f64,
+    y: f64,
+}
+
+fn main() {}
