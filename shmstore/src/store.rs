@@ -469,9 +469,12 @@ impl Store {
         let store = Store {
             inner: Arc::new(Inner { region, mem }),
         };
+        // Validate the roots only: opening must not touch every page (a
+        // reader's resident memory grows with what it reads). Each record is
+        // validated when it is looked up.
         store.with_arena(|a| {
             a.type_count()?;
-            a.records().map(|_| ())
+            a.dir_validate()
         })?;
         Ok(Some(store))
     }

@@ -120,6 +120,12 @@ impl Arena<'_> {
         Ok((table, cap))
     }
 
+    /// Checks the directory's header words and that its table lies inside
+    /// the region, without reading the table.
+    pub(crate) fn dir_validate(&self) -> Result<()> {
+        self.table().map(|_| ())
+    }
+
     /// The record a live slot points to, checked to be inside the heap.
     fn slot_record(&self, slot: u64) -> Result<u64> {
         let rec = (slot & OFF_MASK) << 3;
