@@ -343,14 +343,14 @@ impl Store {
             OFF_ABI,
             abi_tag(core::mem::size_of::<libc::pthread_mutex_t>()),
         )?;
+        let inner = Inner { region, mem };
+        let commit = |from: u64, to: u64| inner.region.commit(from, to - from);
+        Arena::new(mem, &commit).format()?;
         let lock = mem.ptr(OFF_LOCK, LOCK_SPACE, 8)?.cast::<RawMutex>();
         // SAFETY: `lock` is inside the committed header page, aligned (the
         // offset is a multiple of 64 and the mapping page-aligned), and no
         // other process uses it: the state word still says "creating".
         unsafe { RawMutex::init(lock) }?;
-        let inner = Inner { region, mem };
-        let commit = |from: u64, to: u64| inner.region.commit(from, to - from);
-        Arena::new(mem, &commit).format()?;
         mem.atomic_u32(OFF_STATE)?
             .store(STATE_READY, Ordering::Release);
         Ok(Store {
@@ -1032,3 +1032,59 @@ impl<T: ShmSafe + fmt::Debug> fmt::Debug for SliceHandle<T> {
 unsafe impl<T: ShmSafe + Sync> Send for SliceHandle<T> {}
 // SAFETY: as for Handle.
 unsafe impl<T: ShmSafe + Sync> Sync for SliceHandle<T> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `f` on a thread and fails the test if it does not finish in
+    /// 60 s, instead of hanging the test run.
+    fn with_watchdog(f: impl FnOnce() + Send + 'static) {
+        let (done, wait) = std::sync::mpsc::channel();
+        let worker = std::thread::spawn(move || {
+            f();
+            let _ = done.send(());
+        });
+        match wait.recv_timeout(Duration::from_secs(60)) {
+            Ok(()) => worker.join().unwrap(),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                std::panic::resume_unwind(worker.join().unwrap_err())
+            }
+            Err(e) => panic!("watchdog: the test did not finish: {e}"),
+        }
+    }
+
+    #[test]
+    fn a_header_lock_whose_owner_died_is_recovered_not_waited_on() {
+        // Regression: formatting the header once zeroed the initialised lock,
+        // leaving a plain process-private mutex that hung here.
+        with_watchdog(header_lock_owner_death);
+    }
+
+    fn header_lock_owner_death() {
+        let name = format!("shmstore-unit-hdr-{}", std::process::id());
+        struct Unlink(String);
+        impl Drop for Unlink {
+            fn drop(&mut self) {
+                let _ = Store::unlink(&self.0);
+            }
+        }
+        let _ = Store::unlink(&name);
+        let _cleanup = Unlink(name.clone());
+        let store = Store::create(&name, 1 << 20).unwrap();
+        store.insert("kept", 7u64).unwrap();
+        let s2 = store.clone();
+        // A thread that dies holding the header lock, as a killed process
+        // would: robust mutexes report the death when the thread exits.
+        std::thread::spawn(move || core::mem::forget(s2.lock().unwrap()))
+            .join()
+            .unwrap();
+        assert_eq!(*store.get::<u64>("kept").unwrap(), 7);
+        store.insert("after", 8u64).unwrap();
+        assert_eq!(
+            store.with_arena(|a| Header(a.mem).recoveries()).unwrap(),
+            1
+        );
+        assert!(store.check().unwrap().is_ok());
+    }
+}

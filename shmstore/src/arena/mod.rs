@@ -91,7 +91,12 @@ impl<'a> Arena<'a> {
                 ),
             });
         }
-        self.mem.zero(OFF_CAPACITY, HEAP_START - OFF_CAPACITY)?;
+        // Everything after the identity words, except the header lock: the
+        // caller initialises it, and zeroing a live pthread mutex would turn
+        // it into a process-private one.
+        self.mem.zero(OFF_CAPACITY, OFF_LOCK - OFF_CAPACITY)?;
+        let after_lock = OFF_LOCK + LOCK_SPACE;
+        self.mem.zero(after_lock, HEAP_START - after_lock)?;
         let hdr = Header(self.mem);
         hdr.set_capacity(capacity)?;
         hdr.set_committed(HEAP_START.min(capacity))?;
