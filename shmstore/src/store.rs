@@ -581,7 +581,7 @@ impl Store {
                 T::LAYOUT.type_expr()
             )));
         }
-        a.pin(rec, 1)?;
+        a.pin(rec)?;
         Ok(r)
     }
 
@@ -628,8 +628,20 @@ impl Store {
         Ok(unsafe { NonNull::new_unchecked(p) })
     }
 
+    /// Drops a pin without the header lock; takes the lock only to free a
+    /// removed record whose last pin this was.
     fn unpin(&self, rec: u64) -> Result<()> {
-        self.with_arena(|a| a.unpin(rec))
+        if self.arena(&|_, _| Ok(())).unpin(rec)? {
+            self.with_arena(|a| a.free(rec))?;
+        }
+        Ok(())
+    }
+
+    /// Adds a pin to a record the caller already pins (a handle's clone).
+    fn repin(&self, rec: u64) {
+        // A failure means a corrupted pin word; the clone then shares the
+        // original's pin, which stays until the original is dropped.
+        let _ = self.arena(&|_, _| Ok(())).pin(rec);
     }
 
     /// Reserves a record, fills it with `fill` (our own copy and in-place
@@ -662,7 +674,7 @@ impl Store {
         let finish = |a: &Arena<'_>, rec: u64| -> Result<(Record, bool)> {
             a.publish(hash, rec)?;
             if pin {
-                a.pin(rec, 1)?;
+                a.pin(rec)?;
             }
             Ok((a.record(rec)?, true))
         };
@@ -952,10 +964,7 @@ impl<T: ShmSafe> Deref for Handle<T> {
 
 impl<T: ShmSafe> Clone for Handle<T> {
     fn clone(&self) -> Self {
-        // A pin failure would mean corrupted metadata; the clone still holds
-        // the mapping and the original's pin keeps the record alive while
-        // the original lives. Count it anyway so drops balance.
-        let _ = self.store.with_arena(|a| a.pin(self.rec, 1));
+        self.store.repin(self.rec);
         Handle {
             store: self.store.clone(),
             rec: self.rec,
@@ -1005,7 +1014,7 @@ impl<T: ShmSafe> Deref for SliceHandle<T> {
 
 impl<T: ShmSafe> Clone for SliceHandle<T> {
     fn clone(&self) -> Self {
-        let _ = self.store.with_arena(|a| a.pin(self.rec, 1));
+        self.store.repin(self.rec);
         SliceHandle {
             store: self.store.clone(),
             rec: self.rec,
@@ -1081,10 +1090,7 @@ mod tests {
             .unwrap();
         assert_eq!(*store.get::<u64>("kept").unwrap(), 7);
         store.insert("after", 8u64).unwrap();
-        assert_eq!(
-            store.with_arena(|a| Header(a.mem).recoveries()).unwrap(),
-            1
-        );
+        assert_eq!(store.with_arena(|a| Header(a.mem).recoveries()).unwrap(), 1);
         assert!(store.check().unwrap().is_ok());
     }
 }

@@ -16,6 +16,11 @@
 //! neither can be a record). The table grows to keep live + tombstone slots
 //! at most 3/4 of it. Offsets up to 2^43 bytes (8 TiB) can be encoded.
 //!
+//! A name's home slot is given by the *top* bits of its hash (a table of
+//! 2^k slots uses the top k bits). The tag holds the top 24 bits, so while a
+//! table has at most 2^24 slots, growing it moves every slot from its tag
+//! alone, without reading a record or hashing a name again.
+//!
 //! # Records
 //!
 //! Each named object is one allocation, its record:
@@ -24,12 +29,21 @@
 //! |--------------|------|----------------------------------------------|
 //! | 0            | 8    | element count (1 for a single object)        |
 //! | 8            | 4    | index of the type in the registry            |
-//! | 12           | 4    | pins: live handles to the value              |
+//! | 12           | 4    | pin word (atomic), see below                 |
 //! | 16           | 2    | name length                                  |
-//! | 18           | 2    | flags: 1 slice, 2 removed                    |
+//! | 18           | 2    | flags: 1 slice                               |
 //! | 20           | 4    | offset of the value from the record          |
 //! | 24           | n    | name bytes                                   |
 //! | `value_rel`  |      | the value, aligned for its type              |
+//!
+//! The pin word counts live handles and marks removal, so that a removed
+//! record is freed by exactly one party: `remove` if no handle pins it, else
+//! the handle whose unpin takes the word from `REMOVED | 1` to `REMOVED`.
+//!
+//! | bits  | meaning                                             |
+//! |-------|-----------------------------------------------------|
+//! | 0..31 | pins: handles to the value in any process           |
+//! | 31    | removed: out of the directory, free at last unpin   |
 
 use super::header::{Header, HEAP_START};
 use super::Arena;
@@ -45,8 +59,10 @@ pub(crate) const REC_NAME: u64 = 24;
 
 /// Record flag: the value is a slice.
 pub(crate) const FLAG_SLICE: u16 = 1;
-/// Record flag: removed from the directory, freed when the last pin goes.
-pub(crate) const FLAG_REMOVED: u16 = 2;
+/// Pin word: the count of pins.
+pub(crate) const PIN_COUNT: u32 = (1 << 31) - 1;
+/// Pin word: removed from the directory, freed when the last pin goes.
+pub(crate) const PIN_REMOVED: u32 = 1 << 31;
 
 const EMPTY: u64 = 0;
 const TOMB: u64 = 1;
@@ -74,6 +90,20 @@ pub(crate) fn hash_name(name: &[u8]) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^ (h >> 33)
+}
+
+/// Bits of the hash kept in a slot.
+const TAG_BITS: u32 = 64 - OFF_BITS;
+
+/// The home slot of `hash` in a table of `slots` (a power of two) slots:
+/// the hash's top bits.
+fn home(hash: u64, slots: u64) -> u64 {
+    let k = slots.trailing_zeros();
+    if k == 0 {
+        0
+    } else {
+        hash >> (64 - k)
+    }
 }
 
 fn slot_for(hash: u64, rec: u64) -> u64 {
@@ -152,7 +182,7 @@ impl Arena<'_> {
     pub(crate) fn lookup(&self, name: &[u8], hash: u64) -> Result<Option<Found>> {
         let (table, cap) = self.table()?;
         let tag = hash >> OFF_BITS;
-        let mut i = hash & (cap - 1);
+        let mut i = home(hash, cap);
         for _ in 0..cap {
             let slot = self.mem.u64(table + i * 8)?;
             if slot == EMPTY {
@@ -167,10 +197,8 @@ impl Arena<'_> {
             }
             i = (i + 1) & (cap - 1);
         }
-        // A full table would have grown: no empty slot means corruption.
-        Err(Error::corrupted(
-            "directory has no empty slot (probe did not terminate)",
-        ))
+        // Every slot visited: live or tombstone, none of them `name`.
+        Ok(None)
     }
 
     /// Adds `rec` under a name known to be absent, growing the table first
@@ -182,10 +210,18 @@ impl Arena<'_> {
         if (live + tombs + 1) * 4 > cap * 3 {
             // Double when live slots dominate; rehash in place otherwise.
             let slots = if (live + 1) * 2 > cap { cap * 2 } else { cap };
-            self.rehash(slots)?;
+            match self.rehash(slots) {
+                Ok(()) => {}
+                // No room for a bigger table, but the current one still has
+                // a free or tombstone slot: a full store whose objects were
+                // removed must take new ones. (Probes stay bounded: a lookup
+                // gives up after visiting every slot.)
+                Err(Error::OutOfMemory { .. }) if live + 1 < cap => {}
+                Err(e) => return Err(e),
+            }
         }
         let (table, cap) = self.table()?;
-        let mut i = hash & (cap - 1);
+        let mut i = home(hash, cap);
         for _ in 0..cap {
             let off = table + i * 8;
             let slot = self.mem.u64(off)?;
@@ -214,10 +250,13 @@ impl Arena<'_> {
                 continue;
             }
             let rec = self.slot_record(slot)?;
-            let len = self.record_name_len(rec)?;
-            let name = self.mem.read_bytes(rec + REC_NAME, len)?;
-            let hash = hash_name(&name);
-            let mut j = hash & (slots - 1);
+            let hash = if slots <= 1 << TAG_BITS {
+                (slot >> OFF_BITS) << OFF_BITS
+            } else {
+                let len = self.record_name_len(rec)?;
+                self.mem.with_bytes(rec + REC_NAME, len, hash_name)?
+            };
+            let mut j = home(hash, slots);
             while self.mem.u64(new + j * 8)? != EMPTY {
                 j = (j + 1) & (slots - 1);
             }

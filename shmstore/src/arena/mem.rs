@@ -149,14 +149,29 @@ impl Mem {
         Ok(out)
     }
 
+    /// Calls `f` with a view of the `len` bytes at `off`.
+    ///
+    /// Only for metadata that no one writes while the caller holds the
+    /// header lock (object names, layout descriptions): the view must not
+    /// alias a concurrent write.
+    pub(crate) fn with_bytes<R>(
+        &self,
+        off: u64,
+        len: u64,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        let p = self.ptr(off, len, 1)?;
+        // SAFETY: `ptr` checked `len` in-bounds bytes; they are metadata
+        // written once before publication and only read under the header
+        // lock, so the temporary slice aliases no write; it does not escape
+        // `f`.
+        let view = unsafe { core::slice::from_raw_parts(p, len as usize) };
+        Ok(f(view))
+    }
+
     /// `true` if the `bytes.len()` bytes at `off` equal `bytes`.
     pub(crate) fn bytes_eq(&self, off: u64, bytes: &[u8]) -> Result<bool> {
-        let p = self.ptr(off, bytes.len() as u64, 1)?;
-        // SAFETY: checked in-bounds; the bytes are metadata (an object's
-        // name), written once before publication and read under the header
-        // lock, so the temporary slice aliases no concurrent write.
-        let found = unsafe { core::slice::from_raw_parts(p, bytes.len()) };
-        Ok(found == bytes)
+        self.with_bytes(off, bytes.len() as u64, |found| found == bytes)
     }
 }
 

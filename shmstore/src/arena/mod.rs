@@ -13,12 +13,13 @@ pub(crate) mod mem;
 pub(crate) mod registry;
 
 use self::dir::{
-    Found, FLAG_REMOVED, FLAG_SLICE, REC_FLAGS, REC_LEN, REC_NAME, REC_NAME_LEN, REC_PINS,
-    REC_TYPE, REC_VALUE_REL,
+    Found, FLAG_SLICE, PIN_COUNT, PIN_REMOVED, REC_FLAGS, REC_LEN, REC_NAME, REC_NAME_LEN,
+    REC_PINS, REC_TYPE, REC_VALUE_REL,
 };
 use self::header::*;
 use self::mem::Mem;
 use crate::{Error, Result};
+use core::sync::atomic::Ordering;
 
 /// Commits the pages in `[from, to)` so that writing them cannot fault.
 pub(crate) type Commit<'a> = &'a dyn Fn(u64, u64) -> Result<()>;
@@ -199,41 +200,55 @@ impl<'a> Arena<'a> {
         hdr.set_objects(hdr.objects()? + 1)
     }
 
-    /// Adds `delta` (±1) to a record's pins.
-    pub(crate) fn pin(&self, rec: u64, delta: i32) -> Result<u32> {
-        let pins = self.mem.u32(rec + REC_PINS)?;
-        let new = pins.checked_add_signed(delta).ok_or_else(|| {
-            Error::corrupted(format!(
-                "record {rec:#x}: pin count {pins} cannot change by {delta}"
-            ))
-        })?;
-        self.mem.set_u32(rec + REC_PINS, new)?;
-        Ok(new)
-    }
-
-    /// Drops one pin; frees a removed record when its last pin goes.
-    pub(crate) fn unpin(&self, rec: u64) -> Result<()> {
-        let pins = self.pin(rec, -1)?;
-        if pins == 0 && self.mem.u16(rec + REC_FLAGS)? & FLAG_REMOVED != 0 {
-            self.free(rec)?;
+    /// Adds a pin to a record.
+    ///
+    /// Needs no lock, only that the record cannot be freed meanwhile: the
+    /// caller holds the header lock and found it in the directory, or
+    /// already holds a pin on it.
+    pub(crate) fn pin(&self, rec: u64) -> Result<()> {
+        let word = self.mem.atomic_u32(rec + REC_PINS)?;
+        let old = word.fetch_add(1, Ordering::AcqRel);
+        if old & PIN_COUNT == PIN_COUNT {
+            word.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::corrupted(format!(
+                "record {rec:#x}: pin word {old:#x} is full"
+            )));
         }
         Ok(())
     }
 
+    /// Drops a pin the caller holds. Needs no lock. Returns `true` if this
+    /// was the last pin of a removed record: the caller must then free it
+    /// with the header lock held (no one else will).
+    pub(crate) fn unpin(&self, rec: u64) -> Result<bool> {
+        let word = self.mem.atomic_u32(rec + REC_PINS)?;
+        let old = word.fetch_sub(1, Ordering::AcqRel);
+        if old & PIN_COUNT == 0 {
+            word.fetch_add(1, Ordering::AcqRel);
+            return Err(Error::corrupted(format!(
+                "record {rec:#x}: unpinned with no pin (pin word {old:#x})"
+            )));
+        }
+        Ok(old == PIN_REMOVED | 1)
+    }
+
     /// Takes the record found at `found` out of the directory and frees it,
-    /// or marks it removed while handles still pin it.
+    /// or marks it removed while handles still pin it (the last unpin then
+    /// frees it). Setting the mark and reading the count is one atomic
+    /// operation, so exactly one of `remove` and the last `unpin` frees.
     pub(crate) fn remove(&self, found: &Found) -> Result<()> {
         self.record(found.rec)?;
         self.dir_remove(found)?;
         let hdr = Header(self.mem);
         hdr.set_objects(hdr.objects()?.saturating_sub(1))?;
-        if self.mem.u32(found.rec + REC_PINS)? == 0 {
-            self.free(found.rec)
-        } else {
-            let flags = self.mem.u16(found.rec + REC_FLAGS)?;
-            self.mem
-                .set_u16(found.rec + REC_FLAGS, flags | FLAG_REMOVED)
+        let old = self
+            .mem
+            .atomic_u32(found.rec + REC_PINS)?
+            .fetch_or(PIN_REMOVED, Ordering::AcqRel);
+        if old & PIN_COUNT == 0 {
+            self.free(found.rec)?;
         }
+        Ok(())
     }
 
     /// The name of a record (lossy UTF-8: names are validated UTF-8 when
@@ -448,7 +463,7 @@ pub(crate) mod tests {
         let before = a.stats().unwrap().used;
         let r1 = insert(&a, "one", t);
         let r2 = insert(&a, "two", t);
-        a.pin(r2, 1).unwrap();
+        a.pin(r2).unwrap();
         for name in ["one", "two"] {
             let f = a
                 .lookup(name.as_bytes(), dir::hash_name(name.as_bytes()))
@@ -460,7 +475,8 @@ pub(crate) mod tests {
         // r2 is still allocated and readable while pinned.
         assert_eq!(a.record(r2).unwrap().len, 1);
         assert!(a.payload_size(r1).is_err());
-        a.unpin(r2).unwrap();
+        assert!(a.unpin(r2).unwrap(), "the last pin of a removed record");
+        a.free(r2).unwrap();
         assert_eq!(a.stats().unwrap().used, before);
         assert_eq!(a.stats().unwrap().objects, 0);
         a.check_heap().unwrap();
