@@ -64,7 +64,10 @@ fn a_removed_object_stays_readable_through_its_handle_until_dropped() {
     let held = s.get_slice::<u64>("data").unwrap();
     s.remove("data").unwrap();
     assert!(!s.contains("data").unwrap());
-    assert!(matches!(s.get_slice::<u64>("data"), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        s.get_slice::<u64>("data"),
+        Err(Error::NotFound { .. })
+    ));
     // Fill the arena with other objects: none may land on the pinned slice.
     fill(true);
     assert!(held.iter().all(|&v| v == 7));
@@ -251,4 +254,20 @@ fn value_offset(bytes: &[u8], name: &str) -> usize {
         .rposition(|w| w == name.as_bytes())
         .expect("name in segment");
     (pos + name.len()).next_multiple_of(8)
+}
+
+#[test]
+fn stores_and_handles_are_send_and_sync() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<Store>();
+    send_sync::<shmstore::Handle<AtomicU64>>();
+    send_sync::<shmstore::Handle<ShmMutex<u64>>>();
+    send_sync::<shmstore::SliceHandle<f32>>();
+    // A handle outlives the store value it came from.
+    let t = Temp::new("outlive", 1 << 20);
+    let store = Store::open(t.store.name()).unwrap();
+    store.insert("v", 5u32).unwrap();
+    let h = store.get::<u32>("v").unwrap();
+    drop(store);
+    assert_eq!(*h, 5);
 }
