@@ -40,6 +40,8 @@ const SMALL_BINS: usize = ((SMALL_MAX - MIN_BLOCK) / 8 + 1) as usize;
 pub(crate) const NBINS: usize = SMALL_BINS + 38;
 /// Granularity of committing pages as the heap grows.
 const COMMIT_CHUNK: u64 = 1 << 20;
+/// Granularity of committing when a whole chunk does not fit.
+const PAGE: u64 = 4096;
 
 fn bin_index(size: u64) -> usize {
     if size <= SMALL_MAX {
@@ -241,11 +243,21 @@ impl Arena<'_> {
         };
         let committed = hdr.committed()?;
         if new_top > committed {
-            let target = new_top
+            let chunked = new_top
                 .div_ceil(COMMIT_CHUNK)
                 .saturating_mul(COMMIT_CHUNK)
                 .min(capacity);
-            (self.commit)(committed, target)?;
+            let target = match (self.commit)(committed, chunked) {
+                Ok(()) => chunked,
+                // A nearly full /dev/shm may still hold the pages this block
+                // needs, if not a whole chunk.
+                Err(Error::NoSpace { .. }) if new_top.next_multiple_of(PAGE) < chunked => {
+                    let exact = new_top.next_multiple_of(PAGE);
+                    (self.commit)(committed, exact)?;
+                    exact
+                }
+                Err(e) => return Err(e),
+            };
             hdr.set_committed(target)?;
         }
         self.mem.set_u64(top, size | INUSE | PREV_INUSE)?;
