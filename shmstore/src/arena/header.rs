@@ -26,9 +26,11 @@
 //! | 112    | 8    | registered types                                          |
 //! | 120    | 8    | registry table capacity (entries)                         |
 //! | 128    | 8    | times the header lock was recovered from a dead owner     |
+//! | 136    | 8    | blocks parked on the allocator's fast lists               |
 //! | 192    | 64   | the header lock (process-shared robust pthread mutex)     |
 //! | 256    | 24   | bitmap of non-empty free-list bins                        |
 //! | 320    | 8×N  | free-list bin heads ([`NBINS`](super::alloc::NBINS))      |
+//! | 1664   | 8×M  | fast-list heads ([`NFAST`](super::alloc::NFAST))          |
 //! | 4096   |      | heap: allocator blocks                                    |
 
 use super::mem::Mem;
@@ -57,10 +59,14 @@ pub(crate) const OFF_REG_TABLE: u64 = 104;
 pub(crate) const OFF_REG_LEN: u64 = 112;
 pub(crate) const OFF_REG_CAP: u64 = 120;
 pub(crate) const OFF_RECOVERIES: u64 = 128;
+pub(crate) const OFF_FAST_COUNT: u64 = 136;
 pub(crate) const OFF_LOCK: u64 = 192;
 pub(crate) const LOCK_SPACE: u64 = 64;
 pub(crate) const OFF_BITMAP: u64 = 256;
 pub(crate) const OFF_BINS: u64 = 320;
+pub(crate) const OFF_FAST: u64 = 1664;
+const _: () = assert!(OFF_BINS + 8 * super::alloc::NBINS as u64 <= OFF_FAST);
+const _: () = assert!(OFF_FAST + 8 * super::alloc::NFAST as u64 <= HEAP_START);
 /// The first heap byte: one page after the start.
 pub(crate) const HEAP_START: u64 = 4096;
 
@@ -138,4 +144,5 @@ impl Header {
     word!(reg_len, set_reg_len, OFF_REG_LEN);
     word!(reg_cap, set_reg_cap, OFF_REG_CAP);
     word!(recoveries, set_recoveries, OFF_RECOVERIES);
+    word!(fast_count, set_fast_count, OFF_FAST_COUNT);
 }

@@ -354,9 +354,11 @@ pub(crate) mod tests {
         for (off, _) in live {
             a.free(off).unwrap();
         }
+        a.check_heap().unwrap();
+        a.consolidate().unwrap();
         let (used_blocks, free_blocks, _, _) = a.check_heap().unwrap();
-        // Only the directory table and the registry table remain, and every free
-        // block merged back into top.
+        // Only the directory table and the registry table remain, and every
+        // free block, parked or not, merged back into top.
         assert_eq!((used_blocks, free_blocks), (2, 0));
     }
 
@@ -375,17 +377,52 @@ pub(crate) mod tests {
     fn neighbours_coalesce() {
         let s = HeapStore::new(1 << 16);
         let a = s.arena();
-        let x = a.alloc(100).unwrap();
-        let y = a.alloc(100).unwrap();
-        let z = a.alloc(100).unwrap();
+        let x = a.alloc(400).unwrap();
+        let y = a.alloc(400).unwrap();
+        let z = a.alloc(400).unwrap();
         let _pin = a.alloc(8).unwrap();
         a.free(x).unwrap();
         a.free(z).unwrap();
         a.free(y).unwrap();
+        // Small blocks are parked on fast lists first, unmerged.
         let (_, free_blocks, _, free) = a.check_heap().unwrap();
-        assert_eq!(free_blocks, 1);
-        // One block large enough for all three comes back whole.
+        assert_eq!(free_blocks, 3);
+        // A large request (over the 1024-byte fast sizes) that no bin can
+        // serve consolidates: one block for all three comes back whole.
         assert_eq!(a.alloc(free - 8).unwrap(), x);
+        assert_eq!(a.check_heap().unwrap().1, 0);
+    }
+
+    #[test]
+    fn parked_blocks_are_consolidated_before_the_arena_is_declared_full() {
+        let s = HeapStore::new(1 << 16);
+        let a = s.arena();
+        let mut small = Vec::new();
+        while let Ok(off) = a.alloc(48) {
+            small.push(off);
+        }
+        for off in small {
+            a.free(off).unwrap();
+        }
+        // All the space is parked in 56-byte blocks; a 20 KiB request must
+        // still succeed.
+        let big = a.alloc(20 << 10).unwrap();
+        a.check_heap().unwrap();
+        a.free(big).unwrap();
+        assert!(matches!(a.free(big), Err(Error::Corrupted { .. })));
+    }
+
+    #[test]
+    fn a_parked_block_cannot_be_freed_twice_or_read_as_allocated() {
+        let s = HeapStore::new(1 << 16);
+        let a = s.arena();
+        let x = a.alloc(24).unwrap();
+        let _y = a.alloc(24).unwrap();
+        a.free(x).unwrap();
+        assert!(matches!(a.free(x), Err(Error::Corrupted { .. })));
+        assert!(a.payload_size(x).is_err());
+        assert_eq!(a.alloc(24).unwrap(), x);
+        assert_eq!(a.payload_size(x).unwrap(), 24);
     }
 
     #[test]
