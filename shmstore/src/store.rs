@@ -39,7 +39,6 @@
 //! ```
 
 use core::fmt;
-use core::marker::PhantomData;
 use core::ops::Deref;
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
@@ -556,7 +555,9 @@ impl Store {
         let r = a.record(rec)?;
         let info = a.type_info(r.type_idx)?;
         if info.fingerprint != T::FINGERPRINT || r.is_slice() != slice {
-            let (found_name, found_desc) = a.type_text(r.type_idx)?;
+            // Error path only: the stored layout text is copied out (and the
+            // expected one rendered) under the lock, once.
+            let (_, found_desc) = a.type_text(r.type_idx)?;
             let shape = |is_slice: bool, text: String| {
                 if is_slice {
                     format!("a slice of {text}")
@@ -564,7 +565,6 @@ impl Store {
                     text
                 }
             };
-            let _ = found_name;
             return Err(Error::TypeMismatch {
                 name: name.to_string(),
                 expected: shape(slice, T::LAYOUT.to_string()),
@@ -635,6 +635,14 @@ impl Store {
             self.with_arena(|a| a.free(rec))?;
         }
         Ok(())
+    }
+
+    /// Wraps a pin the caller took into its owner.
+    fn pin_of(&self, rec: u64) -> Pin {
+        Pin {
+            store: self.clone(),
+            rec,
+        }
     }
 
     /// Adds a pin to a record the caller already pins (a handle's clone).
@@ -758,8 +766,7 @@ impl Store {
         let r = self.lookup_pinned::<T>(name, false)?;
         let ptr = self.check_value::<T>(name, &r)?;
         Ok(Handle {
-            store: self.clone(),
-            rec: r.rec,
+            pin: self.pin_of(r.rec),
             ptr,
         })
     }
@@ -769,11 +776,9 @@ impl Store {
         let r = self.lookup_pinned::<T>(name, true)?;
         let ptr = self.check_value::<T>(name, &r)?;
         Ok(SliceHandle {
-            store: self.clone(),
-            rec: r.rec,
+            pin: self.pin_of(r.rec),
             ptr,
             len: r.len as usize,
-            _marker: PhantomData,
         })
     }
 
@@ -798,8 +803,7 @@ impl Store {
         })?;
         let ptr = self.check_value::<T>(name, &r)?;
         Ok(Handle {
-            store: self.clone(),
-            rec: r.rec,
+            pin: self.pin_of(r.rec),
             ptr,
         })
     }
@@ -939,14 +943,39 @@ fn init_all<T: ShmSafe>(dst: *mut T, len: usize) -> Result<()> {
     Ok(())
 }
 
+/// One pin on a record, owned by a handle: cloning adds a pin, dropping
+/// removes it (freeing a removed record on its last pin). It holds the
+/// store, so the mapping outlives every handle.
+struct Pin {
+    store: Store,
+    rec: u64,
+}
+
+impl Clone for Pin {
+    fn clone(&self) -> Self {
+        self.store.repin(self.rec);
+        Pin {
+            store: self.store.clone(),
+            rec: self.rec,
+        }
+    }
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        // Errors cannot be reported from drop; a failed unpin only keeps the
+        // record allocated.
+        let _ = self.store.unpin(self.rec);
+    }
+}
+
 /// A zero-copy handle to one object in a store: derefs to `&T`.
 ///
 /// It pins the object: after [`Store::remove`], the memory is not reused
 /// until every handle to it is dropped. It keeps the mapping alive, so it
 /// may outlive the `Store` it came from.
 pub struct Handle<T: ShmSafe> {
-    store: Store,
-    rec: u64,
+    pin: Pin,
     ptr: NonNull<T>,
 }
 
@@ -956,7 +985,7 @@ impl<T: ShmSafe> Deref for Handle<T> {
         // SAFETY: `ptr` was bounds-, alignment- and bit-pattern-checked when
         // the handle was made; the record is pinned (its memory is never
         // freed or reused while pinned) and the mapping is kept alive by
-        // `store`. All mutation by any process goes through T's interior
+        // `pin`. All mutation by any process goes through T's interior
         // mutability (ShmSafe contract), so a shared reference is sound.
         unsafe { self.ptr.as_ref() }
     }
@@ -964,20 +993,10 @@ impl<T: ShmSafe> Deref for Handle<T> {
 
 impl<T: ShmSafe> Clone for Handle<T> {
     fn clone(&self) -> Self {
-        self.store.repin(self.rec);
         Handle {
-            store: self.store.clone(),
-            rec: self.rec,
+            pin: self.pin.clone(),
             ptr: self.ptr,
         }
-    }
-}
-
-impl<T: ShmSafe> Drop for Handle<T> {
-    fn drop(&mut self) {
-        // Errors cannot be reported from drop; a failed unpin only keeps the
-        // record allocated.
-        let _ = self.store.unpin(self.rec);
     }
 }
 
@@ -988,18 +1007,18 @@ impl<T: ShmSafe + fmt::Debug> fmt::Debug for Handle<T> {
 }
 
 // SAFETY: a handle only gives out `&T`; sending it to another thread is
-// sending a `&T`, which is sound when `T: Sync`. The store part is Send.
+// sending a `&T`, which is sound when `T: Sync`. The pin part is Send.
 unsafe impl<T: ShmSafe + Sync> Send for Handle<T> {}
 // SAFETY: as above: sharing the handle shares `&T`.
 unsafe impl<T: ShmSafe + Sync> Sync for Handle<T> {}
 
 /// A zero-copy handle to a slice in a store: derefs to `&[T]`.
+///
+/// Pins the slice like [`Handle`] does.
 pub struct SliceHandle<T: ShmSafe> {
-    store: Store,
-    rec: u64,
+    pin: Pin,
     ptr: NonNull<T>,
     len: usize,
-    _marker: PhantomData<T>,
 }
 
 impl<T: ShmSafe> Deref for SliceHandle<T> {
@@ -1014,20 +1033,11 @@ impl<T: ShmSafe> Deref for SliceHandle<T> {
 
 impl<T: ShmSafe> Clone for SliceHandle<T> {
     fn clone(&self) -> Self {
-        self.store.repin(self.rec);
         SliceHandle {
-            store: self.store.clone(),
-            rec: self.rec,
+            pin: self.pin.clone(),
             ptr: self.ptr,
             len: self.len,
-            _marker: PhantomData,
         }
-    }
-}
-
-impl<T: ShmSafe> Drop for SliceHandle<T> {
-    fn drop(&mut self) {
-        let _ = self.store.unpin(self.rec);
     }
 }
 

@@ -11,6 +11,20 @@ use core::sync::atomic::AtomicU32;
 
 use crate::{Error, Result};
 
+/// The unsigned integers metadata is made of.
+///
+/// # Safety
+///
+/// Every bit pattern of `size_of::<Self>()` bytes is a valid value, and the
+/// alignment is at most the size.
+unsafe trait Scalar: Copy {}
+// SAFETY: unsigned integers accept every bit pattern; align == size.
+unsafe impl Scalar for u16 {}
+// SAFETY: as above.
+unsafe impl Scalar for u32 {}
+// SAFETY: as above.
+unsafe impl Scalar for u64 {}
+
 /// A region of bytes, shared or not, addressed by offsets from its start.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Mem {
@@ -65,51 +79,54 @@ impl Mem {
         }
     }
 
+    /// Reads the scalar at `off`.
+    fn read<T: Scalar>(&self, off: u64) -> Result<T> {
+        let size = core::mem::size_of::<T>() as u64;
+        let p = self.ptr(off, size, size)?;
+        // SAFETY: `ptr` checked `size_of::<T>()` in-bounds bytes aligned to
+        // it (a scalar's alignment is its size); every bit pattern is a valid
+        // unsigned integer (the `Scalar` types).
+        Ok(unsafe { p.cast::<T>().read() })
+    }
+
+    /// Writes the scalar at `off`.
+    fn write<T: Scalar>(&self, off: u64, v: T) -> Result<()> {
+        let size = core::mem::size_of::<T>() as u64;
+        let p = self.ptr(off, size, size)?;
+        // SAFETY: `ptr` checked in-bounds, aligned bytes; no reference to
+        // metadata bytes exists (constructor contract).
+        unsafe { p.cast::<T>().write(v) };
+        Ok(())
+    }
+
     /// Reads the `u64` at `off`.
     pub(crate) fn u64(&self, off: u64) -> Result<u64> {
-        let p = self.ptr(off, 8, 8)?;
-        // SAFETY: `ptr` checked 8 in-bounds, 8-aligned bytes; any bit pattern
-        // is a valid u64.
-        Ok(unsafe { p.cast::<u64>().read() })
+        self.read(off)
     }
 
     /// Writes the `u64` at `off`.
     pub(crate) fn set_u64(&self, off: u64, v: u64) -> Result<()> {
-        let p = self.ptr(off, 8, 8)?;
-        // SAFETY: `ptr` checked 8 in-bounds, 8-aligned bytes; no reference to
-        // metadata bytes exists (constructor contract).
-        unsafe { p.cast::<u64>().write(v) };
-        Ok(())
+        self.write(off, v)
     }
 
     /// Reads the `u32` at `off`.
     pub(crate) fn u32(&self, off: u64) -> Result<u32> {
-        let p = self.ptr(off, 4, 4)?;
-        // SAFETY: checked 4 in-bounds, aligned bytes.
-        Ok(unsafe { p.cast::<u32>().read() })
+        self.read(off)
     }
 
     /// Writes the `u32` at `off`.
     pub(crate) fn set_u32(&self, off: u64, v: u32) -> Result<()> {
-        let p = self.ptr(off, 4, 4)?;
-        // SAFETY: checked 4 in-bounds, aligned bytes.
-        unsafe { p.cast::<u32>().write(v) };
-        Ok(())
+        self.write(off, v)
     }
 
     /// Reads the `u16` at `off`.
     pub(crate) fn u16(&self, off: u64) -> Result<u16> {
-        let p = self.ptr(off, 2, 2)?;
-        // SAFETY: checked 2 in-bounds, aligned bytes.
-        Ok(unsafe { p.cast::<u16>().read() })
+        self.read(off)
     }
 
     /// Writes the `u16` at `off`.
     pub(crate) fn set_u16(&self, off: u64, v: u16) -> Result<()> {
-        let p = self.ptr(off, 2, 2)?;
-        // SAFETY: checked 2 in-bounds, aligned bytes.
-        unsafe { p.cast::<u16>().write(v) };
-        Ok(())
+        self.write(off, v)
     }
 
     /// The `u32` at `off` as an atomic, for words read outside the header
