@@ -94,9 +94,15 @@ fn run(workload: &str) -> AnyResult {
 
 /// One result line. `extra` is appended verbatim (`,"ok":true` ...).
 fn report(workload: &str, n: u64, elapsed: Duration, ops: u64, extra: &str) {
+    report_impl("shmstore", workload, n, elapsed, ops, extra);
+}
+
+/// One result line for implementation `imp` (a baseline measured in the
+/// same run, beside shmstore's own line).
+fn report_impl(imp: &str, workload: &str, n: u64, elapsed: Duration, ops: u64, extra: &str) {
     let ns_per_op = elapsed.as_nanos() as f64 / ops as f64;
     println!(
-        "{{\"impl\":\"shmstore\",\"workload\":\"{workload}\",\"n\":{n},\"ns_per_op\":{ns_per_op:.2}{extra}}}"
+        "{{\"impl\":\"{imp}\",\"workload\":\"{workload}\",\"n\":{n},\"ns_per_op\":{ns_per_op:.2}{extra}}}"
     );
 }
 
@@ -305,6 +311,71 @@ fn lock_uncontended() -> AnyResult {
     let elapsed = start.elapsed();
     let ok = *lock(&m)? == LOCKS;
     report(
+        "lock_uncontended",
+        LOCKS,
+        elapsed,
+        LOCKS,
+        &format!(",\"ok\":{ok}"),
+    );
+    raw_robust_lock_baseline()
+}
+
+/// The same loop over a bare robust, process-shared pthread mutex in a
+/// shared anonymous mapping: the baseline the DESIGN's lock target is
+/// stated against ("within 1.1x of a raw robust pthread mutex").
+fn raw_robust_lock_baseline() -> AnyResult {
+    #[repr(C)]
+    struct Raw {
+        mutex: libc::pthread_mutex_t,
+        value: u64,
+    }
+    let len = std::mem::size_of::<Raw>();
+    // SAFETY: an anonymous shared mapping of `len` bytes; the result is
+    // checked against MAP_FAILED before use.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    let raw = p.cast::<Raw>();
+    // SAFETY: `raw` points at `len` zeroed, writable, aligned bytes that
+    // only this thread uses; the attribute is initialised before use and
+    // destroyed after; the mapping is unmapped once, at the end.
+    let (elapsed, ok) = unsafe {
+        let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
+        libc::pthread_mutexattr_init(&mut attr);
+        libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED);
+        libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST);
+        let m = std::ptr::addr_of_mut!((*raw).mutex);
+        let rc = libc::pthread_mutex_init(m, &attr);
+        libc::pthread_mutexattr_destroy(&mut attr);
+        if rc != 0 {
+            libc::munmap(p, len);
+            return Err(std::io::Error::from_raw_os_error(rc).into());
+        }
+        let value = std::ptr::addr_of_mut!((*raw).value);
+        let start = Instant::now();
+        for _ in 0..LOCKS {
+            libc::pthread_mutex_lock(m);
+            value.write(black_box(value.read()) + 1);
+            libc::pthread_mutex_unlock(m);
+        }
+        let elapsed = start.elapsed();
+        let ok = value.read() == LOCKS;
+        libc::pthread_mutex_destroy(m);
+        libc::munmap(p, len);
+        (elapsed, ok)
+    };
+    report_impl(
+        "pthread_robust",
         "lock_uncontended",
         LOCKS,
         elapsed,
