@@ -470,8 +470,18 @@ unsafe impl ShmSafe for AtomicBool {
     const LAYOUT: &'static TypeLayout = &TypeLayout::primitive::<AtomicBool>("AtomicBool");
     const HAS_INVALID_BIT_PATTERNS: bool = true;
     unsafe fn check_bytes(ptr: *const Self) -> Result<(), InvalidBitPattern> {
-        // SAFETY: the caller guarantees `ptr` is valid for reading one byte.
-        unsafe { check_bool_byte(ptr.cast(), "AtomicBool") }
+        // An AtomicBool in a published object may be stored to by other
+        // processes at any time, so it is read with an atomic load (as an
+        // AtomicU8, which accepts any byte), never a plain read.
+        // SAFETY: the caller guarantees `ptr` is aligned and valid for
+        // reading one byte; AtomicU8 has the size and alignment of
+        // AtomicBool and every bit pattern is a valid AtomicU8.
+        let b = unsafe { &*ptr.cast::<AtomicU8>() }.load(core::sync::atomic::Ordering::Relaxed);
+        if b <= 1 {
+            Ok(())
+        } else {
+            Err(InvalidBitPattern::new("AtomicBool", b as u128))
+        }
     }
 }
 
@@ -597,6 +607,17 @@ mod tests {
         // SAFETY: `&arr` is a valid read of three bytes.
         let err = unsafe { <[bool; 3]>::check_bytes((&arr as *const [u8; 3]).cast()) }.unwrap_err();
         assert_eq!(err.offset, 2);
+    }
+
+    #[test]
+    fn atomic_bools_are_checked_with_an_atomic_load() {
+        let raw = AtomicU8::new(2);
+        // SAFETY: `&raw` is an aligned one-byte atomic, valid for reads.
+        let err = unsafe { AtomicBool::check_bytes((&raw as *const AtomicU8).cast()) }.unwrap_err();
+        assert_eq!((err.type_name, err.bits), ("AtomicBool", 2));
+        raw.store(1, core::sync::atomic::Ordering::Relaxed);
+        // SAFETY: as above.
+        assert!(unsafe { AtomicBool::check_bytes((&raw as *const AtomicU8).cast()) }.is_ok());
     }
 
     #[test]
