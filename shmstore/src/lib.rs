@@ -44,6 +44,7 @@
 #![warn(missing_docs)]
 
 mod arena;
+mod crash;
 mod error;
 pub mod layout;
 pub(crate) mod region;
@@ -52,6 +53,9 @@ pub mod sync;
 pub(crate) mod sys;
 
 pub use arena::Stats;
+#[cfg(feature = "crash-points")]
+#[doc(hidden)]
+pub use crash::{crash_after_steps, steps_left};
 pub use error::{Error, Result};
 pub use layout::{FieldLayout, InvalidBitPattern, LayoutKind, ShmSafe, TypeLayout, VariantLayout};
 pub use shmstore_derive::ShmSafe;

@@ -490,15 +490,25 @@ impl Store {
         let lock = self.header_lock()?;
         let state = lock.lock()?;
         let guard = HeaderGuard { lock };
+        let arena = self.arena(&|_, _| Ok(()));
         if let Acquired::OwnerDied = state {
-            lock.make_consistent()?;
-            let arena = self.arena(&|_, _| Ok(()));
-            let hdr = Header(self.inner.mem);
-            hdr.set_recoveries(hdr.recoveries()? + 1)?;
-            // The dead owner may have been half-way through a metadata
-            // update: refuse to go on over metadata that no longer checks.
+            // The dead owner may have been half-way through an operation:
+            // undo it from the journal, check what the allocator reaches,
+            // and only then let the lock be used again. If recovery itself
+            // fails, the lock stays inconsistent: the next locker is told
+            // the owner died and tries again.
+            arena.rollback()?;
             arena.validate_header()?;
             arena.check_heap()?;
+            let hdr = Header(&arena);
+            hdr.set_recoveries(hdr.recoveries()? + 1)?;
+            lock.make_consistent()?;
+        } else if arena.journal_len()? != 0 {
+            // Only a dead holder leaves entries behind, and the robust lock
+            // reports that exactly once; entries without it mean a recovery
+            // was itself interrupted before the lock was marked consistent
+            // (impossible: see above) or corruption. Undo them all the same.
+            arena.rollback()?;
         }
         Ok(guard)
     }
@@ -507,13 +517,36 @@ impl Store {
         Arena::new(self.inner.mem, commit)
     }
 
-    /// Runs `f` over the arena with the header lock held.
-    fn with_arena<R>(&self, f: impl FnOnce(&Arena<'_>) -> Result<R>) -> Result<R> {
+    /// Runs `f` over the arena with the header lock held, as one
+    /// operation: if `f` succeeds its writes are committed, if it fails (or
+    /// the process dies before the commit) they are all undone.
+    ///
+    /// When the allocator finds room only by merging the blocks parked on
+    /// its fast lists, the operation is undone, the parked blocks are
+    /// merged (in short committed steps: merging changes no contents) and
+    /// the operation runs once more; so `f` may run twice.
+    fn with_arena<R>(&self, mut f: impl FnMut(&Arena<'_>) -> Result<R>) -> Result<R> {
         let _guard = self.lock()?;
         let commit = |from: u64, to: u64| self.inner.region.commit(from, to - from);
-        let arena = self.arena(&commit);
+        let arena = Arena::journaled(self.inner.mem, &commit);
         arena.validate_header()?;
-        f(&arena)
+        let mut consolidated = false;
+        loop {
+            match f(&arena) {
+                Ok(r) => {
+                    arena.commit_journal()?;
+                    return Ok(r);
+                }
+                Err(e) => {
+                    arena.rollback()?;
+                    if consolidated || !arena.take_consolidation_request() {
+                        return Err(e);
+                    }
+                    arena.consolidate_in_steps()?;
+                    consolidated = true;
+                }
+            }
+        }
     }
 
     /// Runs `f` with the header lock held and the registry index of the
@@ -632,7 +665,7 @@ impl Store {
     /// removed record whose last pin this was.
     fn unpin(&self, rec: u64) -> Result<()> {
         if self.arena(&|_, _| Ok(())).unpin(rec)? {
-            self.with_arena(|a| a.free(rec))?;
+            self.with_arena(|a| a.free_released(rec))?;
         }
         Ok(())
     }
@@ -721,24 +754,25 @@ impl Store {
             self.with_arena(|a| a.free(rec))?;
             return Err(e);
         }
+        crate::crash::step();
+        // The name may have been taken while we copied: then our record is
+        // freed and that commits, whatever `exists` answers.
         self.with_arena(|a| {
             if let Some(f) = a.lookup(key, hash)? {
                 a.free(rec)?;
-                return exists(a, f.rec);
+                return Ok(exists(a, f.rec));
             }
-            finish(a, rec)
-        })
+            finish(a, rec).map(Ok)
+        })?
     }
 
     /// Stores `value` under `name`. [`Error::AlreadyExists`] if the name is
     /// taken. The value is copied into the segment and initialised there
     /// (for example a [`ShmMutex`](crate::ShmMutex) becomes process-shared).
     pub fn insert<T: ShmSafe>(&self, name: &str, value: T) -> Result<()> {
-        let mut value = Some(value);
-        self.put::<T>(name, false, 1, false, false, &mut |dst| {
-            write_one(dst, &mut value)
-        })
-        .map(|_| ())
+        let items = core::slice::from_ref(&value);
+        self.put::<T>(name, false, 1, false, false, &mut |dst| copy_in(dst, items))
+            .map(|_| ())
     }
 
     /// Stores a copy of `items` under `name` as a slice.
@@ -748,12 +782,7 @@ impl Store {
     /// process-shared locks.
     pub fn insert_slice<T: ShmSafe>(&self, name: &str, items: &[T]) -> Result<()> {
         self.put::<T>(name, true, items.len() as u64, false, false, &mut |dst| {
-            // SAFETY: `dst` points at `items.len()` elements of reserved,
-            // aligned, unpublished segment memory (checked by `put`), which
-            // cannot overlap the caller's slice. T has no drop glue, so the
-            // bitwise copies are independent values.
-            unsafe { core::ptr::copy_nonoverlapping(items.as_ptr(), dst, items.len()) };
-            init_all(dst, items.len())
+            copy_in(dst, items)
         })
         .map(|_| ())
     }
@@ -797,10 +826,9 @@ impl Store {
             Err(Error::NotFound { .. }) => {}
             other => return other,
         }
-        let mut value = Some(init());
-        let (r, _) = self.put::<T>(name, false, 1, true, true, &mut |dst| {
-            write_one(dst, &mut value)
-        })?;
+        let value = init();
+        let items = core::slice::from_ref(&value);
+        let (r, _) = self.put::<T>(name, false, 1, true, true, &mut |dst| copy_in(dst, items))?;
         let ptr = self.check_value::<T>(name, &r)?;
         Ok(Handle {
             pin: self.pin_of(r.rec),
@@ -894,7 +922,7 @@ impl Store {
                     Err(e) => report.problems.push(format!("record {rec:#x}: {e}")),
                 }
             }
-            let objects = Header(a.mem).objects()?;
+            let objects = Header(a).objects()?;
             if objects != report.objects {
                 report.problems.push(format!(
                     "header counts {objects} objects, the directory holds {}",
@@ -920,16 +948,17 @@ impl Store {
     }
 }
 
-/// Moves the value out of `slot` into `dst` and initialises it in place.
-fn write_one<T: ShmSafe>(dst: *mut T, slot: &mut Option<T>) -> Result<()> {
-    let value = slot
-        .take()
-        .ok_or_else(|| Error::corrupted("value already written"))?;
-    // SAFETY: `dst` is reserved, aligned, unpublished segment memory for one
-    // T (checked by `put`); writing moves `value` there without dropping
-    // anything (T has no drop glue).
-    unsafe { dst.write(value) };
-    init_all(dst, 1)
+/// Copies `items` bit for bit to `dst` and initialises them in place.
+///
+/// The caller's values stay where they are: a fill may run again if its
+/// operation is rolled back and retried, and `T` has no drop glue, so the
+/// copies are independent values.
+fn copy_in<T: ShmSafe>(dst: *mut T, items: &[T]) -> Result<()> {
+    // SAFETY: `dst` points at `items.len()` elements of reserved, aligned,
+    // unpublished segment memory (checked by `put`), which cannot overlap
+    // the caller's slice.
+    unsafe { core::ptr::copy_nonoverlapping(items.as_ptr(), dst, items.len()) };
+    init_all(dst, items.len())
 }
 
 /// Runs `init_in_place` on `len` elements at `dst`.
@@ -1100,7 +1129,7 @@ mod tests {
             .unwrap();
         assert_eq!(*store.get::<u64>("kept").unwrap(), 7);
         store.insert("after", 8u64).unwrap();
-        assert_eq!(store.with_arena(|a| Header(a.mem).recoveries()).unwrap(), 1);
+        assert_eq!(store.with_arena(|a| Header(a).recoveries()).unwrap(), 1);
         assert!(store.check().unwrap().is_ok());
     }
 }

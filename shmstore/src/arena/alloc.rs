@@ -27,11 +27,13 @@
 //! size, its link at +8. An allocation of that size pops it again. Both
 //! touch only the block and the list head, which makes the common
 //! allocate/free cycle of small objects a few instructions and one cache
-//! line. When a large request finds no free block, or the heap is out of
-//! room, every fast block is released into the bins with merging
-//! ("consolidation"), so space freed in small pieces is never lost to large
-//! requests. Each fast block is consolidated at most once per free, so the
-//! work is amortised O(1).
+//! line. When a request finds no free block and no room at `top`, every
+//! parked block is released into the bins with merging ("consolidation")
+//! and the request is tried again, so space freed in small pieces is never
+//! lost to large requests. Each parked block is consolidated at most once
+//! per free, so the work is amortised O(1). Under the journal (see
+//! [`journal`](super::journal)) the operation is undone first and the
+//! consolidation runs in committed steps of its own.
 //!
 //! # Bins
 //!
@@ -59,6 +61,9 @@ pub(crate) const NBINS: usize = SMALL_BINS + 38;
 pub(crate) const NFAST: usize = SMALL_BINS;
 /// Granularity of committing pages as the heap grows.
 const COMMIT_CHUNK: u64 = 1 << 20;
+/// Parked blocks merged per committed step of a consolidation (each logs
+/// about a dozen words; the journal holds 1024).
+const CONSOLIDATE_STEP: u64 = 32;
 /// Granularity of committing when a whole chunk does not fit.
 const PAGE: u64 = 4096;
 
@@ -86,7 +91,7 @@ impl Arena<'_> {
         let off = OFF_BITMAP + 8 * (idx / 64) as u64;
         let w = self.mem.u64(off)?;
         let bit = 1u64 << (idx % 64);
-        self.mem.set_u64(off, if on { w | bit } else { w & !bit })
+        self.set_u64(off, if on { w | bit } else { w & !bit })
     }
 
     /// The first non-empty bin at or after `from`.
@@ -131,12 +136,12 @@ impl Arena<'_> {
         let idx = bin_index(size);
         let head_off = Self::bin_head_off(idx);
         let head = self.mem.u64(head_off)?;
-        self.mem.set_u64(blk + 8, head)?;
-        self.mem.set_u64(blk + 16, 0)?;
+        self.set_u64(blk + 8, head)?;
+        self.set_u64(blk + 16, 0)?;
         if head != 0 {
-            self.mem.set_u64(head + 16, blk)?;
+            self.set_u64(head + 16, blk)?;
         }
-        self.mem.set_u64(head_off, blk)?;
+        self.set_u64(head_off, blk)?;
         self.set_bit(idx, true)
     }
 
@@ -151,29 +156,29 @@ impl Arena<'_> {
                     "free block {blk:#x} has no predecessor but is not the head of bin {idx}"
                 )));
             }
-            self.mem.set_u64(head_off, next)?;
+            self.set_u64(head_off, next)?;
             if next == 0 {
                 self.set_bit(idx, false)?;
             }
         } else {
-            self.mem.set_u64(prev + 8, next)?;
+            self.set_u64(prev + 8, next)?;
         }
         if next != 0 {
-            self.mem.set_u64(next + 16, prev)?;
+            self.set_u64(next + 16, prev)?;
         }
         Ok(())
     }
 
     fn write_free(&self, blk: u64, size: u64) -> Result<()> {
-        self.mem.set_u64(blk, size | PREV_INUSE)?;
-        self.mem.set_u64(blk + size - 8, size)
+        self.set_u64(blk, size | PREV_INUSE)?;
+        self.set_u64(blk + size - 8, size)
     }
 
     /// Allocates a block whose payload holds `payload` bytes and returns the
     /// payload's offset (8-byte aligned). The payload's contents are
     /// unspecified.
     pub(crate) fn alloc(&self, payload: u64) -> Result<u64> {
-        let hdr = Header(self.mem);
+        let hdr = Header(self);
         let capacity = hdr.capacity()?;
         let Some(size) = block_size(payload).filter(|s| *s <= capacity) else {
             return Err(self.out_of_memory(payload.saturating_add(8))?);
@@ -183,23 +188,27 @@ impl Arena<'_> {
             None => self.alloc_block(size, capacity)?,
         };
         hdr.set_used(hdr.used()? + size)?;
+        // The whole block, slack included (take_free may hand out more).
+        let end = blk + (self.mem.u64(blk)? & !FLAGS);
+        self.mark_fresh(blk + 8, end);
         Ok(blk + 8)
     }
 
     /// Finds a block of `size` in the bins or at `top`, consolidating the
     /// fast lists when that is the only way to succeed.
     fn alloc_block(&self, size: u64, capacity: u64) -> Result<u64> {
-        let hdr = Header(self.mem);
+        let hdr = Header(self);
         if let Some(blk) = self.take_free(size, hdr.top()?)? {
             return Ok(blk);
         }
-        if size > SMALL_MAX && hdr.fast_count()? > 0 {
-            self.consolidate()?;
-            if let Some(blk) = self.take_free(size, hdr.top()?)? {
-                return Ok(blk);
-            }
-        }
         match self.bump(size, hdr.top()?, capacity) {
+            Err(Error::OutOfMemory { .. }) if hdr.fast_count()? > 0 && self.journaled => {
+                // Merging every parked block may be far more work than the
+                // journal holds: ask the caller to undo this operation,
+                // consolidate in steps of its own, and run it again.
+                self.consolidation_requested.set(true);
+                Err(self.out_of_memory(size)?)
+            }
             Err(Error::OutOfMemory { .. }) if hdr.fast_count()? > 0 => {
                 self.consolidate()?;
                 match self.take_free(size, hdr.top()?)? {
@@ -209,6 +218,23 @@ impl Arena<'_> {
             }
             other => other,
         }
+    }
+
+    /// `true` (once) if an allocation failed only for want of
+    /// consolidation.
+    pub(crate) fn take_consolidation_request(&self) -> bool {
+        self.consolidation_requested.replace(false)
+    }
+
+    /// Consolidates in steps of at most [`CONSOLIDATE_STEP`] blocks, each
+    /// committed on its own: merging parked blocks changes no contents, so
+    /// a crash between steps leaves a consistent, partly merged heap.
+    pub(crate) fn consolidate_in_steps(&self) -> Result<()> {
+        while Header(self).fast_count()? > 0 {
+            self.consolidate_some(CONSOLIDATE_STEP)?;
+            self.commit_journal()?;
+        }
+        Ok(())
     }
 
     fn fast_head_off(size: u64) -> u64 {
@@ -225,7 +251,7 @@ impl Arena<'_> {
         if blk == 0 {
             return Ok(None);
         }
-        let top = Header(self.mem).top()?;
+        let top = Header(self).top()?;
         let (found, flags) = self.block(blk, top)?;
         if found != size || flags & (INUSE | FAST) != INUSE | FAST {
             return Err(Error::corrupted(format!(
@@ -233,18 +259,25 @@ impl Arena<'_> {
                 found | flags
             )));
         }
-        self.mem.set_u64(head_off, self.mem.u64(blk + 8)?)?;
-        self.mem.set_u64(blk, size | (flags & !FAST))?;
-        let hdr = Header(self.mem);
+        self.set_u64(head_off, self.mem.u64(blk + 8)?)?;
+        self.set_u64(blk, size | (flags & !FAST))?;
+        // The link is about to become payload: keep it for a rollback.
+        self.preserve(blk + 8)?;
+        let hdr = Header(self);
         hdr.set_fast_count(hdr.fast_count()?.saturating_sub(1))?;
         Ok(Some(blk))
     }
 
     /// Releases every parked block into the bins, merging neighbours.
     pub(crate) fn consolidate(&self) -> Result<()> {
-        let hdr = Header(self.mem);
-        let limit = hdr.fast_count()?;
-        let mut seen = 0u64;
+        self.consolidate_some(u64::MAX)
+    }
+
+    /// Releases up to `max` parked blocks into the bins.
+    fn consolidate_some(&self, max: u64) -> Result<()> {
+        let hdr = Header(self);
+        let count = hdr.fast_count()?;
+        let mut done = 0u64;
         for idx in 0..NFAST {
             let head_off = OFF_FAST + 8 * idx as u64;
             loop {
@@ -252,10 +285,13 @@ impl Arena<'_> {
                 if blk == 0 {
                     break;
                 }
-                seen += 1;
-                if seen > limit {
+                if done == max {
+                    return hdr.set_fast_count(count - done);
+                }
+                done += 1;
+                if done > count {
                     return Err(Error::corrupted(format!(
-                        "fast lists hold more blocks than the {limit} counted (a cycle?)"
+                        "fast lists hold more blocks than the {count} counted (a cycle?)"
                     )));
                 }
                 let top = hdr.top()?;
@@ -266,16 +302,21 @@ impl Arena<'_> {
                         size | flags
                     )));
                 }
-                self.mem.set_u64(head_off, self.mem.u64(blk + 8)?)?;
-                self.mem.set_u64(blk, size | (flags & !FAST))?;
+                self.set_u64(head_off, self.mem.u64(blk + 8)?)?;
+                self.set_u64(blk, size | (flags & !FAST))?;
                 self.release(blk, size, flags & !FAST)?;
             }
+        }
+        if done != count {
+            return Err(Error::corrupted(format!(
+                "header counts {count} parked blocks, the fast lists hold {done}"
+            )));
         }
         hdr.set_fast_count(0)
     }
 
     fn out_of_memory(&self, requested: u64) -> Result<Error> {
-        let hdr = Header(self.mem);
+        let hdr = Header(self);
         let capacity = hdr.capacity()?;
         Ok(Error::OutOfMemory {
             requested,
@@ -319,21 +360,26 @@ impl Arena<'_> {
             }
         };
         self.bin_unlink(blk, found)?;
+        // Links and footer are about to become payload: keep them for a
+        // rollback.
+        self.preserve(blk + 8)?;
+        self.preserve(blk + 16)?;
+        self.preserve(blk + found - 8)?;
         let flags = self.mem.u64(blk)? & PREV_INUSE;
         if found - size >= MIN_BLOCK {
-            self.mem.set_u64(blk, size | INUSE | flags)?;
+            self.set_u64(blk, size | INUSE | flags)?;
             self.write_free(blk + size, found - size)?;
             self.bin_push(blk + size, found - size)?;
         } else {
-            self.mem.set_u64(blk, found | INUSE | flags)?;
+            self.set_u64(blk, found | INUSE | flags)?;
             let next = blk + found;
             if next < top {
                 let w = self.mem.u64(next)?;
-                self.mem.set_u64(next, w | PREV_INUSE)?;
+                self.set_u64(next, w | PREV_INUSE)?;
             }
             // The whole block is used: account the slack too.
             if found != size {
-                let hdr = Header(self.mem);
+                let hdr = Header(self);
                 hdr.set_used(hdr.used()? + found - size)?;
             }
         }
@@ -342,7 +388,7 @@ impl Arena<'_> {
 
     /// Carves a block from `top`, committing pages as needed.
     fn bump(&self, size: u64, top: u64, capacity: u64) -> Result<u64> {
-        let hdr = Header(self.mem);
+        let hdr = Header(self);
         let new_top = match top.checked_add(size) {
             Some(t) if t <= capacity => t,
             _ => return Err(self.out_of_memory(size)?),
@@ -366,14 +412,14 @@ impl Arena<'_> {
             };
             hdr.set_committed(target)?;
         }
-        self.mem.set_u64(top, size | INUSE | PREV_INUSE)?;
+        self.set_u64(top, size | INUSE | PREV_INUSE)?;
         hdr.set_top(new_top)?;
         Ok(top)
     }
 
     /// The payload size of the allocated block whose payload is at `payload`.
     pub(crate) fn payload_size(&self, payload: u64) -> Result<u64> {
-        let top = Header(self.mem).top()?;
+        let top = Header(self).top()?;
         let blk = payload.wrapping_sub(8);
         let (size, flags) = self.block(blk, top)?;
         if flags & INUSE == 0 || flags & FAST != 0 {
@@ -387,7 +433,7 @@ impl Arena<'_> {
     /// Frees the block whose payload is at `payload`, merging it with free
     /// neighbours (or with `top`).
     pub(crate) fn free(&self, payload: u64) -> Result<()> {
-        let hdr = Header(self.mem);
+        let hdr = Header(self);
         let top = hdr.top()?;
         let blk = payload.wrapping_sub(8);
         let (size, flags) = self.block(blk, top)?;
@@ -401,9 +447,9 @@ impl Arena<'_> {
         })?)?;
         if size <= SMALL_MAX {
             let head_off = Self::fast_head_off(size);
-            self.mem.set_u64(blk + 8, self.mem.u64(head_off)?)?;
-            self.mem.set_u64(blk, size | flags | FAST)?;
-            self.mem.set_u64(head_off, blk)?;
+            self.set_u64(blk + 8, self.mem.u64(head_off)?)?;
+            self.set_u64(blk, size | flags | FAST)?;
+            self.set_u64(head_off, blk)?;
             return hdr.set_fast_count(hdr.fast_count()? + 1);
         }
         self.release(blk, size, flags)
@@ -412,7 +458,7 @@ impl Arena<'_> {
     /// Returns an allocated block (header already validated: `size`,
     /// `flags`) to the bins, merging it with free neighbours or with `top`.
     fn release(&self, mut blk: u64, mut size: u64, flags: u64) -> Result<()> {
-        let hdr = Header(self.mem);
+        let hdr = Header(self);
         let top = hdr.top()?;
         if flags & PREV_INUSE == 0 {
             let prev_size = self.mem.u64(blk - 8)?;
@@ -437,8 +483,7 @@ impl Arena<'_> {
             self.bin_unlink(next, next_size)?;
             size += next_size;
         } else {
-            self.mem
-                .set_u64(next, (next_size | next_flags) & !PREV_INUSE)?;
+            self.set_u64(next, (next_size | next_flags) & !PREV_INUSE)?;
         }
         self.write_free(blk, size)?;
         self.bin_push(blk, size)
@@ -448,7 +493,7 @@ impl Arena<'_> {
     /// checking that they agree. Returns (allocated blocks, free blocks,
     /// allocated bytes, free bytes).
     pub(crate) fn check_heap(&self) -> Result<(u64, u64, u64, u64)> {
-        let hdr = Header(self.mem);
+        let hdr = Header(self);
         let top = hdr.top()?;
         let (mut used_blocks, mut used) = (0, 0);
         let (mut binned, mut binned_bytes, mut fast, mut fast_bytes) = (0u64, 0u64, 0u64, 0u64);

@@ -123,13 +123,13 @@ impl Arena<'_> {
     fn new_table(&self, slots: u64) -> Result<u64> {
         let bytes = slots * 8;
         let table = self.alloc(bytes)?;
-        self.mem.zero(table, bytes)?;
+        self.zero_fresh(table, bytes)?;
         Ok(table)
     }
 
     /// Creates the directory of a new store.
     pub(crate) fn dir_init(&self) -> Result<()> {
-        let hdr = Header(self.mem);
+        let hdr = Header(self);
         let table = self.new_table(INITIAL_SLOTS)?;
         hdr.set_dir_table(table)?;
         hdr.set_dir_cap(INITIAL_SLOTS)?;
@@ -139,7 +139,7 @@ impl Arena<'_> {
 
     /// The table and its slot count, validated.
     fn table(&self) -> Result<(u64, u64)> {
-        let hdr = Header(self.mem);
+        let hdr = Header(self);
         let (table, cap) = (hdr.dir_table()?, hdr.dir_cap()?);
         if !cap.is_power_of_two() || cap < INITIAL_SLOTS || self.mem.ptr(table, cap * 8, 8).is_err()
         {
@@ -159,7 +159,7 @@ impl Arena<'_> {
     /// The record a live slot points to, checked to be inside the heap.
     fn slot_record(&self, slot: u64) -> Result<u64> {
         let rec = (slot & OFF_MASK) << 3;
-        if rec < HEAP_START || rec >= Header(self.mem).top()? {
+        if rec < HEAP_START || rec >= Header(self).top()? {
             return Err(Error::corrupted(format!(
                 "directory slot {slot:#x} points outside the heap"
             )));
@@ -204,7 +204,7 @@ impl Arena<'_> {
     /// Adds `rec` under a name known to be absent, growing the table first
     /// if needed.
     pub(crate) fn dir_insert(&self, hash: u64, rec: u64) -> Result<()> {
-        let hdr = Header(self.mem);
+        let hdr = Header(self);
         let (live, tombs) = (hdr.dir_live()?, hdr.dir_tombs()?);
         let (_, cap) = self.table()?;
         if (live + tombs + 1) * 4 > cap * 3 {
@@ -226,7 +226,7 @@ impl Arena<'_> {
             let off = table + i * 8;
             let slot = self.mem.u64(off)?;
             if slot == EMPTY || slot == TOMB {
-                self.mem.set_u64(off, slot_for(hash, rec))?;
+                self.set_u64(off, slot_for(hash, rec))?;
                 hdr.set_dir_live(live + 1)?;
                 if slot == TOMB {
                     hdr.set_dir_tombs(hdr.dir_tombs()? - 1)?;
@@ -240,7 +240,7 @@ impl Arena<'_> {
 
     /// Moves every live slot into a new table of `slots` slots.
     fn rehash(&self, slots: u64) -> Result<()> {
-        let hdr = Header(self.mem);
+        let hdr = Header(self);
         let (old, cap) = self.table()?;
         let new = self.new_table(slots)?;
         let mut live = 0;
@@ -260,7 +260,7 @@ impl Arena<'_> {
             while self.mem.u64(new + j * 8)? != EMPTY {
                 j = (j + 1) & (slots - 1);
             }
-            self.mem.set_u64(new + j * 8, slot)?;
+            self.set_u64(new + j * 8, slot)?;
             live += 1;
         }
         hdr.set_dir_table(new)?;
@@ -272,9 +272,9 @@ impl Arena<'_> {
 
     /// Removes the slot `found.slot`.
     pub(crate) fn dir_remove(&self, found: &Found) -> Result<()> {
-        let hdr = Header(self.mem);
+        let hdr = Header(self);
         let (table, _) = self.table()?;
-        self.mem.set_u64(table + found.slot * 8, TOMB)?;
+        self.set_u64(table + found.slot * 8, TOMB)?;
         hdr.set_dir_live(hdr.dir_live()?.saturating_sub(1))?;
         hdr.set_dir_tombs(hdr.dir_tombs()? + 1)
     }

@@ -27,13 +27,16 @@
 //! | 120    | 8    | registry table capacity (entries)                         |
 //! | 128    | 8    | times the header lock was recovered from a dead owner     |
 //! | 136    | 8    | blocks parked on the allocator's fast lists               |
+//! | 144    | 8    | intent journal: offset of its entry array                 |
+//! | 152    | 8    | intent journal: capacity in entries                       |
+//! | 160    | 8    | intent journal: entries in use (0 = nothing to undo)      |
 //! | 192    | 64   | the header lock (process-shared robust pthread mutex)     |
 //! | 256    | 24   | bitmap of non-empty free-list bins                        |
 //! | 320    | 8×N  | free-list bin heads ([`NBINS`](super::alloc::NBINS))      |
 //! | 1664   | 8×M  | fast-list heads ([`NFAST`](super::alloc::NFAST))          |
 //! | 4096   |      | heap: allocator blocks                                    |
 
-use super::mem::Mem;
+use super::Arena;
 use crate::Result;
 
 /// Identifies a segment as a shmstore store.
@@ -60,6 +63,9 @@ pub(crate) const OFF_REG_LEN: u64 = 112;
 pub(crate) const OFF_REG_CAP: u64 = 120;
 pub(crate) const OFF_RECOVERIES: u64 = 128;
 pub(crate) const OFF_FAST_COUNT: u64 = 136;
+pub(crate) const OFF_JOURNAL: u64 = 144;
+pub(crate) const OFF_JOURNAL_CAP: u64 = 152;
+pub(crate) const OFF_JOURNAL_LEN: u64 = 160;
 pub(crate) const OFF_LOCK: u64 = 192;
 pub(crate) const LOCK_SPACE: u64 = 64;
 pub(crate) const OFF_BITMAP: u64 = 256;
@@ -116,13 +122,14 @@ pub(crate) fn describe_abi(tag: u64) -> String {
     )
 }
 
-/// Typed access to the header words.
-pub(crate) struct Header(pub(crate) Mem);
+/// Typed access to the header words, through the arena (so that writes
+/// are journalled).
+pub(crate) struct Header<'h>(pub(crate) &'h Arena<'h>);
 
 macro_rules! word {
     ($get:ident, $set:ident, $off:expr) => {
         pub(crate) fn $get(&self) -> Result<u64> {
-            self.0.u64($off)
+            self.0.mem.u64($off)
         }
         pub(crate) fn $set(&self, v: u64) -> Result<()> {
             self.0.set_u64($off, v)
@@ -130,7 +137,7 @@ macro_rules! word {
     };
 }
 
-impl Header {
+impl Header<'_> {
     word!(capacity, set_capacity, OFF_CAPACITY);
     word!(committed, set_committed, OFF_COMMITTED);
     word!(top, set_top, OFF_TOP);
@@ -145,4 +152,6 @@ impl Header {
     word!(reg_cap, set_reg_cap, OFF_REG_CAP);
     word!(recoveries, set_recoveries, OFF_RECOVERIES);
     word!(fast_count, set_fast_count, OFF_FAST_COUNT);
+    word!(journal, set_journal, OFF_JOURNAL);
+    word!(journal_cap, set_journal_cap, OFF_JOURNAL_CAP);
 }

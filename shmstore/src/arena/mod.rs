@@ -9,6 +9,7 @@
 pub(crate) mod alloc;
 pub(crate) mod dir;
 pub(crate) mod header;
+pub(crate) mod journal;
 pub(crate) mod mem;
 pub(crate) mod registry;
 
@@ -19,6 +20,7 @@ use self::dir::{
 use self::header::*;
 use self::mem::Mem;
 use crate::{Error, Result};
+use core::cell::Cell;
 use core::sync::atomic::Ordering;
 
 /// Commits the pages in `[from, to)` so that writing them cannot fault.
@@ -28,10 +30,16 @@ pub(crate) type Commit<'a> = &'a dyn Fn(u64, u64) -> Result<()>;
 ///
 /// Every method requires that the caller holds the header lock (or owns the
 /// region exclusively): the arena reads and writes metadata with plain
-/// loads and stores.
+/// loads and stores. A journalled arena (one per locked operation) logs
+/// every metadata word it overwrites, so the operation can be undone (see
+/// [`journal`]).
 pub(crate) struct Arena<'a> {
     pub(crate) mem: Mem,
     commit: Commit<'a>,
+    journaled: bool,
+    fresh: Cell<[(u64, u64); journal::FRESH_RANGES]>,
+    nfresh: Cell<usize>,
+    consolidation_requested: Cell<bool>,
 }
 
 /// What a record holds, validated against its block.
@@ -74,9 +82,57 @@ pub(crate) fn record_payload(name_len: u64, align: u64, bytes: u64) -> Option<u6
 }
 
 impl<'a> Arena<'a> {
-    /// The arena of the region `mem`.
+    /// The arena of the region `mem`, unjournalled: for a store being
+    /// formatted, and for tests of the arena alone.
     pub(crate) fn new(mem: Mem, commit: Commit<'a>) -> Arena<'a> {
-        Arena { mem, commit }
+        Arena {
+            mem,
+            commit,
+            journaled: false,
+            fresh: Cell::new([(0, 0); journal::FRESH_RANGES]),
+            nfresh: Cell::new(0),
+            consolidation_requested: Cell::new(false),
+        }
+    }
+
+    /// The arena of the region `mem` for one operation under the header
+    /// lock: every write is journalled until [`Arena::commit_journal`].
+    pub(crate) fn journaled(mem: Mem, commit: Commit<'a>) -> Arena<'a> {
+        Arena {
+            journaled: true,
+            ..Arena::new(mem, commit)
+        }
+    }
+
+    /// Writes the `u64` at `off`, journalled.
+    pub(crate) fn set_u64(&self, off: u64, v: u64) -> Result<()> {
+        self.before_write(off, journal::KIND_U64)?;
+        self.mem.set_u64(off, v)
+    }
+
+    /// Writes the `u32` at `off`, journalled.
+    pub(crate) fn set_u32(&self, off: u64, v: u32) -> Result<()> {
+        self.before_write(off, journal::KIND_U32)?;
+        self.mem.set_u32(off, v)
+    }
+
+    /// Writes the `u16` at `off`, journalled.
+    pub(crate) fn set_u16(&self, off: u64, v: u16) -> Result<()> {
+        self.before_write(off, journal::KIND_U16)?;
+        self.mem.set_u16(off, v)
+    }
+
+    /// Copies `bytes` into memory this operation allocated (unjournalled:
+    /// see [`journal`]).
+    pub(crate) fn write_fresh(&self, off: u64, bytes: &[u8]) -> Result<()> {
+        debug_assert!(self.fresh_unknown() || self.is_fresh_range(off, bytes.len() as u64));
+        self.mem.write_bytes(off, bytes)
+    }
+
+    /// Zeroes memory this operation allocated (unjournalled).
+    pub(crate) fn zero_fresh(&self, off: u64, len: u64) -> Result<()> {
+        debug_assert!(self.fresh_unknown() || self.is_fresh_range(off, len));
+        self.mem.zero(off, len)
     }
 
     /// Formats an empty store over `mem` (whose first page must already be
@@ -95,20 +151,21 @@ impl<'a> Arena<'a> {
         // Everything after the identity words, except the header lock: the
         // caller initialises it, and zeroing a live pthread mutex would turn
         // it into a process-private one.
-        self.mem.zero(OFF_CAPACITY, OFF_LOCK - OFF_CAPACITY)?;
+        self.zero_fresh(OFF_CAPACITY, OFF_LOCK - OFF_CAPACITY)?;
         let after_lock = OFF_LOCK + LOCK_SPACE;
-        self.mem.zero(after_lock, HEAP_START - after_lock)?;
-        let hdr = Header(self.mem);
+        self.zero_fresh(after_lock, HEAP_START - after_lock)?;
+        let hdr = Header(self);
         hdr.set_capacity(capacity)?;
         hdr.set_committed(HEAP_START.min(capacity))?;
         hdr.set_top(HEAP_START)?;
+        self.journal_init()?;
         self.dir_init()?;
         self.registry_init()
     }
 
     /// Checks the words every operation relies on, cheaply, before use.
     pub(crate) fn validate_header(&self) -> Result<()> {
-        let hdr = Header(self.mem);
+        let hdr = Header(self);
         let (cap, committed, top, used) =
             (hdr.capacity()?, hdr.committed()?, hdr.top()?, hdr.used()?);
         if cap != self.mem.len()
@@ -181,22 +238,20 @@ impl<'a> Arena<'a> {
         let payload = record_payload(name.len() as u64, info.align, bytes).ok_or_else(too_big)?;
         let rec = self.alloc(payload)?;
         let value = (rec + REC_NAME + name.len() as u64).next_multiple_of(info.align.max(8));
-        self.mem.set_u64(rec + REC_LEN, len)?;
-        self.mem.set_u32(rec + REC_TYPE, type_idx)?;
-        self.mem.set_u32(rec + REC_PINS, 0)?;
-        self.mem.set_u16(rec + REC_NAME_LEN, name.len() as u16)?;
-        self.mem
-            .set_u16(rec + REC_FLAGS, if slice { FLAG_SLICE } else { 0 })?;
-        self.mem
-            .set_u32(rec + REC_VALUE_REL, (value - rec) as u32)?;
-        self.mem.write_bytes(rec + REC_NAME, name)?;
+        self.set_u64(rec + REC_LEN, len)?;
+        self.set_u32(rec + REC_TYPE, type_idx)?;
+        self.set_u32(rec + REC_PINS, 0)?;
+        self.set_u16(rec + REC_NAME_LEN, name.len() as u16)?;
+        self.set_u16(rec + REC_FLAGS, if slice { FLAG_SLICE } else { 0 })?;
+        self.set_u32(rec + REC_VALUE_REL, (value - rec) as u32)?;
+        self.write_fresh(rec + REC_NAME, name)?;
         Ok((rec, value))
     }
 
     /// Publishes a filled record under `name`.
     pub(crate) fn publish(&self, hash: u64, rec: u64) -> Result<()> {
         self.dir_insert(hash, rec)?;
-        let hdr = Header(self.mem);
+        let hdr = Header(self);
         hdr.set_objects(hdr.objects()? + 1)
     }
 
@@ -232,6 +287,17 @@ impl<'a> Arena<'a> {
         Ok(old == PIN_REMOVED | 1)
     }
 
+    /// Frees a removed record whose last pin was dropped (`unpin` returned
+    /// `true`), if it is still removed and unpinned: the operation that
+    /// removed it may have been rolled back meanwhile, after its process
+    /// died, and then the record is back in the directory.
+    pub(crate) fn free_released(&self, rec: u64) -> Result<()> {
+        if self.mem.atomic_u32(rec + REC_PINS)?.load(Ordering::Acquire) == PIN_REMOVED {
+            self.free(rec)?;
+        }
+        Ok(())
+    }
+
     /// Takes the record found at `found` out of the directory and frees it,
     /// or marks it removed while handles still pin it (the last unpin then
     /// frees it). Setting the mark and reading the count is one atomic
@@ -239,12 +305,9 @@ impl<'a> Arena<'a> {
     pub(crate) fn remove(&self, found: &Found) -> Result<()> {
         self.record(found.rec)?;
         self.dir_remove(found)?;
-        let hdr = Header(self.mem);
+        let hdr = Header(self);
         hdr.set_objects(hdr.objects()?.saturating_sub(1))?;
-        let old = self
-            .mem
-            .atomic_u32(found.rec + REC_PINS)?
-            .fetch_or(PIN_REMOVED, Ordering::AcqRel);
+        let old = self.set_removed_bit(found.rec + REC_PINS)?;
         if old & PIN_COUNT == 0 {
             self.free(found.rec)?;
         }
@@ -261,7 +324,7 @@ impl<'a> Arena<'a> {
 
     /// Space accounting.
     pub(crate) fn stats(&self) -> Result<Stats> {
-        let hdr = Header(self.mem);
+        let hdr = Header(self);
         let capacity = hdr.capacity()?;
         let used = hdr.used()?;
         Ok(Stats {
@@ -277,6 +340,7 @@ impl<'a> Arena<'a> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::arena::header::OFF_JOURNAL_LEN;
     use core::ptr::NonNull;
 
     /// A heap buffer formatted as a store, for tests of the arena alone.
@@ -328,7 +392,8 @@ pub(crate) mod tests {
 
     #[test]
     fn allocations_do_not_overlap_and_frees_are_reused() {
-        let s = HeapStore::new(1 << 20);
+        // ~1300 blocks of up to 3 KB stay live: room for them, fragmented.
+        let s = HeapStore::new(4 << 20);
         let a = s.arena();
         let mut live: Vec<(u64, u64)> = Vec::new();
         let mut rng = Rng(7);
@@ -357,9 +422,9 @@ pub(crate) mod tests {
         a.check_heap().unwrap();
         a.consolidate().unwrap();
         let (used_blocks, free_blocks, _, _) = a.check_heap().unwrap();
-        // Only the directory table and the registry table remain, and every
-        // free block, parked or not, merged back into top.
-        assert_eq!((used_blocks, free_blocks), (2, 0));
+        // Only the journal, the directory table and the registry table
+        // remain, and every free block, parked or not, merged back into top.
+        assert_eq!((used_blocks, free_blocks), (3, 0));
     }
 
     #[test]
@@ -387,8 +452,10 @@ pub(crate) mod tests {
         // Small blocks are parked on fast lists first, unmerged.
         let (_, free_blocks, _, free) = a.check_heap().unwrap();
         assert_eq!(free_blocks, 3);
-        // A large request (over the 1024-byte fast sizes) that no bin can
-        // serve consolidates: one block for all three comes back whole.
+        // Consolidation merges them: one block for all three comes back
+        // whole.
+        a.consolidate().unwrap();
+        assert_eq!(a.check_heap().unwrap().1, 1);
         assert_eq!(a.alloc(free - 8).unwrap(), x);
         assert_eq!(a.check_heap().unwrap().1, 0);
     }
@@ -423,6 +490,83 @@ pub(crate) mod tests {
         assert!(a.payload_size(x).is_err());
         assert_eq!(a.alloc(24).unwrap(), x);
         assert_eq!(a.payload_size(x).unwrap(), 24);
+    }
+
+    /// Everything recovery restores: the header page (but the journal
+    /// length), every block header from the heap start to top, and the
+    /// allocator's own view of free space.
+    type Snapshot = (Vec<u8>, Vec<(u64, u64)>, (u64, u64, u64, u64));
+
+    fn snapshot(a: &Arena<'_>) -> Snapshot {
+        let mut page = a.mem.read_bytes(0, HEAP_START).unwrap();
+        page[OFF_JOURNAL_LEN as usize..OFF_JOURNAL_LEN as usize + 8].fill(0);
+        let top = Header(a).top().unwrap();
+        let mut blocks = Vec::new();
+        let mut blk = HEAP_START;
+        while blk < top {
+            let word = a.mem.u64(blk).unwrap();
+            blocks.push((blk, word));
+            blk += word & !7;
+        }
+        (page, blocks, a.check_heap().unwrap())
+    }
+
+    #[test]
+    fn rollback_restores_the_exact_state_before_an_operation() {
+        let s = HeapStore::new(1 << 20);
+        let setup = s.arena();
+        let t = setup.register_type(1, 8, 8, "u64", "u64").unwrap();
+        // Some history: parked, binned and allocated blocks, tombstones.
+        let mut rng = Rng(99);
+        let mut live = Vec::new();
+        for i in 0..40 {
+            live.push(insert(&setup, &format!("k{i}"), t));
+            let big = setup.alloc(1500 + rng.next() % 3000).unwrap();
+            if rng.next() % 2 == 0 {
+                setup.free(big).unwrap();
+            }
+        }
+        for i in (0..live.len()).step_by(3) {
+            let name = format!("k{i}");
+            let f = setup
+                .lookup(name.as_bytes(), dir::hash_name(name.as_bytes()))
+                .unwrap()
+                .unwrap();
+            setup.remove(&f).unwrap();
+        }
+        let before = snapshot(&setup);
+        let a = Arena::journaled(s.mem, &no_commit);
+        // An operation that allocates from every source, grows the
+        // directory and the registry, frees and removes.
+        // 26 live names and 14 tombstones in 64 slots: 20 more make the
+        // directory rehash.
+        let table_before = Header(&a).dir_table().unwrap();
+        for i in 0..20 {
+            insert(&a, &format!("new{i}"), t);
+        }
+        assert_ne!(Header(&a).dir_table().unwrap(), table_before, "rehashed");
+        let t2 = a.register_type(2, 16, 8, "Pair", "Pair").unwrap();
+        for i in 0..10 {
+            let r = a.register_type(100 + i, 8, 8, "T", "T").unwrap();
+            assert!(r > t2);
+        }
+        let f = a.lookup(b"k1", dir::hash_name(b"k1")).unwrap().unwrap();
+        a.remove(&f).unwrap();
+        let big = a.alloc(5000).unwrap();
+        a.free(big).unwrap();
+        a.consolidate().unwrap();
+        assert!(a.journal_len().unwrap() > 0);
+        let undone = a.rollback().unwrap();
+        assert!(undone > 0);
+        assert_eq!(snapshot(&setup), before);
+        assert!(a
+            .lookup(b"new0", dir::hash_name(b"new0"))
+            .unwrap()
+            .is_none());
+        assert!(a.lookup(b"k1", dir::hash_name(b"k1")).unwrap().is_some());
+        // The restored store keeps working.
+        insert(&setup, "after", t);
+        setup.check_heap().unwrap();
     }
 
     #[test]
@@ -474,7 +618,7 @@ pub(crate) mod tests {
         for i in 0..n {
             insert(&a, &format!("key{i}"), t);
         }
-        assert!(Header(a.mem).dir_cap().unwrap() >= n as u64 * 4 / 3);
+        assert!(Header(&a).dir_cap().unwrap() >= n as u64 * 4 / 3);
         for i in 0..n {
             let name = format!("key{i}");
             let found = a
@@ -534,7 +678,7 @@ pub(crate) mod tests {
             }
             insert(&a, &name, t);
         }
-        assert_eq!(Header(a.mem).dir_cap().unwrap(), dir::INITIAL_SLOTS);
+        assert_eq!(Header(&a).dir_cap().unwrap(), dir::INITIAL_SLOTS);
         assert_eq!(a.records().unwrap().len(), 10);
     }
 
@@ -575,8 +719,8 @@ pub(crate) mod tests {
         let a = s.arena();
         let t = a.register_type(1, 8, 8, "u64", "u64").unwrap();
         insert(&a, "x", t);
-        let table = Header(a.mem).dir_table().unwrap();
-        let cap = Header(a.mem).dir_cap().unwrap();
+        let table = Header(&a).dir_table().unwrap();
+        let cap = Header(&a).dir_cap().unwrap();
         for i in 0..cap {
             let slot = a.mem.u64(table + i * 8).unwrap();
             if slot > 1 {

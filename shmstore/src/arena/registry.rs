@@ -41,7 +41,7 @@ pub(crate) struct TypeInfo {
 impl Arena<'_> {
     /// Creates the registry of a new store.
     pub(crate) fn registry_init(&self) -> Result<()> {
-        let hdr = Header(self.mem);
+        let hdr = Header(self);
         let table = self.alloc(INITIAL_TYPES * ENTRY)?;
         hdr.set_reg_table(table)?;
         hdr.set_reg_cap(INITIAL_TYPES)?;
@@ -49,7 +49,7 @@ impl Arena<'_> {
     }
 
     fn registry(&self) -> Result<(u64, u64)> {
-        let hdr = Header(self.mem);
+        let hdr = Header(self);
         let (table, len, cap) = (hdr.reg_table()?, hdr.reg_len()?, hdr.reg_cap()?);
         if len > cap || self.mem.ptr(table, cap.saturating_mul(ENTRY), 8).is_err() {
             return Err(Error::corrupted(format!(
@@ -79,7 +79,7 @@ impl Arena<'_> {
         name: &str,
         desc: &str,
     ) -> Result<u32> {
-        let hdr = Header(self.mem);
+        let hdr = Header(self);
         let (mut table, len) = self.registry()?;
         let cap = hdr.reg_cap()?;
         let blob_len = (name.len() + desc.len()) as u64;
@@ -91,9 +91,8 @@ impl Arena<'_> {
             });
         }
         let blob = self.alloc(blob_len)?;
-        self.mem.write_bytes(blob, name.as_bytes())?;
-        self.mem
-            .write_bytes(blob + name.len() as u64, desc.as_bytes())?;
+        self.write_fresh(blob, name.as_bytes())?;
+        self.write_fresh(blob + name.len() as u64, desc.as_bytes())?;
         if len == cap {
             let grown = match self.alloc(cap * 2 * ENTRY) {
                 Ok(g) => g,
@@ -103,19 +102,19 @@ impl Arena<'_> {
                 }
             };
             let bytes = self.mem.read_bytes(table, cap * ENTRY)?;
-            self.mem.write_bytes(grown, &bytes)?;
+            self.write_fresh(grown, &bytes)?;
             hdr.set_reg_table(grown)?;
             hdr.set_reg_cap(cap * 2)?;
             self.free(table)?;
             table = grown;
         }
         let e = table + len * ENTRY;
-        self.mem.set_u64(e + E_FP, fp)?;
-        self.mem.set_u64(e + E_DESC, blob)?;
-        self.mem.set_u64(e + E_SIZE, size)?;
-        self.mem.set_u32(e + E_ALIGN, align as u32)?;
-        self.mem.set_u32(e + E_DESC_LEN, blob_len as u32)?;
-        self.mem.set_u32(e + E_NAME_LEN, name.len() as u32)?;
+        self.set_u64(e + E_FP, fp)?;
+        self.set_u64(e + E_DESC, blob)?;
+        self.set_u64(e + E_SIZE, size)?;
+        self.set_u32(e + E_ALIGN, align as u32)?;
+        self.set_u32(e + E_DESC_LEN, blob_len as u32)?;
+        self.set_u32(e + E_NAME_LEN, name.len() as u32)?;
         hdr.set_reg_len(len + 1)?;
         Ok(len as u32)
     }

@@ -1,0 +1,208 @@
+//! The intent journal: every metadata operation is all or nothing, even if
+//! its process is killed at any instruction.
+//!
+//! While an operation runs under the header lock, every metadata word it
+//! overwrites is first appended to an undo log in the segment, with its old
+//! value; the operation commits by setting the log's length to zero. When a
+//! process takes the header lock and learns that the previous holder died
+//! (`EOWNERDEAD`), it replays the log backwards, which puts back exactly the
+//! state before the dead process's operation began, and only then marks the
+//! lock consistent. An operation that fails with an error is rolled back the
+//! same way, so a failed insert leaves nothing behind.
+//!
+//! Writes into memory the operation itself allocated ("fresh" blocks) are
+//! not logged: after a rollback that memory is free again and nothing reads
+//! its old contents — except the words a free block keeps for the allocator
+//! (its list links and footer, or a parked block's link), which are logged
+//! when the block is handed out (see `Arena::preserve`).
+//!
+//! # Layout
+//!
+//! The log is an array of 16-byte entries (offset of the entry array,
+//! capacity and length are header words):
+//!
+//! | bytes | field                                                        |
+//! |-------|--------------------------------------------------------------|
+//! | 0..8  | the overwritten word's offset; bits 60..64 say its kind      |
+//! | 8..16 | the old value                                                |
+//!
+//! Kinds: 1 a `u16`, 2 a `u32`, 3 a `u64`, 4 "bit 31 of the pin word at
+//! this offset was set" (undone with an atomic and, since other processes
+//! change the pin count without the lock).
+
+use core::sync::atomic::Ordering;
+
+use super::dir::PIN_REMOVED;
+use super::header::{Header, OFF_JOURNAL_LEN};
+use super::Arena;
+use crate::{Error, Result};
+
+/// Entries in a store's journal: far more than the largest operation
+/// writes (an insert that grows both the registry and the directory logs
+/// well under a hundred words).
+pub(crate) const JOURNAL_ENTRIES: u64 = 1024;
+const ENTRY: u64 = 16;
+const KIND_SHIFT: u32 = 60;
+const OFF_MASK: u64 = (1 << KIND_SHIFT) - 1;
+pub(crate) const KIND_U16: u64 = 1;
+pub(crate) const KIND_U32: u64 = 2;
+pub(crate) const KIND_U64: u64 = 3;
+const KIND_PIN_REMOVED: u64 = 4;
+/// Fresh ranges remembered per operation; more are simply logged.
+pub(crate) const FRESH_RANGES: usize = 8;
+
+impl Arena<'_> {
+    /// Creates the journal of a new store (not journalled itself).
+    pub(crate) fn journal_init(&self) -> Result<()> {
+        let area = self.alloc(JOURNAL_ENTRIES * ENTRY)?;
+        let hdr = Header(self);
+        hdr.set_journal(area)?;
+        hdr.set_journal_cap(JOURNAL_ENTRIES)?;
+        self.mem.set_u64(OFF_JOURNAL_LEN, 0)
+    }
+
+    /// The journal's entry array and capacity, validated.
+    fn journal_area(&self) -> Result<(u64, u64)> {
+        let hdr = Header(self);
+        let (area, cap) = (hdr.journal()?, hdr.journal_cap()?);
+        if cap == 0 || self.mem.ptr(area, cap.saturating_mul(ENTRY), 8).is_err() {
+            return Err(Error::corrupted(format!(
+                "intent journal header is invalid: {cap} entries at {area:#x}"
+            )));
+        }
+        Ok((area, cap))
+    }
+
+    /// Remembers that `[start, end)` was allocated by this operation.
+    pub(crate) fn mark_fresh(&self, start: u64, end: u64) {
+        let n = self.nfresh.get();
+        if self.journaled && n < FRESH_RANGES {
+            let mut ranges = self.fresh.get();
+            ranges[n] = (start, end);
+            self.fresh.set(ranges);
+            self.nfresh.set(n + 1);
+        }
+    }
+
+    fn is_fresh(&self, off: u64) -> bool {
+        self.is_fresh_range(off, 1)
+    }
+
+    /// `true` if freshness cannot be told: an unjournalled arena, or more
+    /// allocations than the remembered ranges (correct either way: only the
+    /// logging of scalar writes is an optimisation).
+    pub(crate) fn fresh_unknown(&self) -> bool {
+        !self.journaled || self.nfresh.get() >= FRESH_RANGES
+    }
+
+    /// `true` if `[off, off + len)` lies in one fresh range.
+    pub(crate) fn is_fresh_range(&self, off: u64, len: u64) -> bool {
+        let ranges = self.fresh.get();
+        ranges[..self.nfresh.get()]
+            .iter()
+            .any(|&(s, e)| s <= off && off.saturating_add(len) <= e)
+    }
+
+    /// Appends one undo entry.
+    fn append(&self, tagged: u64, old: u64) -> Result<()> {
+        let (area, cap) = self.journal_area()?;
+        let len = self.mem.u64(OFF_JOURNAL_LEN)?;
+        if len >= cap {
+            return Err(Error::corrupted(format!(
+                "an operation wrote more than the journal's {cap} entries"
+            )));
+        }
+        let e = area + len * ENTRY;
+        self.mem.set_u64(e, tagged)?;
+        self.mem.set_u64(e + 8, old)?;
+        // The length is the commit point of the entry: a crash before it
+        // leaves the target word unwritten, so nothing is lost.
+        self.mem.set_u64(OFF_JOURNAL_LEN, len + 1)?;
+        crate::crash::step();
+        Ok(())
+    }
+
+    /// Logs the old value of the `kind` word at `off` before it is
+    /// overwritten, unless the operation allocated that memory itself.
+    pub(crate) fn before_write(&self, off: u64, kind: u64) -> Result<()> {
+        if !self.journaled || self.is_fresh(off) {
+            return Ok(());
+        }
+        let old = match kind {
+            KIND_U16 => self.mem.u16(off)? as u64,
+            KIND_U32 => self.mem.u32(off)? as u64,
+            _ => self.mem.u64(off)?,
+        };
+        self.append(off | kind << KIND_SHIFT, old)
+    }
+
+    /// Logs the `u64` at `off` without writing it: for the words of a free
+    /// block (links, footer) that the caller is about to hand out as fresh
+    /// memory, so that a rollback gives the block back intact.
+    pub(crate) fn preserve(&self, off: u64) -> Result<()> {
+        self.before_write(off, KIND_U64)
+    }
+
+    /// Sets the removed bit of the pin word at `off` and returns the word's
+    /// old value; a rollback clears the bit again.
+    pub(crate) fn set_removed_bit(&self, off: u64) -> Result<u32> {
+        let word = self.mem.atomic_u32(off)?;
+        if self.journaled {
+            self.append(off | KIND_PIN_REMOVED << KIND_SHIFT, 0)?;
+        }
+        Ok(word.fetch_or(PIN_REMOVED, Ordering::AcqRel))
+    }
+
+    /// Commits the operation: its writes stay.
+    pub(crate) fn commit_journal(&self) -> Result<()> {
+        if !self.journaled {
+            return Ok(());
+        }
+        crate::crash::step();
+        self.mem.set_u64(OFF_JOURNAL_LEN, 0)?;
+        self.nfresh.set(0);
+        crate::crash::step();
+        Ok(())
+    }
+
+    /// Undoes every logged write, newest first, and empties the journal.
+    /// Returns how many entries were undone.
+    pub(crate) fn rollback(&self) -> Result<u64> {
+        let (area, cap) = self.journal_area()?;
+        let len = self.mem.u64(OFF_JOURNAL_LEN)?;
+        if len > cap {
+            return Err(Error::corrupted(format!(
+                "intent journal claims {len} entries of {cap}"
+            )));
+        }
+        for i in (0..len).rev() {
+            let e = area + i * ENTRY;
+            let (tagged, old) = (self.mem.u64(e)?, self.mem.u64(e + 8)?);
+            let off = tagged & OFF_MASK;
+            match tagged >> KIND_SHIFT {
+                KIND_U16 => self.mem.set_u16(off, old as u16)?,
+                KIND_U32 => self.mem.set_u32(off, old as u32)?,
+                KIND_U64 => self.mem.set_u64(off, old)?,
+                KIND_PIN_REMOVED => {
+                    self.mem
+                        .atomic_u32(off)?
+                        .fetch_and(!PIN_REMOVED, Ordering::AcqRel);
+                }
+                kind => {
+                    return Err(Error::corrupted(format!(
+                        "intent journal entry {i} has unknown kind {kind}"
+                    )))
+                }
+            }
+        }
+        self.mem.set_u64(OFF_JOURNAL_LEN, 0)?;
+        self.nfresh.set(0);
+        Ok(len)
+    }
+
+    /// Entries waiting in the journal (non-zero only between a write and
+    /// the commit of an operation, or after its process died).
+    pub(crate) fn journal_len(&self) -> Result<u64> {
+        self.mem.u64(OFF_JOURNAL_LEN)
+    }
+}
