@@ -28,7 +28,8 @@
 //!
 //! Kinds: 1 a `u16`, 2 a `u32`, 3 a `u64`, 4 "bit 31 of the pin word at
 //! this offset was set" (undone with an atomic and, since other processes
-//! change the pin count without the lock).
+//! change the pin count without the lock), 5 "one pin was added to the pin
+//! word at this offset" (undone with an atomic decrement).
 
 use core::sync::atomic::Ordering;
 
@@ -48,6 +49,7 @@ pub(crate) const KIND_U16: u64 = 1;
 pub(crate) const KIND_U32: u64 = 2;
 pub(crate) const KIND_U64: u64 = 3;
 const KIND_PIN_REMOVED: u64 = 4;
+const KIND_PIN_ADDED: u64 = 5;
 /// Fresh ranges remembered per operation; more are simply logged.
 pub(crate) const FRESH_RANGES: usize = 8;
 
@@ -153,6 +155,15 @@ impl Arena<'_> {
         Ok(word.fetch_or(PIN_REMOVED, Ordering::AcqRel))
     }
 
+    /// Logs that the operation adds a pin to the pin word at `off` (the
+    /// caller then adds it); a rollback takes it away again.
+    pub(crate) fn log_pin_added(&self, off: u64) -> Result<()> {
+        if self.journaled {
+            self.append(off | KIND_PIN_ADDED << KIND_SHIFT, 0)?;
+        }
+        Ok(())
+    }
+
     /// Commits the operation: its writes stay.
     pub(crate) fn commit_journal(&self) -> Result<()> {
         if !self.journaled {
@@ -187,6 +198,9 @@ impl Arena<'_> {
                     self.mem
                         .atomic_u32(off)?
                         .fetch_and(!PIN_REMOVED, Ordering::AcqRel);
+                }
+                KIND_PIN_ADDED => {
+                    self.mem.atomic_u32(off)?.fetch_sub(1, Ordering::AcqRel);
                 }
                 kind => {
                     return Err(Error::corrupted(format!(

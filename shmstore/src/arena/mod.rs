@@ -263,13 +263,19 @@ impl<'a> Arena<'a> {
     pub(crate) fn pin(&self, rec: u64) -> Result<()> {
         let word = self.mem.atomic_u32(rec + REC_PINS)?;
         let old = word.fetch_add(1, Ordering::AcqRel);
-        if old & PIN_COUNT == PIN_COUNT {
-            word.fetch_sub(1, Ordering::AcqRel);
-            return Err(Error::corrupted(format!(
+        // Logged after the add, so that a rollback undoes exactly the adds
+        // that happened; a pin added but never logged is taken back here.
+        let logged = if old & PIN_COUNT == PIN_COUNT {
+            Err(Error::corrupted(format!(
                 "record {rec:#x}: pin word {old:#x} is full"
-            )));
+            )))
+        } else {
+            self.log_pin_added(rec + REC_PINS)
+        };
+        if logged.is_err() {
+            word.fetch_sub(1, Ordering::AcqRel);
         }
-        Ok(())
+        logged
     }
 
     /// Drops a pin the caller holds. Needs no lock. Returns `true` if this
