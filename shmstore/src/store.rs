@@ -41,15 +41,17 @@
 use core::fmt;
 use core::ops::Deref;
 use core::ptr::NonNull;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::arena::dir::{hash_name, Found};
 use crate::arena::header::*;
 use crate::arena::mem::Mem;
+use crate::arena::procs::Owner;
 use crate::arena::{Arena, Record, Stats};
 use crate::region::{self, Region, SegmentName};
+use crate::sys::proc;
 use crate::sys::pthread::{process_alive, Acquired, RawMutex};
 use crate::{Error, Result, ShmSafe, TypeLayout};
 
@@ -188,6 +190,112 @@ pub struct Store {
 struct Inner {
     region: Region,
     mem: Mem,
+    /// This process's slot in the store's process table ([`NO_SLOT`] if
+    /// the table was full: pins are then not released if we die).
+    slot: AtomicU32,
+}
+
+const NO_SLOT: u32 = u32::MAX;
+
+impl Inner {
+    fn header_lock(&self) -> Result<&RawMutex> {
+        let p = self.mem.ptr(OFF_LOCK, LOCK_SPACE, 8)?;
+        // SAFETY: the lock lies inside the mapped header page, aligned, and
+        // was initialised by the creator before the state became ready
+        // (checked when the store was opened); the mapping outlives `self`.
+        Ok(unsafe { &*p.cast::<RawMutex>() })
+    }
+
+    fn lock(&self) -> Result<HeaderGuard<'_>> {
+        let lock = self.header_lock()?;
+        let state = lock.lock()?;
+        let guard = HeaderGuard { lock };
+        let arena = Arena::new(self.mem, &|_, _| Ok(()));
+        if let Acquired::OwnerDied = state {
+            // The dead owner may have been half-way through an operation:
+            // undo it from the journal, check what the allocator reaches,
+            // and only then let the lock be used again. If recovery itself
+            // fails, the lock stays inconsistent: the next locker is told
+            // the owner died and tries again.
+            arena.rollback()?;
+            arena.validate_header()?;
+            arena.check_heap()?;
+            let hdr = Header(&arena);
+            hdr.set_recoveries(hdr.recoveries()? + 1)?;
+            lock.make_consistent()?;
+        } else if arena.journal_len()? != 0 {
+            // Only a dead holder leaves entries behind, and the robust lock
+            // reports that exactly once; entries without it mean a recovery
+            // was itself interrupted before the lock was marked consistent
+            // (impossible: see above) or corruption. Undo them all the same.
+            arena.rollback()?;
+        }
+        Ok(guard)
+    }
+
+    /// Runs `f` over the arena with the header lock held, as one
+    /// operation: if `f` succeeds its writes are committed, if it fails (or
+    /// the process dies before the commit) they are all undone.
+    ///
+    /// When the allocator finds room only by merging the blocks parked on
+    /// its fast lists, the operation is undone, the parked blocks are
+    /// merged (in short committed steps: merging changes no contents) and
+    /// the operation runs once more; so `f` may run twice.
+    fn with_arena<R>(&self, mut f: impl FnMut(&Arena<'_>) -> Result<R>) -> Result<R> {
+        let _guard = self.lock()?;
+        let commit = |from: u64, to: u64| self.region.commit(from, to - from);
+        let arena = Arena::journaled(self.mem, &commit);
+        arena.validate_header()?;
+        let mut consolidated = false;
+        loop {
+            match f(&arena) {
+                Ok(r) => {
+                    arena.commit_journal()?;
+                    return Ok(r);
+                }
+                Err(e) => {
+                    arena.rollback()?;
+                    if consolidated || !arena.take_consolidation_request() {
+                        return Err(e);
+                    }
+                    arena.consolidate_in_steps()?;
+                    consolidated = true;
+                }
+            }
+        }
+    }
+
+    fn new(region: Region, mem: Mem) -> Inner {
+        Inner {
+            region,
+            mem,
+            slot: AtomicU32::new(NO_SLOT),
+        }
+    }
+
+    fn slot(&self) -> Option<u32> {
+        Some(self.slot.load(Ordering::Relaxed)).filter(|&s| s != NO_SLOT)
+    }
+}
+
+impl Drop for Inner {
+    /// Gives this process's slot back (no handle exists any more: each
+    /// holds the `Inner`). Errors cannot be reported from drop; a slot left
+    /// behind is released by the next process that finds us gone.
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot() {
+            let owner = own_identity();
+            while let Ok(true) = self.with_arena(|a| a.release_step(slot, owner)) {}
+        }
+    }
+}
+
+/// This process as the process table knows it.
+fn own_identity() -> Owner {
+    Owner {
+        pid: std::process::id(),
+        start: proc::own_start_time(),
+    }
 }
 
 impl fmt::Debug for Store {
@@ -342,7 +450,7 @@ impl Store {
             OFF_ABI,
             abi_tag(core::mem::size_of::<libc::pthread_mutex_t>()),
         )?;
-        let inner = Inner { region, mem };
+        let inner = Inner::new(region, mem);
         let commit = |from: u64, to: u64| inner.region.commit(from, to - from);
         Arena::new(mem, &commit).format()?;
         let lock = mem.ptr(OFF_LOCK, LOCK_SPACE, 8)?.cast::<RawMutex>();
@@ -352,9 +460,11 @@ impl Store {
         unsafe { RawMutex::init(lock) }?;
         mem.atomic_u32(OFF_STATE)?
             .store(STATE_READY, Ordering::Release);
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(inner),
-        })
+        };
+        store.join()?;
+        Ok(store)
     }
 
     fn attach(name: &SegmentName, timeout: Duration) -> Result<Store> {
@@ -466,7 +576,7 @@ impl Store {
             )));
         }
         let store = Store {
-            inner: Arc::new(Inner { region, mem }),
+            inner: Arc::new(Inner::new(region, mem)),
         };
         // Validate the roots only: opening must not touch every page (a
         // reader's resident memory grows with what it reads). Each record is
@@ -475,78 +585,38 @@ impl Store {
             a.type_count()?;
             a.dir_validate()
         })?;
+        store.join()?;
         Ok(Some(store))
     }
 
-    fn header_lock(&self) -> Result<&RawMutex> {
-        let p = self.inner.mem.ptr(OFF_LOCK, LOCK_SPACE, 8)?;
-        // SAFETY: the lock lies inside the mapped header page, aligned, and
-        // was initialised by the creator before the state became ready
-        // (checked when the store was opened); the mapping outlives `self`.
-        Ok(unsafe { &*p.cast::<RawMutex>() })
-    }
-
-    fn lock(&self) -> Result<HeaderGuard<'_>> {
-        let lock = self.header_lock()?;
-        let state = lock.lock()?;
-        let guard = HeaderGuard { lock };
-        let arena = self.arena(&|_, _| Ok(()));
-        if let Acquired::OwnerDied = state {
-            // The dead owner may have been half-way through an operation:
-            // undo it from the journal, check what the allocator reaches,
-            // and only then let the lock be used again. If recovery itself
-            // fails, the lock stays inconsistent: the next locker is told
-            // the owner died and tries again.
-            arena.rollback()?;
-            arena.validate_header()?;
-            arena.check_heap()?;
-            let hdr = Header(&arena);
-            hdr.set_recoveries(hdr.recoveries()? + 1)?;
-            lock.make_consistent()?;
-        } else if arena.journal_len()? != 0 {
-            // Only a dead holder leaves entries behind, and the robust lock
-            // reports that exactly once; entries without it mean a recovery
-            // was itself interrupted before the lock was marked consistent
-            // (impossible: see above) or corruption. Undo them all the same.
-            arena.rollback()?;
+    /// Takes a slot in the process table, then releases the slots of
+    /// processes that are gone.
+    fn join(&self) -> Result<()> {
+        if let Some(slot) = self.with_arena(|a| a.attach(own_identity()))? {
+            self.inner.slot.store(slot, Ordering::Relaxed);
         }
-        Ok(guard)
+        self.reap()
     }
 
-    fn arena<'a>(&self, commit: crate::arena::Commit<'a>) -> Arena<'a> {
-        Arena::new(self.inner.mem, commit)
-    }
-
-    /// Runs `f` over the arena with the header lock held, as one
-    /// operation: if `f` succeeds its writes are committed, if it fails (or
-    /// the process dies before the commit) they are all undone.
-    ///
-    /// When the allocator finds room only by merging the blocks parked on
-    /// its fast lists, the operation is undone, the parked blocks are
-    /// merged (in short committed steps: merging changes no contents) and
-    /// the operation runs once more; so `f` may run twice.
-    fn with_arena<R>(&self, mut f: impl FnMut(&Arena<'_>) -> Result<R>) -> Result<R> {
-        let _guard = self.lock()?;
-        let commit = |from: u64, to: u64| self.inner.region.commit(from, to - from);
-        let arena = Arena::journaled(self.inner.mem, &commit);
-        arena.validate_header()?;
-        let mut consolidated = false;
-        loop {
-            match f(&arena) {
-                Ok(r) => {
-                    arena.commit_journal()?;
-                    return Ok(r);
-                }
-                Err(e) => {
-                    arena.rollback()?;
-                    if consolidated || !arena.take_consolidation_request() {
-                        return Err(e);
-                    }
-                    arena.consolidate_in_steps()?;
-                    consolidated = true;
-                }
+    /// Releases what processes that died (or exited without closing the
+    /// store) still held: their pins — so removed objects they pinned are
+    /// freed — and their unfinished large inserts. Runs on open and in
+    /// [`Store::check`], and when an insert finds the store full. Each step
+    /// is its own journalled operation.
+    fn reap(&self) -> Result<()> {
+        let me = self.inner.slot();
+        let attached = self.with_arena(|a| a.attached())?;
+        for (slot, owner) in attached {
+            if Some(slot) == me || proc::is_alive(owner.pid, owner.start) {
+                continue;
             }
+            while self.with_arena(|a| a.release_step(slot, owner))? {}
         }
+        Ok(())
+    }
+
+    fn with_arena<R>(&self, f: impl FnMut(&Arena<'_>) -> Result<R>) -> Result<R> {
+        self.inner.with_arena(f)
     }
 
     /// Runs `f` with the header lock held and the registry index of the
@@ -614,8 +684,19 @@ impl Store {
                 T::LAYOUT.type_expr()
             )));
         }
+        let counted = self.pin_in(a, rec)?;
+        Ok(Record { counted, ..r })
+    }
+
+    /// Adds a pin of this process to `rec`, counted in its process slot so
+    /// that it is released if the process dies. Inside an operation.
+    /// Returns whether the pin was counted (see [`Arena::count_pin`]).
+    fn pin_in(&self, a: &Arena<'_>, rec: u64) -> Result<bool> {
         a.pin(rec)?;
-        Ok(r)
+        match self.inner.slot() {
+            Some(slot) => a.count_pin(slot, rec, 1),
+            None => Ok(false),
+        }
     }
 
     fn lookup_pinned<T: ShmSafe>(&self, name: &str, slice: bool) -> Result<Record> {
@@ -648,7 +729,7 @@ impl Store {
                 // the mapping, aligned; the record is pinned so its memory
                 // stays allocated; element `i < len`.
                 if let Err(e) = unsafe { T::check_bytes(p.add(i as usize)) } {
-                    let _ = self.unpin(r.rec);
+                    let _ = self.unpin(r.rec, r.counted);
                     return Err(Error::corrupted(format!(
                         "object \"{name}\": {}",
                         e.within(i as usize * size as usize)
@@ -661,28 +742,64 @@ impl Store {
         Ok(unsafe { NonNull::new_unchecked(p) })
     }
 
-    /// Drops a pin without the header lock; takes the lock only to free a
-    /// removed record whose last pin this was.
-    fn unpin(&self, rec: u64) -> Result<()> {
-        if self.arena(&|_, _| Ok(())).unpin(rec)? {
-            self.with_arena(|a| a.free_released(rec))?;
-        }
-        Ok(())
+    /// Drops a pin of this process (one operation: the pin word and the
+    /// process slot change together), freeing a removed record whose last
+    /// pin this was.
+    fn unpin(&self, rec: u64, counted: bool) -> Result<()> {
+        self.with_arena(|a| {
+            if let Some(slot) = self.inner.slot().filter(|_| counted) {
+                a.count_pin(slot, rec, -1)?;
+            }
+            if a.drop_pins(rec, 1)? {
+                a.free_released(rec)?;
+            }
+            Ok(())
+        })
     }
 
-    /// Wraps a pin the caller took into its owner.
-    fn pin_of(&self, rec: u64) -> Pin {
+    /// Wraps a pin the caller took (`r` was pinned) into its owner.
+    fn pin_of(&self, r: &Record) -> Pin {
         Pin {
             store: self.clone(),
-            rec,
+            rec: r.rec,
+            held: true,
+            counted: r.counted,
         }
     }
 
     /// Adds a pin to a record the caller already pins (a handle's clone).
-    fn repin(&self, rec: u64) {
-        // A failure means a corrupted pin word; the clone then shares the
-        // original's pin, which stays until the original is dropped.
-        let _ = self.arena(&|_, _| Ok(())).pin(rec);
+    fn repin(&self, rec: u64) -> Pin {
+        let pinned = self.with_arena(|a| self.pin_in(a, rec));
+        Pin {
+            store: self.clone(),
+            rec,
+            // A failure means corrupted metadata: the clone then holds no
+            // pin of its own (the original's keeps the record alive while
+            // the original lives) and its drop releases nothing.
+            held: pinned.is_ok(),
+            counted: pinned.unwrap_or(false),
+        }
+    }
+
+    /// [`Store::put_once`], and once more if the store was full and
+    /// releasing what dead processes held may have made room.
+    #[allow(clippy::too_many_arguments)]
+    fn put<T: ShmSafe>(
+        &self,
+        name: &str,
+        slice: bool,
+        len: u64,
+        pin: bool,
+        existing_ok: bool,
+        fill: &mut dyn FnMut(*mut T) -> Result<()>,
+    ) -> Result<(Record, bool)> {
+        match self.put_once(name, slice, len, pin, existing_ok, fill) {
+            Err(Error::OutOfMemory { .. }) => {
+                self.reap()?;
+                self.put_once(name, slice, len, pin, existing_ok, fill)
+            }
+            other => other,
+        }
     }
 
     /// Reserves a record, fills it with `fill` (our own copy and in-place
@@ -691,7 +808,7 @@ impl Store {
     /// (pinned, type-checked) instead of an error. Returns the record and
     /// whether it is new; the record is pinned when `pin` is set.
     #[allow(clippy::too_many_arguments)]
-    fn put<T: ShmSafe>(
+    fn put_once<T: ShmSafe>(
         &self,
         name: &str,
         slice: bool,
@@ -714,10 +831,14 @@ impl Store {
         };
         let finish = |a: &Arena<'_>, rec: u64| -> Result<(Record, bool)> {
             a.publish(hash, rec)?;
-            if pin {
-                a.pin(rec)?;
-            }
-            Ok((a.record(rec)?, true))
+            let counted = if pin { self.pin_in(a, rec)? } else { false };
+            Ok((
+                Record {
+                    counted,
+                    ..a.record(rec)?
+                },
+                true,
+            ))
         };
         let fill_at = |value: u64, fill: &mut dyn FnMut(*mut T) -> Result<()>| {
             let p = self
@@ -740,24 +861,39 @@ impl Store {
             });
         }
         // Large: reserve under the lock, copy without it, publish under it.
+        // The reservation is noted in our process slot, so that if we die
+        // while copying, whoever finds us dead frees it. Without room to
+        // note it, copy under the lock instead.
+        let slot = self.inner.slot();
         let reserved = self.with_type(T::LAYOUT, |a, idx| {
             if let Some(f) = a.lookup(key, hash)? {
                 return exists(a, f.rec).map(Err);
             }
-            a.new_record(key, idx, slice, len).map(Ok)
+            let (rec, value) = a.new_record(key, idx, slice, len)?;
+            match slot {
+                Some(slot) if a.reserve(slot, rec)? => Ok(Ok((slot, rec, value))),
+                _ => {
+                    fill_at(value, fill)?;
+                    finish(a, rec).map(Err)
+                }
+            }
         })?;
-        let (rec, value) = match reserved {
+        let (slot, rec, value) = match reserved {
             Ok(r) => r,
-            Err(found) => return Ok(found),
+            Err(done) => return Ok(done),
         };
         if let Err(e) = fill_at(value, fill) {
-            self.with_arena(|a| a.free(rec))?;
+            self.with_arena(|a| {
+                a.unreserve(slot, rec)?;
+                a.free(rec)
+            })?;
             return Err(e);
         }
         crate::crash::step();
         // The name may have been taken while we copied: then our record is
         // freed and that commits, whatever `exists` answers.
         self.with_arena(|a| {
+            a.unreserve(slot, rec)?;
             if let Some(f) = a.lookup(key, hash)? {
                 a.free(rec)?;
                 return Ok(exists(a, f.rec));
@@ -795,7 +931,7 @@ impl Store {
         let r = self.lookup_pinned::<T>(name, false)?;
         let ptr = self.check_value::<T>(name, &r)?;
         Ok(Handle {
-            pin: self.pin_of(r.rec),
+            pin: self.pin_of(&r),
             ptr,
         })
     }
@@ -805,7 +941,7 @@ impl Store {
         let r = self.lookup_pinned::<T>(name, true)?;
         let ptr = self.check_value::<T>(name, &r)?;
         Ok(SliceHandle {
-            pin: self.pin_of(r.rec),
+            pin: self.pin_of(&r),
             ptr,
             len: r.len as usize,
         })
@@ -831,7 +967,7 @@ impl Store {
         let (r, _) = self.put::<T>(name, false, 1, true, true, &mut |dst| copy_in(dst, items))?;
         let ptr = self.check_value::<T>(name, &r)?;
         Ok(Handle {
-            pin: self.pin_of(r.rec),
+            pin: self.pin_of(&r),
             ptr,
         })
     }
@@ -882,8 +1018,11 @@ impl Store {
 
     /// Walks every structure of the store (header, every heap block, every
     /// free list, the directory, every record and the type registry) and
-    /// reports what it verified and every inconsistency found.
+    /// reports what it verified and every inconsistency found. First it
+    /// releases what processes that died still held (their pins and
+    /// unfinished inserts), so space they pinned shows as free.
     pub fn check(&self) -> Result<CheckReport> {
+        self.reap()?;
         self.with_arena(|a| {
             let mut report = CheckReport::default();
             match a.check_heap() {
@@ -978,15 +1117,16 @@ fn init_all<T: ShmSafe>(dst: *mut T, len: usize) -> Result<()> {
 struct Pin {
     store: Store,
     rec: u64,
+    /// This value holds a pin on `rec` (false only if pinning a clone
+    /// failed).
+    held: bool,
+    /// The pin is counted in this process's slot of the process table.
+    counted: bool,
 }
 
 impl Clone for Pin {
     fn clone(&self) -> Self {
-        self.store.repin(self.rec);
-        Pin {
-            store: self.store.clone(),
-            rec: self.rec,
-        }
+        self.store.repin(self.rec)
     }
 }
 
@@ -994,7 +1134,9 @@ impl Drop for Pin {
     fn drop(&mut self) {
         // Errors cannot be reported from drop; a failed unpin only keeps the
         // record allocated.
-        let _ = self.store.unpin(self.rec);
+        if self.held {
+            let _ = self.store.unpin(self.rec, self.counted);
+        }
     }
 }
 
@@ -1103,6 +1245,42 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_whose_pid_was_reused_is_released_and_ours_is_kept() {
+        let name = format!("shmstore-unit-reuse-{}", std::process::id());
+        let _ = Store::unlink(&name);
+        let store = Store::create(&name, 1 << 20).unwrap();
+        let _ = Store::unlink(&name);
+        store.insert_slice("x", &[1u64; 1024]).unwrap();
+        // A process that had our pid before us (same pid, another start
+        // time) pinned "x" and died.
+        let ghost = Owner {
+            pid: std::process::id(),
+            start: proc::own_start_time() + 1,
+        };
+        store
+            .with_arena(|a| {
+                let slot = a.attach(ghost)?.expect("a free slot");
+                let f = a.lookup(b"x", hash_name(b"x"))?.expect("x");
+                a.pin(f.rec)?;
+                assert!(a.count_pin(slot, f.rec, 1)?);
+                Ok(())
+            })
+            .unwrap();
+        store.remove("x").unwrap();
+        let pinned = store.stats().unwrap().used;
+        let report = store.check().unwrap();
+        assert!(report.is_ok(), "{report}");
+        assert!(store.stats().unwrap().used + 8 * 1024 <= pinned, "x freed");
+        let owners: Vec<Owner> = store
+            .with_arena(|a| a.attached())
+            .unwrap()
+            .into_iter()
+            .map(|(_, o)| o)
+            .collect();
+        assert_eq!(owners, vec![own_identity()]);
+    }
+
+    #[test]
     fn a_header_lock_whose_owner_died_is_recovered_not_waited_on() {
         // Regression: formatting the header once zeroed the initialised lock,
         // leaving a plain process-private mutex that hung here.
@@ -1124,7 +1302,7 @@ mod tests {
         let s2 = store.clone();
         // A thread that dies holding the header lock, as a killed process
         // would: robust mutexes report the death when the thread exits.
-        std::thread::spawn(move || core::mem::forget(s2.lock().unwrap()))
+        std::thread::spawn(move || core::mem::forget(s2.inner.lock().unwrap()))
             .join()
             .unwrap();
         assert_eq!(*store.get::<u64>("kept").unwrap(), 7);

@@ -56,8 +56,10 @@ fn a_removed_object_stays_readable_through_its_handle_until_dropped() {
             }
         }
     };
-    // Once first, so that the type registry and the directory have grown.
+    // Once first, so that the type registry, the directory and this
+    // process's pin table have grown.
     fill(true);
+    drop(s.get_slice::<u64>("filler0").unwrap());
     fill(false);
     let used_before = s.stats().unwrap().used;
     s.insert_slice("data", &[7u64; 512]).unwrap();

@@ -36,9 +36,10 @@
 //! | 24           | n    | name bytes                                   |
 //! | `value_rel`  |      | the value, aligned for its type              |
 //!
-//! The pin word counts live handles and marks removal, so that a removed
-//! record is freed by exactly one party: `remove` if no handle pins it, else
-//! the handle whose unpin takes the word from `REMOVED | 1` to `REMOVED`.
+//! The pin word counts live handles (of every process; each process also
+//! counts its own in the process table) and marks removal, so that a
+//! removed record is freed by exactly one party: `remove` if no handle pins
+//! it, else the unpin that takes the word from `REMOVED | n` to `REMOVED`.
 //!
 //! | bits  | meaning                                             |
 //! |-------|-----------------------------------------------------|

@@ -30,6 +30,8 @@
 //! | 144    | 8    | intent journal: offset of its entry array                 |
 //! | 152    | 8    | intent journal: capacity in entries                       |
 //! | 160    | 8    | intent journal: entries in use (0 = nothing to undo)      |
+//! | 168    | 8    | process table: offset of its slot array                   |
+//! | 176    | 8    | process table: slots                                      |
 //! | 192    | 64   | the header lock (process-shared robust pthread mutex)     |
 //! | 256    | 24   | bitmap of non-empty free-list bins                        |
 //! | 320    | 8×N  | free-list bin heads ([`NBINS`](super::alloc::NBINS))      |
@@ -66,6 +68,8 @@ pub(crate) const OFF_FAST_COUNT: u64 = 136;
 pub(crate) const OFF_JOURNAL: u64 = 144;
 pub(crate) const OFF_JOURNAL_CAP: u64 = 152;
 pub(crate) const OFF_JOURNAL_LEN: u64 = 160;
+pub(crate) const OFF_PROCS: u64 = 168;
+pub(crate) const OFF_PROCS_LEN: u64 = 176;
 pub(crate) const OFF_LOCK: u64 = 192;
 pub(crate) const LOCK_SPACE: u64 = 64;
 pub(crate) const OFF_BITMAP: u64 = 256;
@@ -154,4 +158,6 @@ impl Header<'_> {
     word!(fast_count, set_fast_count, OFF_FAST_COUNT);
     word!(journal, set_journal, OFF_JOURNAL);
     word!(journal_cap, set_journal_cap, OFF_JOURNAL_CAP);
+    word!(procs, set_procs, OFF_PROCS);
+    word!(procs_len, set_procs_len, OFF_PROCS_LEN);
 }

@@ -28,8 +28,10 @@
 //!
 //! Kinds: 1 a `u16`, 2 a `u32`, 3 a `u64`, 4 "bit 31 of the pin word at
 //! this offset was set" (undone with an atomic and, since other processes
-//! change the pin count without the lock), 5 "one pin was added to the pin
-//! word at this offset" (undone with an atomic decrement).
+//! change the pin count without the lock), 5 "the old-value field's count
+//! of pins was added to the pin word at this offset" (undone with an atomic
+//! subtraction), 6 "... was taken from it" (undone with an atomic
+//! addition).
 
 use core::sync::atomic::Ordering;
 
@@ -50,6 +52,7 @@ pub(crate) const KIND_U32: u64 = 2;
 pub(crate) const KIND_U64: u64 = 3;
 const KIND_PIN_REMOVED: u64 = 4;
 const KIND_PIN_ADDED: u64 = 5;
+const KIND_PIN_DROPPED: u64 = 6;
 /// Fresh ranges remembered per operation; more are simply logged.
 pub(crate) const FRESH_RANGES: usize = 8;
 
@@ -155,11 +158,20 @@ impl Arena<'_> {
         Ok(word.fetch_or(PIN_REMOVED, Ordering::AcqRel))
     }
 
-    /// Logs that the operation adds a pin to the pin word at `off` (the
-    /// caller then adds it); a rollback takes it away again.
-    pub(crate) fn log_pin_added(&self, off: u64) -> Result<()> {
+    /// Logs that the operation added `n` pins to the pin word at `off`; a
+    /// rollback takes them away again.
+    pub(crate) fn log_pins_added(&self, off: u64, n: u32) -> Result<()> {
         if self.journaled {
-            self.append(off | KIND_PIN_ADDED << KIND_SHIFT, 0)?;
+            self.append(off | KIND_PIN_ADDED << KIND_SHIFT, n as u64)?;
+        }
+        Ok(())
+    }
+
+    /// Logs that the operation is about to take `n` pins from the pin word
+    /// at `off`; a rollback gives them back.
+    pub(crate) fn log_pins_dropped(&self, off: u64, n: u32) -> Result<()> {
+        if self.journaled {
+            self.append(off | KIND_PIN_DROPPED << KIND_SHIFT, n as u64)?;
         }
         Ok(())
     }
@@ -200,7 +212,14 @@ impl Arena<'_> {
                         .fetch_and(!PIN_REMOVED, Ordering::AcqRel);
                 }
                 KIND_PIN_ADDED => {
-                    self.mem.atomic_u32(off)?.fetch_sub(1, Ordering::AcqRel);
+                    self.mem
+                        .atomic_u32(off)?
+                        .fetch_sub(old as u32, Ordering::AcqRel);
+                }
+                KIND_PIN_DROPPED => {
+                    self.mem
+                        .atomic_u32(off)?
+                        .fetch_add(old as u32, Ordering::AcqRel);
                 }
                 kind => {
                     return Err(Error::corrupted(format!(

@@ -11,6 +11,7 @@ pub(crate) mod dir;
 pub(crate) mod header;
 pub(crate) mod journal;
 pub(crate) mod mem;
+pub(crate) mod procs;
 pub(crate) mod registry;
 
 use self::dir::{
@@ -50,6 +51,9 @@ pub(crate) struct Record {
     pub(crate) len: u64,
     pub(crate) flags: u16,
     pub(crate) value: u64,
+    /// Set by the store when it pins the record for a handle: the pin is
+    /// counted in the process table.
+    pub(crate) counted: bool,
 }
 
 impl Record {
@@ -159,6 +163,7 @@ impl<'a> Arena<'a> {
         hdr.set_committed(HEAP_START.min(capacity))?;
         hdr.set_top(HEAP_START)?;
         self.journal_init()?;
+        self.procs_init()?;
         self.dir_init()?;
         self.registry_init()
     }
@@ -215,6 +220,7 @@ impl<'a> Arena<'a> {
             len,
             flags,
             value,
+            counted: false,
         })
     }
 
@@ -255,11 +261,10 @@ impl<'a> Arena<'a> {
         hdr.set_objects(hdr.objects()? + 1)
     }
 
-    /// Adds a pin to a record.
+    /// Adds a pin to a record (journalled: a rollback takes it back).
     ///
-    /// Needs no lock, only that the record cannot be freed meanwhile: the
-    /// caller holds the header lock and found it in the directory, or
-    /// already holds a pin on it.
+    /// The record must not be freed meanwhile: the caller found it in the
+    /// directory, or already holds a pin on it.
     pub(crate) fn pin(&self, rec: u64) -> Result<()> {
         let word = self.mem.atomic_u32(rec + REC_PINS)?;
         let old = word.fetch_add(1, Ordering::AcqRel);
@@ -270,7 +275,7 @@ impl<'a> Arena<'a> {
                 "record {rec:#x}: pin word {old:#x} is full"
             )))
         } else {
-            self.log_pin_added(rec + REC_PINS)
+            self.log_pins_added(rec + REC_PINS, 1)
         };
         if logged.is_err() {
             word.fetch_sub(1, Ordering::AcqRel);
@@ -278,19 +283,20 @@ impl<'a> Arena<'a> {
         logged
     }
 
-    /// Drops a pin the caller holds. Needs no lock. Returns `true` if this
-    /// was the last pin of a removed record: the caller must then free it
-    /// with the header lock held (no one else will).
-    pub(crate) fn unpin(&self, rec: u64) -> Result<bool> {
+    /// Drops `n` pins of `rec` that their holder no longer has. Returns
+    /// `true` if these were the last pins of a removed record: the caller
+    /// then frees it (with [`Arena::free_released`]).
+    pub(crate) fn drop_pins(&self, rec: u64, n: u32) -> Result<bool> {
         let word = self.mem.atomic_u32(rec + REC_PINS)?;
-        let old = word.fetch_sub(1, Ordering::AcqRel);
-        if old & PIN_COUNT == 0 {
-            word.fetch_add(1, Ordering::AcqRel);
+        let now = word.load(Ordering::Acquire);
+        if now & PIN_COUNT < n {
             return Err(Error::corrupted(format!(
-                "record {rec:#x}: unpinned with no pin (pin word {old:#x})"
+                "record {rec:#x}: {n} pins dropped, but the pin word is {now:#x}"
             )));
         }
-        Ok(old == PIN_REMOVED | 1)
+        self.log_pins_dropped(rec + REC_PINS, n)?;
+        let old = word.fetch_sub(n, Ordering::AcqRel);
+        Ok(old == PIN_REMOVED | n)
     }
 
     /// Frees a removed record whose last pin was dropped (`unpin` returned
@@ -428,9 +434,10 @@ pub(crate) mod tests {
         a.check_heap().unwrap();
         a.consolidate().unwrap();
         let (used_blocks, free_blocks, _, _) = a.check_heap().unwrap();
-        // Only the journal, the directory table and the registry table
-        // remain, and every free block, parked or not, merged back into top.
-        assert_eq!((used_blocks, free_blocks), (3, 0));
+        // Only the journal, the process table, the directory table and the
+        // registry table remain, and every free block, parked or not, merged
+        // back into top.
+        assert_eq!((used_blocks, free_blocks), (4, 0));
     }
 
     #[test]
@@ -662,7 +669,10 @@ pub(crate) mod tests {
         // r2 is still allocated and readable while pinned.
         assert_eq!(a.record(r2).unwrap().len, 1);
         assert!(a.payload_size(r1).is_err());
-        assert!(a.unpin(r2).unwrap(), "the last pin of a removed record");
+        assert!(
+            a.drop_pins(r2, 1).unwrap(),
+            "the last pin of a removed record"
+        );
         a.free(r2).unwrap();
         assert_eq!(a.stats().unwrap().used, before);
         assert_eq!(a.stats().unwrap().objects, 0);

@@ -29,5 +29,6 @@
 // non-test build of the library sees some wrappers unused.
 #![cfg_attr(not(test), allow(dead_code))]
 
+pub(crate) mod proc;
 pub(crate) mod pthread;
 pub(crate) mod shm;

@@ -1,0 +1,327 @@
+//! The process table: which processes are attached to a store, and which
+//! records each of them pins, so that the pins of a process that died can
+//! be released by the survivors.
+//!
+//! A process is known by its pid and its start time (field 22 of
+//! `/proc/<pid>/stat`), so a reused pid is not mistaken for the process that
+//! had it. Every change to the table happens under the header lock, inside
+//! a journalled operation, so a crash leaves it consistent with the pin
+//! words it counts.
+//!
+//! # Layout
+//!
+//! An array of 64-byte slots (its offset and length are header words):
+//!
+//! | offset | size | field                                                |
+//! |--------|------|------------------------------------------------------|
+//! | 0      | 4    | pid (0: free slot)                                   |
+//! | 8      | 8    | start time of the process, in clock ticks after boot |
+//! | 16     | 8    | offset of its pin table (0: none yet)                |
+//! | 24     | 8    | pin table capacity (entries, a power of two)         |
+//! | 32     | 8    | pin table entries in use (count > 0 or not)          |
+//! | 40     | 24   | up to 3 records reserved by unfinished large inserts |
+//!
+//! A pin table is an open-addressing array of 16-byte entries `(record
+//! offset, pins held)`; a record offset of 0 marks an empty entry. Entries
+//! whose count fell to 0 are dropped when the table is rebuilt.
+
+use super::header::{Header, HEAP_START};
+use super::Arena;
+use crate::{Error, Result};
+
+/// Slots in a new store's process table.
+pub(crate) const PROC_SLOTS: u64 = 128;
+const SLOT: u64 = 64;
+const S_PID: u64 = 0;
+const S_START: u64 = 8;
+const S_TABLE: u64 = 16;
+const S_CAP: u64 = 24;
+const S_USED: u64 = 32;
+const S_RESERVED: u64 = 40;
+/// Reservations one process can hold at a time.
+pub(crate) const RESERVATIONS: u64 = 3;
+const ENTRY: u64 = 16;
+const INITIAL_PINS: u64 = 16;
+
+/// Who a slot belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Owner {
+    pub(crate) pid: u32,
+    pub(crate) start: u64,
+}
+
+fn home(rec: u64, cap: u64) -> u64 {
+    let k = cap.trailing_zeros();
+    ((rec >> 3).wrapping_mul(0x9e37_79b9_7f4a_7c15)) >> (64 - k)
+}
+
+impl Arena<'_> {
+    /// Creates the process table of a new store.
+    pub(crate) fn procs_init(&self) -> Result<()> {
+        let table = self.alloc(PROC_SLOTS * SLOT)?;
+        self.zero_fresh(table, PROC_SLOTS * SLOT)?;
+        let hdr = Header(self);
+        hdr.set_procs(table)?;
+        hdr.set_procs_len(PROC_SLOTS)
+    }
+
+    /// The slot array and its length, validated.
+    fn procs(&self) -> Result<(u64, u64)> {
+        let hdr = Header(self);
+        let (table, len) = (hdr.procs()?, hdr.procs_len()?);
+        if len == 0 || self.mem.ptr(table, len.saturating_mul(SLOT), 8).is_err() {
+            return Err(Error::corrupted(format!(
+                "process table header is invalid: {len} slots at {table:#x}"
+            )));
+        }
+        Ok((table, len))
+    }
+
+    fn slot_off(&self, slot: u32) -> Result<u64> {
+        let (table, len) = self.procs()?;
+        if slot as u64 >= len {
+            return Err(Error::corrupted(format!(
+                "process slot {slot} is past the table's {len} slots"
+            )));
+        }
+        Ok(table + slot as u64 * SLOT)
+    }
+
+    /// The owner of `slot`, if it is in use.
+    pub(crate) fn slot_owner(&self, slot: u32) -> Result<Option<Owner>> {
+        let s = self.slot_off(slot)?;
+        let pid = self.mem.u32(s + S_PID)?;
+        if pid == 0 {
+            return Ok(None);
+        }
+        Ok(Some(Owner {
+            pid,
+            start: self.mem.u64(s + S_START)?,
+        }))
+    }
+
+    /// Every slot in use, with its owner.
+    pub(crate) fn attached(&self) -> Result<Vec<(u32, Owner)>> {
+        let (_, len) = self.procs()?;
+        let mut out = Vec::new();
+        for slot in 0..len as u32 {
+            if let Some(owner) = self.slot_owner(slot)? {
+                out.push((slot, owner));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes a free slot for `owner`; `None` if the table is full (the
+    /// process then runs untracked: its pins are not released if it dies).
+    pub(crate) fn attach(&self, owner: Owner) -> Result<Option<u32>> {
+        let (_, len) = self.procs()?;
+        for slot in 0..len as u32 {
+            let s = self.slot_off(slot)?;
+            if self.mem.u32(s + S_PID)? == 0 {
+                self.set_u64(s + S_START, owner.start)?;
+                self.set_u64(s + S_TABLE, 0)?;
+                self.set_u64(s + S_CAP, 0)?;
+                self.set_u64(s + S_USED, 0)?;
+                for r in 0..RESERVATIONS {
+                    self.set_u64(s + S_RESERVED + 8 * r, 0)?;
+                }
+                self.set_u32(s + S_PID, owner.pid)?;
+                // A pin table now, while there may be room: pins of a full
+                // store are counted as long as it lasts.
+                match self.grow_pin_table(s) {
+                    Ok(()) | Err(Error::OutOfMemory { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+                return Ok(Some(slot));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The pin table of `slot`: (offset, capacity), or (0, 0).
+    fn pin_table(&self, s: u64) -> Result<(u64, u64)> {
+        let (table, cap) = (self.mem.u64(s + S_TABLE)?, self.mem.u64(s + S_CAP)?);
+        if table == 0 {
+            return Ok((0, 0));
+        }
+        if !cap.is_power_of_two() || self.mem.ptr(table, cap.saturating_mul(ENTRY), 8).is_err() {
+            return Err(Error::corrupted(format!(
+                "pin table of process slot at {s:#x} is invalid: {cap} entries at {table:#x}"
+            )));
+        }
+        Ok((table, cap))
+    }
+
+    /// Finds the entry of `rec` in a pin table, or the empty entry where it
+    /// would go.
+    fn pin_entry(&self, table: u64, cap: u64, rec: u64) -> Result<Option<u64>> {
+        let mut i = home(rec, cap);
+        for _ in 0..cap {
+            let e = table + i * ENTRY;
+            let r = self.mem.u64(e)?;
+            if r == rec || r == 0 {
+                return Ok(Some(e));
+            }
+            i = (i + 1) & (cap - 1);
+        }
+        Ok(None)
+    }
+
+    /// Rebuilds the pin table of the slot at `s` with room for one more
+    /// entry, dropping entries whose count is 0.
+    fn grow_pin_table(&self, s: u64) -> Result<()> {
+        let (old, cap) = self.pin_table(s)?;
+        let mut live = 0u64;
+        for i in 0..cap {
+            if self.mem.u64(old + i * ENTRY + 8)? > 0 {
+                live += 1;
+            }
+        }
+        let mut new_cap = INITIAL_PINS;
+        while (live + 1) * 4 > new_cap * 2 {
+            new_cap *= 2;
+        }
+        let new = self.alloc(new_cap * ENTRY)?;
+        self.zero_fresh(new, new_cap * ENTRY)?;
+        for i in 0..cap {
+            let e = old + i * ENTRY;
+            let (rec, count) = (self.mem.u64(e)?, self.mem.u64(e + 8)?);
+            if rec != 0 && count > 0 {
+                let slot = self
+                    .pin_entry(new, new_cap, rec)?
+                    .ok_or_else(|| Error::corrupted("rebuilt pin table is full"))?;
+                self.set_u64(slot, rec)?;
+                self.set_u64(slot + 8, count)?;
+            }
+        }
+        self.set_u64(s + S_TABLE, new)?;
+        self.set_u64(s + S_CAP, new_cap)?;
+        self.set_u64(s + S_USED, live)?;
+        if old != 0 {
+            self.free(old)?;
+        }
+        Ok(())
+    }
+
+    /// Counts one more (`delta = 1`) or one fewer (`-1`) pin of `rec` held
+    /// by the process in `slot`. Returns `false`, having written nothing,
+    /// if a new entry was needed and the store has no room to grow the pin
+    /// table: the pin is then simply not counted (a full store must still
+    /// be readable), and is not released should the process die.
+    pub(crate) fn count_pin(&self, slot: u32, rec: u64, delta: i64) -> Result<bool> {
+        let s = self.slot_off(slot)?;
+        let (mut table, mut cap) = self.pin_table(s)?;
+        if delta > 0 && (table == 0 || (self.mem.u64(s + S_USED)? + 1) * 4 > cap * 3) {
+            // Only a new entry needs room; an existing one is updated in place.
+            let existing = if table == 0 {
+                None
+            } else {
+                self.pin_entry(table, cap, rec)?
+                    .filter(|&e| self.mem.u64(e).ok() == Some(rec))
+            };
+            if existing.is_none() {
+                match self.grow_pin_table(s) {
+                    Ok(()) => {}
+                    // The allocation failed before writing anything.
+                    Err(Error::OutOfMemory { .. }) => return Ok(false),
+                    Err(e) => return Err(e),
+                }
+                (table, cap) = self.pin_table(s)?;
+            }
+        }
+        let e = match self.pin_entry(table, cap, rec)? {
+            Some(e) if table != 0 => e,
+            _ => {
+                return Err(Error::corrupted(format!(
+                    "process slot {slot} has no pin entry for record {rec:#x}"
+                )))
+            }
+        };
+        let (found, count) = (self.mem.u64(e)?, self.mem.u64(e + 8)?);
+        let new = count
+            .checked_add_signed(delta)
+            .filter(|_| found == rec || delta > 0);
+        let Some(new) = new else {
+            return Err(Error::corrupted(format!(
+                "process slot {slot} drops a pin of record {rec:#x} it does not hold"
+            )));
+        };
+        if found == 0 {
+            self.set_u64(e, rec)?;
+            self.set_u64(s + S_USED, self.mem.u64(s + S_USED)? + 1)?;
+        }
+        self.set_u64(e + 8, new)?;
+        Ok(true)
+    }
+
+    /// Records that the process in `slot` reserved `rec` (a large insert
+    /// in progress). `false` if its reservation list is full.
+    pub(crate) fn reserve(&self, slot: u32, rec: u64) -> Result<bool> {
+        let s = self.slot_off(slot)?;
+        for r in 0..RESERVATIONS {
+            if self.mem.u64(s + S_RESERVED + 8 * r)? == 0 {
+                self.set_u64(s + S_RESERVED + 8 * r, rec)?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Forgets the reservation of `rec` (published or freed).
+    pub(crate) fn unreserve(&self, slot: u32, rec: u64) -> Result<()> {
+        let s = self.slot_off(slot)?;
+        for r in 0..RESERVATIONS {
+            if self.mem.u64(s + S_RESERVED + 8 * r)? == rec {
+                return self.set_u64(s + S_RESERVED + 8 * r, 0);
+            }
+        }
+        Ok(())
+    }
+
+    /// One step of releasing the slot of a process that is gone (died, or
+    /// detached): drops one record's pins (freeing the record if it was
+    /// removed and this was its last pin), or frees one reservation, or
+    /// finally frees the pin table and the slot. Returns `true` if there
+    /// is more to do. Each step is small enough for one journalled
+    /// operation; the caller commits between steps.
+    pub(crate) fn release_step(&self, slot: u32, owner: Owner) -> Result<bool> {
+        if self.slot_owner(slot)? != Some(owner) {
+            return Ok(false); // already released by someone else
+        }
+        let s = self.slot_off(slot)?;
+        let (table, cap) = self.pin_table(s)?;
+        for i in 0..cap {
+            let e = table + i * ENTRY;
+            let (rec, count) = (self.mem.u64(e)?, self.mem.u64(e + 8)?);
+            if rec != 0 && count > 0 {
+                if rec < HEAP_START || count > u32::MAX as u64 {
+                    return Err(Error::corrupted(format!(
+                        "process slot {slot}: pin entry ({rec:#x}, {count}) is invalid"
+                    )));
+                }
+                self.set_u64(e + 8, 0)?;
+                if self.drop_pins(rec, count as u32)? {
+                    self.free_released(rec)?;
+                }
+                return Ok(true);
+            }
+        }
+        for r in 0..RESERVATIONS {
+            let rec = self.mem.u64(s + S_RESERVED + 8 * r)?;
+            if rec != 0 {
+                self.set_u64(s + S_RESERVED + 8 * r, 0)?;
+                self.free(rec)?;
+                return Ok(true);
+            }
+        }
+        if table != 0 {
+            self.set_u64(s + S_TABLE, 0)?;
+            self.set_u64(s + S_CAP, 0)?;
+            self.set_u64(s + S_USED, 0)?;
+            self.free(table)?;
+        }
+        self.set_u32(s + S_PID, 0)?;
+        Ok(false)
+    }
+}
