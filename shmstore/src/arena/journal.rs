@@ -66,8 +66,17 @@ impl Arena<'_> {
         self.mem.set_u64(OFF_JOURNAL_LEN, 0)
     }
 
-    /// The journal's entry array and capacity, validated.
+    /// The journal's entry array and capacity, validated once per arena.
     fn journal_area(&self) -> Result<(u64, u64)> {
+        if let Some(area) = self.journal_area.get() {
+            return Ok(area);
+        }
+        let area = self.read_journal_area()?;
+        self.journal_area.set(Some(area));
+        Ok(area)
+    }
+
+    fn read_journal_area(&self) -> Result<(u64, u64)> {
         let hdr = Header(self);
         let (area, cap) = (hdr.journal()?, hdr.journal_cap()?);
         if cap == 0 || self.mem.ptr(area, cap.saturating_mul(ENTRY), 8).is_err() {

@@ -41,6 +41,7 @@ pub(crate) struct Arena<'a> {
     fresh: Cell<[(u64, u64); journal::FRESH_RANGES]>,
     nfresh: Cell<usize>,
     consolidation_requested: Cell<bool>,
+    journal_area: Cell<Option<(u64, u64)>>,
 }
 
 /// What a record holds, validated against its block.
@@ -96,6 +97,7 @@ impl<'a> Arena<'a> {
             fresh: Cell::new([(0, 0); journal::FRESH_RANGES]),
             nfresh: Cell::new(0),
             consolidation_requested: Cell::new(false),
+            journal_area: Cell::new(None),
         }
     }
 
