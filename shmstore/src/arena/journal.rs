@@ -26,16 +26,9 @@
 //! | 0..8  | the overwritten word's offset; bits 60..64 say its kind      |
 //! | 8..16 | the old value                                                |
 //!
-//! Kinds: 1 a `u16`, 2 a `u32`, 3 a `u64`, 4 "bit 31 of the pin word at
-//! this offset was set" (undone with an atomic and, since other processes
-//! change the pin count without the lock), 5 "the old-value field's count
-//! of pins was added to the pin word at this offset" (undone with an atomic
-//! subtraction), 6 "... was taken from it" (undone with an atomic
-//! addition).
+//! Kinds: 1 a `u16`, 2 a `u32`, 3 a `u64`. (Pin words too are plain
+//! journalled words: every change to them happens under the header lock.)
 
-use core::sync::atomic::Ordering;
-
-use super::dir::PIN_REMOVED;
 use super::header::{Header, OFF_JOURNAL_LEN};
 use super::Arena;
 use crate::{Error, Result};
@@ -50,9 +43,6 @@ const OFF_MASK: u64 = (1 << KIND_SHIFT) - 1;
 pub(crate) const KIND_U16: u64 = 1;
 pub(crate) const KIND_U32: u64 = 2;
 pub(crate) const KIND_U64: u64 = 3;
-const KIND_PIN_REMOVED: u64 = 4;
-const KIND_PIN_ADDED: u64 = 5;
-const KIND_PIN_DROPPED: u64 = 6;
 /// Fresh ranges remembered per operation; more are simply logged.
 pub(crate) const FRESH_RANGES: usize = 8;
 
@@ -157,34 +147,6 @@ impl Arena<'_> {
         self.before_write(off, KIND_U64)
     }
 
-    /// Sets the removed bit of the pin word at `off` and returns the word's
-    /// old value; a rollback clears the bit again.
-    pub(crate) fn set_removed_bit(&self, off: u64) -> Result<u32> {
-        let word = self.mem.atomic_u32(off)?;
-        if self.journaled {
-            self.append(off | KIND_PIN_REMOVED << KIND_SHIFT, 0)?;
-        }
-        Ok(word.fetch_or(PIN_REMOVED, Ordering::AcqRel))
-    }
-
-    /// Logs that the operation added `n` pins to the pin word at `off`; a
-    /// rollback takes them away again.
-    pub(crate) fn log_pins_added(&self, off: u64, n: u32) -> Result<()> {
-        if self.journaled {
-            self.append(off | KIND_PIN_ADDED << KIND_SHIFT, n as u64)?;
-        }
-        Ok(())
-    }
-
-    /// Logs that the operation is about to take `n` pins from the pin word
-    /// at `off`; a rollback gives them back.
-    pub(crate) fn log_pins_dropped(&self, off: u64, n: u32) -> Result<()> {
-        if self.journaled {
-            self.append(off | KIND_PIN_DROPPED << KIND_SHIFT, n as u64)?;
-        }
-        Ok(())
-    }
-
     /// Commits the operation: its writes stay.
     pub(crate) fn commit_journal(&self) -> Result<()> {
         if !self.journaled {
@@ -215,21 +177,6 @@ impl Arena<'_> {
                 KIND_U16 => self.mem.set_u16(off, old as u16)?,
                 KIND_U32 => self.mem.set_u32(off, old as u32)?,
                 KIND_U64 => self.mem.set_u64(off, old)?,
-                KIND_PIN_REMOVED => {
-                    self.mem
-                        .atomic_u32(off)?
-                        .fetch_and(!PIN_REMOVED, Ordering::AcqRel);
-                }
-                KIND_PIN_ADDED => {
-                    self.mem
-                        .atomic_u32(off)?
-                        .fetch_sub(old as u32, Ordering::AcqRel);
-                }
-                KIND_PIN_DROPPED => {
-                    self.mem
-                        .atomic_u32(off)?
-                        .fetch_add(old as u32, Ordering::AcqRel);
-                }
                 kind => {
                     return Err(Error::corrupted(format!(
                         "intent journal entry {i} has unknown kind {kind}"

@@ -22,7 +22,6 @@ use self::header::*;
 use self::mem::Mem;
 use crate::{Error, Result};
 use core::cell::Cell;
-use core::sync::atomic::Ordering;
 
 /// Commits the pages in `[from, to)` so that writing them cannot fault.
 pub(crate) type Commit<'a> = &'a dyn Fn(u64, u64) -> Result<()>;
@@ -268,45 +267,33 @@ impl<'a> Arena<'a> {
     /// The record must not be freed meanwhile: the caller found it in the
     /// directory, or already holds a pin on it.
     pub(crate) fn pin(&self, rec: u64) -> Result<()> {
-        let word = self.mem.atomic_u32(rec + REC_PINS)?;
-        let old = word.fetch_add(1, Ordering::AcqRel);
-        // Logged after the add, so that a rollback undoes exactly the adds
-        // that happened; a pin added but never logged is taken back here.
-        let logged = if old & PIN_COUNT == PIN_COUNT {
-            Err(Error::corrupted(format!(
-                "record {rec:#x}: pin word {old:#x} is full"
-            )))
-        } else {
-            self.log_pins_added(rec + REC_PINS, 1)
-        };
-        if logged.is_err() {
-            word.fetch_sub(1, Ordering::AcqRel);
+        let word = self.mem.u32(rec + REC_PINS)?;
+        if word & PIN_COUNT == PIN_COUNT {
+            return Err(Error::corrupted(format!(
+                "record {rec:#x}: pin word {word:#x} is full"
+            )));
         }
-        logged
+        self.set_u32(rec + REC_PINS, word + 1)
     }
 
     /// Drops `n` pins of `rec` that their holder no longer has. Returns
     /// `true` if these were the last pins of a removed record: the caller
     /// then frees it (with [`Arena::free_released`]).
     pub(crate) fn drop_pins(&self, rec: u64, n: u32) -> Result<bool> {
-        let word = self.mem.atomic_u32(rec + REC_PINS)?;
-        let now = word.load(Ordering::Acquire);
-        if now & PIN_COUNT < n {
+        let word = self.mem.u32(rec + REC_PINS)?;
+        if word & PIN_COUNT < n {
             return Err(Error::corrupted(format!(
-                "record {rec:#x}: {n} pins dropped, but the pin word is {now:#x}"
+                "record {rec:#x}: {n} pins dropped, but the pin word is {word:#x}"
             )));
         }
-        self.log_pins_dropped(rec + REC_PINS, n)?;
-        let old = word.fetch_sub(n, Ordering::AcqRel);
-        Ok(old == PIN_REMOVED | n)
+        self.set_u32(rec + REC_PINS, word - n)?;
+        Ok(word == PIN_REMOVED | n)
     }
 
-    /// Frees a removed record whose last pin was dropped (`unpin` returned
-    /// `true`), if it is still removed and unpinned: the operation that
-    /// removed it may have been rolled back meanwhile, after its process
-    /// died, and then the record is back in the directory.
+    /// Frees a removed record whose last pin was dropped (`drop_pins`
+    /// returned `true`) if it is still removed and unpinned.
     pub(crate) fn free_released(&self, rec: u64) -> Result<()> {
-        if self.mem.atomic_u32(rec + REC_PINS)?.load(Ordering::Acquire) == PIN_REMOVED {
+        if self.mem.u32(rec + REC_PINS)? == PIN_REMOVED {
             self.free(rec)?;
         }
         Ok(())
@@ -314,14 +301,15 @@ impl<'a> Arena<'a> {
 
     /// Takes the record found at `found` out of the directory and frees it,
     /// or marks it removed while handles still pin it (the last unpin then
-    /// frees it). Setting the mark and reading the count is one atomic
-    /// operation, so exactly one of `remove` and the last `unpin` frees.
+    /// frees it). Pins change only under the header lock, so exactly one of
+    /// `remove` and the last unpin frees.
     pub(crate) fn remove(&self, found: &Found) -> Result<()> {
         self.record(found.rec)?;
         self.dir_remove(found)?;
         let hdr = Header(self);
         hdr.set_objects(hdr.objects()?.saturating_sub(1))?;
-        let old = self.set_removed_bit(found.rec + REC_PINS)?;
+        let old = self.mem.u32(found.rec + REC_PINS)?;
+        self.set_u32(found.rec + REC_PINS, old | PIN_REMOVED)?;
         if old & PIN_COUNT == 0 {
             self.free(found.rec)?;
         }
