@@ -132,10 +132,33 @@ impl Arena<'_> {
         Ok(size)
     }
 
+    /// Checks that `link`, read from a free-list node or head of bin `idx`,
+    /// is 0 or a free block filed in that bin, before anything is written
+    /// through it ("safe unlinking": a corrupted link must not turn into a
+    /// write anywhere in the segment).
+    fn check_link(&self, link: u64, idx: usize) -> Result<()> {
+        if link == 0 {
+            return Ok(());
+        }
+        let top = Header(self).top()?;
+        match self.free_block(link, top) {
+            Ok(size) if bin_index(size) == idx => Ok(()),
+            _ => Err(Error::corrupted(format!(
+                "free list {idx} links to {link:#x}, which is not a free block of that list"
+            ))),
+        }
+    }
+
     fn bin_push(&self, blk: u64, size: u64) -> Result<()> {
         let idx = bin_index(size);
         let head_off = Self::bin_head_off(idx);
         let head = self.mem.u64(head_off)?;
+        self.check_link(head, idx)?;
+        if head != 0 && self.mem.u64(head + 16)? != 0 {
+            return Err(Error::corrupted(format!(
+                "head {head:#x} of free list {idx} has a predecessor"
+            )));
+        }
         self.set_u64(blk + 8, head)?;
         self.set_u64(blk + 16, 0)?;
         if head != 0 {
@@ -150,6 +173,15 @@ impl Arena<'_> {
         let head_off = Self::bin_head_off(idx);
         let next = self.mem.u64(blk + 8)?;
         let prev = self.mem.u64(blk + 16)?;
+        self.check_link(next, idx)?;
+        self.check_link(prev, idx)?;
+        if (next != 0 && self.mem.u64(next + 16)? != blk)
+            || (prev != 0 && self.mem.u64(prev + 8)? != blk)
+        {
+            return Err(Error::corrupted(format!(
+                "free block {blk:#x}: its neighbours in list {idx} do not link back to it"
+            )));
+        }
         if prev == 0 {
             if self.mem.u64(head_off)? != blk {
                 return Err(Error::corrupted(format!(

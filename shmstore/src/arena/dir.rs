@@ -142,10 +142,14 @@ impl Arena<'_> {
     fn table(&self) -> Result<(u64, u64)> {
         let hdr = Header(self);
         let (table, cap) = (hdr.dir_table()?, hdr.dir_cap()?);
-        if !cap.is_power_of_two() || cap < INITIAL_SLOTS || self.mem.ptr(table, cap * 8, 8).is_err()
+        let (live, tombs) = (hdr.dir_live()?, hdr.dir_tombs()?);
+        if !cap.is_power_of_two()
+            || !(INITIAL_SLOTS..=MAX_CAPACITY / 8).contains(&cap)
+            || self.mem.ptr(table, cap * 8, 8).is_err()
+            || live.checked_add(tombs).is_none_or(|used| used > cap)
         {
             return Err(Error::corrupted(format!(
-                "directory header is invalid: table {table:#x}, {cap} slots"
+                "directory header is invalid: table {table:#x}, {cap} slots, {live} live, {tombs} tombstones"
             )));
         }
         Ok((table, cap))
@@ -230,7 +234,10 @@ impl Arena<'_> {
                 self.set_u64(off, slot_for(hash, rec))?;
                 hdr.set_dir_live(live + 1)?;
                 if slot == TOMB {
-                    hdr.set_dir_tombs(hdr.dir_tombs()? - 1)?;
+                    let tombs = hdr.dir_tombs()?.checked_sub(1).ok_or_else(|| {
+                        Error::corrupted("directory holds a tombstone its header does not count")
+                    })?;
+                    hdr.set_dir_tombs(tombs)?;
                 }
                 return Ok(());
             }

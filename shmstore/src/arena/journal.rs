@@ -29,7 +29,7 @@
 //! Kinds: 1 a `u16`, 2 a `u32`, 3 a `u64`. (Pin words too are plain
 //! journalled words: every change to them happens under the header lock.)
 
-use super::header::{Header, OFF_JOURNAL_LEN};
+use super::header::{Header, LOCK_SPACE, OFF_JOURNAL_LEN, OFF_LOCK};
 use super::Arena;
 use crate::{Error, Result};
 
@@ -129,6 +129,14 @@ impl Arena<'_> {
     /// Logs the old value of the `kind` word at `off` before it is
     /// overwritten, unless the operation allocated that memory itself.
     pub(crate) fn before_write(&self, off: u64, kind: u64) -> Result<()> {
+        // No metadata word lives in the header lock's bytes: a write there
+        // can only come from a corrupted offset, and would break the lock
+        // for every process.
+        if off < OFF_LOCK + LOCK_SPACE && off + 8 > OFF_LOCK {
+            return Err(Error::corrupted(format!(
+                "a corrupted offset {off:#x} points into the header lock"
+            )));
+        }
         if !self.journaled || self.is_fresh(off) {
             return Ok(());
         }
