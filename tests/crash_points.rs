@@ -734,3 +734,84 @@ crash_test!(
         ..DEFAULT
     }
 );
+
+// ---------------------------------------------------------------------------
+// Creation.
+
+const CREATION_TEST: &str = "a_creator_killed_at_any_step_of_creation_is_detected_not_waited_on";
+
+/// A creator killed at any step of `Store::create` leaves either no store
+/// (nothing written yet, or a segment that never became one) or a complete
+/// one. Openers find out within the open timeout — "half-initialised by its
+/// creator, which died" (`Corrupted`) or "not a store" — and never hang;
+/// after `Store::unlink` the name can be created again.
+#[test]
+fn a_creator_killed_at_any_step_of_creation_is_detected_not_waited_on() {
+    if let Some((r, name)) = role() {
+        assert_eq!(r, "create");
+        let no_core = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: setrlimit reads the struct we pass; no other preconditions.
+        unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
+        let k: u64 = role_arg().parse().expect("k");
+        shmstore::crash_after_steps(k);
+        let store = Store::create(&name, MIB).expect("child create");
+        shmstore::crash_after_steps(0);
+        store.insert("made", 1u64).expect("insert");
+        report("done", k);
+        return;
+    }
+    let timeout = std::time::Duration::from_millis(300);
+    let (mut detected, mut complete) = (0, 0);
+    let mut k = 1;
+    loop {
+        assert!(k <= MAX_STEPS, "creation has more than {MAX_STEPS} steps");
+        let guard = StoreGuard::unique("cp-create");
+        let mut cmd = role_command_with_arg(CREATION_TEST, "create", guard.name(), &k.to_string());
+        cmd.arg("--include-ignored");
+        let done = Child::spawn(cmd).wait();
+        let started = Instant::now();
+        let opened = Store::options().open_timeout(timeout).open(guard.name());
+        // Bounded: the open timeout, plus slack for a busy machine.
+        assert!(
+            started.elapsed() < timeout + std::time::Duration::from_secs(10),
+            "k={k}: open took {:?}",
+            started.elapsed()
+        );
+        if done.status.success() {
+            let store = opened.expect("a completed creation opens");
+            assert_eq!(*store.get::<u64>("made").unwrap(), 1);
+            break;
+        }
+        assert_eq!(done.status.signal(), Some(libc::SIGABRT), "k={k}\n{done}");
+        match opened {
+            // Killed once the store was ready (while joining it): complete.
+            Ok(store) => {
+                let report = store.check().expect("check");
+                assert!(report.is_ok(), "k={k}: {report}");
+                complete += 1;
+            }
+            Err(Error::Corrupted { reason }) => {
+                assert!(reason.contains("creator"), "k={k}: {reason}");
+                detected += 1;
+            }
+            Err(Error::NotAStore { .. }) => detected += 1,
+            Err(e) => panic!("k={k}: unexpected {e:?}"),
+        }
+        // Either way the name is usable again.
+        let _ = Store::unlink(guard.name());
+        let again = Store::create(guard.name(), MIB).expect("create again");
+        again.insert("x", 1u32).unwrap();
+        k += 1;
+    }
+    assert!(
+        detected >= 4,
+        "only {detected} crash points before the store was ready"
+    );
+    eprintln!(
+        "CRASH POINTS creation: {} ({detected} detected as broken, {complete} complete)",
+        k - 1
+    );
+}

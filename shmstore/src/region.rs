@@ -26,10 +26,6 @@
 //! `ftruncate`, or punching holes in it. Processes sharing a store are
 //! trusted not to.
 
-// Used by the store, which lands in parallel; until then a non-test build of
-// the library sees this module unused.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use std::ffi::{CStr, CString};
 use std::fmt;
 use std::os::fd::{AsFd, OwnedFd};
@@ -246,11 +242,6 @@ impl Region {
             e => e,
         })
     }
-
-    /// The segment's current size according to `fstat`.
-    pub(crate) fn file_len(&self) -> Result<u64> {
-        Ok(shm::fstat(self.fd.as_fd())?.size)
-    }
 }
 
 impl Drop for Region {
@@ -353,7 +344,7 @@ mod tests {
         let created = Region::create(&name.0, 1 << 20, 0o600).unwrap();
         assert_eq!(created.len(), 1 << 20);
         assert_eq!(created.name(), &name.0);
-        assert_eq!(created.file_len().unwrap(), 1 << 20);
+        assert_eq!(shm::fstat(created.fd.as_fd()).unwrap().size, 1 << 20);
         assert_eq!(created.base().as_ptr() as usize % 4096, 0);
         created.commit(0, 4096).unwrap();
         created.commit(0, 4096).unwrap();

@@ -52,7 +52,7 @@ use crate::arena::procs::Owner;
 use crate::arena::{Arena, Record, Stats};
 use crate::region::{self, Region, SegmentName};
 use crate::sys::proc;
-use crate::sys::pthread::{process_alive, Acquired, RawMutex};
+use crate::sys::pthread::{Acquired, RawMutex, PTHREAD_MUTEX_SIZE};
 use crate::{Error, Result, ShmSafe, TypeLayout};
 
 /// The longest object name, in bytes.
@@ -441,23 +441,29 @@ impl Store {
         // long as `Inner` (which owns both) lives; the arena forms no
         // references into it.
         let mem = unsafe { Mem::new(base, region.len()) };
-        mem.set_u32(OFF_CREATOR, std::process::id())?;
+        crate::crash::step();
+        // Who is creating it, before anything says "store": an opener that
+        // finds the magic and a creator that is gone knows the store will
+        // never be ready.
+        let me = own_identity();
+        mem.set_u32(OFF_CREATOR, me.pid)?;
+        mem.set_u32(OFF_CREATOR_START, me.start as u32)?;
         mem.atomic_u32(OFF_STATE)?
             .store(STATE_CREATING, Ordering::Relaxed);
         mem.write_bytes(OFF_MAGIC, &MAGIC)?;
         mem.set_u32(OFF_VERSION, VERSION)?;
-        mem.set_u64(
-            OFF_ABI,
-            abi_tag(core::mem::size_of::<libc::pthread_mutex_t>()),
-        )?;
+        mem.set_u64(OFF_ABI, abi_tag(PTHREAD_MUTEX_SIZE))?;
         let inner = Inner::new(region, mem);
         let commit = |from: u64, to: u64| inner.region.commit(from, to - from);
+        crate::crash::step();
         Arena::new(mem, &commit).format()?;
+        crate::crash::step();
         let lock = mem.ptr(OFF_LOCK, LOCK_SPACE, 8)?.cast::<RawMutex>();
         // SAFETY: `lock` is inside the committed header page, aligned (the
         // offset is a multiple of 64 and the mapping page-aligned), and no
         // other process uses it: the state word still says "creating".
         unsafe { RawMutex::init(lock) }?;
+        crate::crash::step();
         mem.atomic_u32(OFF_STATE)?
             .store(STATE_READY, Ordering::Release);
         let store = Store {
@@ -531,7 +537,7 @@ impl Store {
                 reason: format!("format version {version}, this build reads version {VERSION}"),
             });
         }
-        let ours = abi_tag(core::mem::size_of::<libc::pthread_mutex_t>());
+        let ours = abi_tag(PTHREAD_MUTEX_SIZE);
         let abi = mem.u64(OFF_ABI)?;
         if abi != ours {
             return Err(Error::Incompatible {
@@ -547,7 +553,11 @@ impl Store {
             STATE_READY => {}
             STATE_CREATING => {
                 let creator = mem.u32(OFF_CREATOR)?;
-                if creator != 0 && !process_alive(creator as i32) {
+                let started = mem.u32(OFF_CREATOR_START)?;
+                // The start time tells the creator from a process that got
+                // its pid after it died (the low 32 bits suffice for that).
+                let alive = proc::start_time(creator).map(|t| t as u32) == Some(started);
+                if !alive {
                     return Err(Error::corrupted(format!(
                         "store \"{}\" was left half-initialised by its creator (pid {creator}), which died; \
                          remove it with Store::unlink and create it again",

@@ -10,6 +10,7 @@
 //! |-------:|-----:|-----------------------------------------------------------|
 //! | 0      | 8    | magic `b"SHMSTOR\0"`                                      |
 //! | 8      | 4    | format version                                            |
+//! | 12     | 4    | creator's start time (low 32 bits of its clock ticks)     |
 //! | 16     | 8    | ABI tag (see [`abi_tag`])                                 |
 //! | 24     | 4    | init state (atomic): 0 creating, 1 ready                  |
 //! | 28     | 4    | pid of the creator                                        |
@@ -51,6 +52,7 @@ pub(crate) const OFF_VERSION: u64 = 8;
 pub(crate) const OFF_ABI: u64 = 16;
 pub(crate) const OFF_STATE: u64 = 24;
 pub(crate) const OFF_CREATOR: u64 = 28;
+pub(crate) const OFF_CREATOR_START: u64 = 12;
 pub(crate) const OFF_CAPACITY: u64 = 32;
 pub(crate) const OFF_COMMITTED: u64 = 40;
 pub(crate) const OFF_TOP: u64 = 48;

@@ -25,10 +25,6 @@
 //! [`Error::InvalidName`]: crate::Error::InvalidName
 //! [`Error::Io`]: crate::Error::Io
 
-// The arena and store that call these land in parallel; until they do, a
-// non-test build of the library sees some wrappers unused.
-#![cfg_attr(not(test), allow(dead_code))]
-
 pub(crate) mod proc;
 pub(crate) mod pthread;
 pub(crate) mod shm;

@@ -21,25 +21,12 @@ use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 
 use nix::errno::Errno;
-use nix::sys::signal::kill;
-use nix::unistd::Pid;
 
 use crate::{Error, Result};
 
 /// `size_of::<pthread_mutex_t>()`, part of a store's ABI tag: a process
 /// whose libc has another mutex size must not share locks with this one.
 pub(crate) const PTHREAD_MUTEX_SIZE: usize = core::mem::size_of::<libc::pthread_mutex_t>();
-
-/// The libc flavour whose `pthread_mutex_t` layout [`RawMutex`] relies on,
-/// also part of the ABI tag (glibc and musl mutexes have the same size but
-/// different layouts).
-pub(crate) const LIBC_FLAVOUR: &str = if cfg!(target_env = "gnu") {
-    "glibc"
-} else if cfg!(target_env = "musl") {
-    "musl"
-} else {
-    "other"
-};
 
 /// A `pthread_mutex_t` that may live in shared memory.
 ///
@@ -224,29 +211,6 @@ impl RawMutex {
     }
 }
 
-/// This process's id.
-pub(crate) fn current_pid() -> i32 {
-    nix::unistd::getpid().as_raw()
-}
-
-/// Whether a process with this id exists (`kill(pid, 0)`).
-///
-/// `ESRCH` means gone; `EPERM` means it exists but belongs to another user.
-/// A zombie (exited, not yet reaped) counts as alive. Non-positive ids,
-/// which `kill` would read as process groups, are never alive. Any other
-/// error answers `true`: when in doubt, do not reclaim a process's
-/// resources.
-pub(crate) fn process_alive(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    match kill(Pid::from_raw(pid), None) {
-        Ok(()) => true,
-        Err(Errno::ESRCH) => false,
-        Err(_) => true,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,7 +229,6 @@ mod tests {
     fn abi_facts() {
         assert_eq!(PTHREAD_MUTEX_SIZE, 40);
         assert_eq!(core::mem::size_of::<RawMutex>(), PTHREAD_MUTEX_SIZE);
-        assert_eq!(LIBC_FLAVOUR, "glibc");
     }
 
     #[test]
@@ -379,16 +342,5 @@ mod tests {
         ));
         // SAFETY: held by this thread.
         unsafe { m.unlock() };
-    }
-
-    #[test]
-    fn liveness_of_processes() {
-        assert!(process_alive(current_pid()));
-        assert_eq!(current_pid() as u32, std::process::id());
-        assert!(process_alive(1));
-        assert!(!process_alive(0));
-        assert!(!process_alive(-1));
-        // pid_max is at most 2^22 on Linux, so this pid cannot exist.
-        assert!(!process_alive(i32::MAX));
     }
 }
