@@ -337,6 +337,8 @@ pub struct CheckReport {
     pub objects: u64,
     /// Registered types.
     pub types: u64,
+    /// Processes attached to the store (after releasing the dead ones).
+    pub processes: u64,
     /// Every inconsistency found, with its offset. Empty when the store is
     /// consistent.
     pub problems: Vec<String>,
@@ -353,9 +355,10 @@ impl fmt::Display for CheckReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{} objects, {} types; heap: {} blocks used ({} bytes), {} free ({} bytes)",
+            "{} objects, {} types, {} processes; heap: {} blocks used ({} bytes), {} free ({} bytes)",
             self.objects,
             self.types,
+            self.processes,
             self.used_blocks,
             self.used_bytes,
             self.free_blocks,
@@ -1032,9 +1035,14 @@ impl Store {
     /// releases what processes that died still held (their pins and
     /// unfinished inserts), so space they pinned shows as free.
     pub fn check(&self) -> Result<CheckReport> {
-        self.reap()?;
+        let reaped = self.reap();
         self.with_arena(|a| {
             let mut report = CheckReport::default();
+            if let Err(e) = &reaped {
+                report
+                    .problems
+                    .push(format!("releasing what dead processes held: {e}"));
+            }
             match a.check_heap() {
                 Ok((ub, fb, u, f)) => {
                     report.used_blocks = ub;
@@ -1077,6 +1085,37 @@ impl Store {
                     "header counts {objects} objects, the directory holds {}",
                     report.objects
                 ));
+            }
+            // Every pin a process counts must be on an allocated record
+            // whose pin word counts at least as many (pins that could not
+            // be counted make the word larger, never smaller).
+            let mut counted = std::collections::BTreeMap::<u64, u64>::new();
+            match a.attached() {
+                Ok(slots) => {
+                    report.processes = slots.len() as u64;
+                    for (slot, owner) in slots {
+                        match a.counted_pins(slot) {
+                            Ok(pins) => pins
+                                .into_iter()
+                                .for_each(|(rec, n)| *counted.entry(rec).or_default() += n),
+                            Err(e) => report
+                                .problems
+                                .push(format!("process slot {slot} (pid {}): {e}", owner.pid)),
+                        }
+                    }
+                }
+                Err(e) => report.problems.push(format!("process table: {e}")),
+            }
+            for (rec, n) in counted {
+                match a.payload_size(rec).and_then(|_| a.pin_count(rec)) {
+                    Ok(word) if u64::from(word) >= n => {}
+                    Ok(word) => report.problems.push(format!(
+                        "record {rec:#x}: processes count {n} pins, its pin word {word}"
+                    )),
+                    Err(e) => report
+                        .problems
+                        .push(format!("record {rec:#x}, pinned by a process: {e}")),
+                }
             }
             Ok(report)
         })
@@ -1288,6 +1327,33 @@ mod tests {
             .map(|(_, o)| o)
             .collect();
         assert_eq!(owners, vec![own_identity()]);
+    }
+
+    #[test]
+    fn check_reports_pins_a_process_counts_but_the_record_does_not_have() {
+        let name = format!("shmstore-unit-pins-{}", std::process::id());
+        let _ = Store::unlink(&name);
+        let store = Store::create(&name, 1 << 20).unwrap();
+        let _ = Store::unlink(&name);
+        store.insert("x", 5u64).unwrap();
+        assert!(store.check().unwrap().is_ok());
+        // A second slot of this (live) process claims a pin that the
+        // record's pin word never got.
+        store
+            .with_arena(|a| {
+                let slot = a.attach(own_identity())?.expect("a free slot");
+                let f = a.lookup(b"x", hash_name(b"x"))?.expect("x");
+                assert!(a.count_pin(slot, f.rec, 1)?);
+                Ok(())
+            })
+            .unwrap();
+        let report = store.check().unwrap();
+        assert_eq!(report.processes, 2);
+        assert_eq!(report.problems.len(), 1, "{report}");
+        assert!(
+            report.problems[0].contains("processes count 1 pins"),
+            "{report}"
+        );
     }
 
     #[test]

@@ -290,6 +290,11 @@ impl<'a> Arena<'a> {
         Ok(word == PIN_REMOVED | n)
     }
 
+    /// The pins on `rec` (without the removed mark).
+    pub(crate) fn pin_count(&self, rec: u64) -> Result<u32> {
+        Ok(self.mem.u32(rec + REC_PINS)? & PIN_COUNT)
+    }
+
     /// Frees a removed record whose last pin was dropped (`drop_pins`
     /// returned `true`) if it is still removed and unpinned.
     pub(crate) fn free_released(&self, rec: u64) -> Result<()> {

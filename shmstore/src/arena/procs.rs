@@ -255,6 +255,22 @@ impl Arena<'_> {
         Ok(true)
     }
 
+    /// The pins counted in `slot`'s pin table: (record, count) for every
+    /// entry with a non-zero count.
+    pub(crate) fn counted_pins(&self, slot: u32) -> Result<Vec<(u64, u64)>> {
+        let s = self.slot_off(slot)?;
+        let (table, cap) = self.pin_table(s)?;
+        let mut out = Vec::new();
+        for i in 0..cap {
+            let e = table + i * ENTRY;
+            let (rec, count) = (self.mem.u64(e)?, self.mem.u64(e + 8)?);
+            if rec != 0 && count > 0 {
+                out.push((rec, count));
+            }
+        }
+        Ok(out)
+    }
+
     /// Records that the process in `slot` reserved `rec` (a large insert
     /// in progress). `false` if its reservation list is full.
     pub(crate) fn reserve(&self, slot: u32, rec: u64) -> Result<bool> {
