@@ -88,8 +88,19 @@ impl Arena<'_> {
         }
     }
 
-    fn is_fresh(&self, off: u64) -> bool {
-        self.is_fresh_range(off, 1)
+    fn is_fresh(&self, off: u64) -> Result<bool> {
+        // Past the heap's top as it was when the operation began lies
+        // memory nothing used before it: after a rollback the top is back
+        // and nothing reads there.
+        let untouched = match self.untouched_from.get() {
+            Some(top) => top,
+            None => {
+                let top = Header(self).top()?;
+                self.untouched_from.set(Some(top));
+                top
+            }
+        };
+        Ok(off >= untouched || self.is_fresh_range(off, 1))
     }
 
     /// `true` if freshness cannot be told: an unjournalled arena, or more
@@ -137,7 +148,7 @@ impl Arena<'_> {
                 "a corrupted offset {off:#x} points into the header lock"
             )));
         }
-        if !self.journaled || self.is_fresh(off) {
+        if !self.journaled || self.is_fresh(off)? {
             return Ok(());
         }
         let old = match kind {
@@ -162,7 +173,7 @@ impl Arena<'_> {
         }
         crate::crash::step();
         self.mem.set_u64(OFF_JOURNAL_LEN, 0)?;
-        self.nfresh.set(0);
+        self.forget_fresh();
         crate::crash::step();
         Ok(())
     }
@@ -193,8 +204,14 @@ impl Arena<'_> {
             }
         }
         self.mem.set_u64(OFF_JOURNAL_LEN, 0)?;
-        self.nfresh.set(0);
+        self.forget_fresh();
         Ok(len)
+    }
+
+    /// Starts a new operation's notion of fresh memory.
+    fn forget_fresh(&self) {
+        self.nfresh.set(0);
+        self.untouched_from.set(None);
     }
 
     /// Entries waiting in the journal (non-zero only between a write and

@@ -41,6 +41,8 @@ pub(crate) struct Arena<'a> {
     nfresh: Cell<usize>,
     consolidation_requested: Cell<bool>,
     journal_area: Cell<Option<(u64, u64)>>,
+    /// The heap's top when the current operation began.
+    untouched_from: Cell<Option<u64>>,
 }
 
 /// What a record holds, validated against its block.
@@ -97,6 +99,7 @@ impl<'a> Arena<'a> {
             nfresh: Cell::new(0),
             consolidation_requested: Cell::new(false),
             journal_area: Cell::new(None),
+            untouched_from: Cell::new(None),
         }
     }
 
