@@ -77,6 +77,9 @@ pub struct Stats {
     pub free: u64,
     /// Named objects and slices.
     pub objects: u64,
+    /// Times a process found the header lock's previous holder dead and
+    /// rolled its operation back, since the store was created.
+    pub recoveries: u64,
 }
 
 /// Bytes a record needs for a value of `bytes` bytes aligned to `align`
@@ -343,6 +346,7 @@ impl<'a> Arena<'a> {
             used,
             free: capacity.saturating_sub(HEAP_START + used),
             objects: hdr.objects()?,
+            recoveries: hdr.recoveries()?,
         })
     }
 }
