@@ -136,6 +136,13 @@ impl StoreOptions {
     }
 
     /// Opens an existing store, validating everything it will trust.
+    ///
+    /// A store another process is still creating is waited for, up to the
+    /// open timeout. One whose creator died before it was ready is
+    /// [`Error::Corrupted`] at once ("left half-initialised by its
+    /// creator"); it is never repaired or re-created behind your back:
+    /// [`Store::unlink`] it and create it again. A segment that never got a
+    /// store header is [`Error::NotAStore`] after the timeout.
     pub fn open(&self, name: &str) -> Result<Store> {
         let name = SegmentName::parse(name)?;
         Store::attach(&name, self.open_timeout)

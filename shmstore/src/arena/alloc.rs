@@ -449,6 +449,15 @@ impl Arena<'_> {
         Ok(top)
     }
 
+    /// `true` if `off` is the payload of an allocated block of at least
+    /// `len` bytes: where every table the header points to lives. Checking
+    /// this (rather than only the mapping's bounds) keeps a corrupted
+    /// pointer from reaching pages past the heap, which were never
+    /// committed and could fault on a full `/dev/shm`.
+    pub(crate) fn holds(&self, off: u64, len: u64) -> bool {
+        self.payload_size(off).is_ok_and(|size| size >= len)
+    }
+
     /// The payload size of the allocated block whose payload is at `payload`.
     pub(crate) fn payload_size(&self, payload: u64) -> Result<u64> {
         let top = Header(self).top()?;

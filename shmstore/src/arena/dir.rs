@@ -145,7 +145,7 @@ impl Arena<'_> {
         let (live, tombs) = (hdr.dir_live()?, hdr.dir_tombs()?);
         if !cap.is_power_of_two()
             || !(INITIAL_SLOTS..=MAX_CAPACITY / 8).contains(&cap)
-            || self.mem.ptr(table, cap * 8, 8).is_err()
+            || !self.holds(table, cap * 8)
             || live.checked_add(tombs).is_none_or(|used| used > cap)
         {
             return Err(Error::corrupted(format!(

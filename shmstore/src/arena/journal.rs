@@ -69,7 +69,7 @@ impl Arena<'_> {
     fn read_journal_area(&self) -> Result<(u64, u64)> {
         let hdr = Header(self);
         let (area, cap) = (hdr.journal()?, hdr.journal_cap()?);
-        if cap == 0 || self.mem.ptr(area, cap.saturating_mul(ENTRY), 8).is_err() {
+        if cap == 0 || !self.holds(area, cap.saturating_mul(ENTRY)) {
             return Err(Error::corrupted(format!(
                 "intent journal header is invalid: {cap} entries at {area:#x}"
             )));

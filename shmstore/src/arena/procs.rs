@@ -69,7 +69,7 @@ impl Arena<'_> {
     fn procs(&self) -> Result<(u64, u64)> {
         let hdr = Header(self);
         let (table, len) = (hdr.procs()?, hdr.procs_len()?);
-        if len == 0 || self.mem.ptr(table, len.saturating_mul(SLOT), 8).is_err() {
+        if len == 0 || !self.holds(table, len.saturating_mul(SLOT)) {
             return Err(Error::corrupted(format!(
                 "process table header is invalid: {len} slots at {table:#x}"
             )));
@@ -145,7 +145,7 @@ impl Arena<'_> {
         if table == 0 {
             return Ok((0, 0));
         }
-        if !cap.is_power_of_two() || self.mem.ptr(table, cap.saturating_mul(ENTRY), 8).is_err() {
+        if !cap.is_power_of_two() || !self.holds(table, cap.saturating_mul(ENTRY)) {
             return Err(Error::corrupted(format!(
                 "pin table of process slot at {s:#x} is invalid: {cap} entries at {table:#x}"
             )));

@@ -51,7 +51,7 @@ impl Arena<'_> {
     fn registry(&self) -> Result<(u64, u64)> {
         let hdr = Header(self);
         let (table, len, cap) = (hdr.reg_table()?, hdr.reg_len()?, hdr.reg_cap()?);
-        if len > cap || self.mem.ptr(table, cap.saturating_mul(ENTRY), 8).is_err() {
+        if len > cap || !self.holds(table, cap.saturating_mul(ENTRY)) {
             return Err(Error::corrupted(format!(
                 "type registry header is invalid: table {table:#x}, {len} of {cap} entries"
             )));
