@@ -221,9 +221,12 @@ impl Inner {
         if let Acquired::OwnerDied = state {
             // The dead owner may have been half-way through an operation:
             // undo it from the journal, check what the allocator reaches,
-            // and only then let the lock be used again. If recovery itself
-            // fails, the lock stays inconsistent: the next locker is told
-            // the owner died and tries again.
+            // and only then mark the lock consistent. If this process dies
+            // during recovery, the next locker is told the owner died and
+            // starts over. If recovery fails (metadata we cannot repair),
+            // the lock is released still inconsistent, which makes it
+            // unrecoverable: every later operation then reports the store
+            // as corrupted instead of running over broken metadata.
             arena.rollback()?;
             arena.validate_header()?;
             arena.check_heap()?;
@@ -231,10 +234,10 @@ impl Inner {
             hdr.set_recoveries(hdr.recoveries()? + 1)?;
             lock.make_consistent()?;
         } else if arena.journal_len()? != 0 {
-            // Only a dead holder leaves entries behind, and the robust lock
-            // reports that exactly once; entries without it mean a recovery
-            // was itself interrupted before the lock was marked consistent
-            // (impossible: see above) or corruption. Undo them all the same.
+            // A dead holder's entries come with EOWNERDEAD; entries without
+            // it were left by an operation that unwound (a panic inside
+            // the arena, which would be a bug) or by corruption. Undo them
+            // all the same.
             arena.rollback()?;
         }
         Ok(guard)
