@@ -29,7 +29,7 @@
 //! |--------------|------|----------------------------------------------|
 //! | 0            | 8    | element count (1 for a single object)        |
 //! | 8            | 4    | index of the type in the registry            |
-//! | 12           | 4    | pin word (atomic), see below                 |
+//! | 12           | 4    | pin word, see below                          |
 //! | 16           | 2    | name length                                  |
 //! | 18           | 2    | flags: 1 slice                               |
 //! | 20           | 4    | offset of the value from the record          |
