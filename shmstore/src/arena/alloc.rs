@@ -41,7 +41,7 @@
 //! sizes share a bin per power of two, searched best-fit. A bitmap of
 //! non-empty bins finds the next usable bin in a few instructions.
 
-use super::header::{Header, HEAP_START, OFF_BINS, OFF_BITMAP, OFF_FAST};
+use super::header::{Header, HEAP_START, OFF_BINS, OFF_BITMAP, OFF_COMMITTED, OFF_FAST};
 use super::Arena;
 use crate::{Error, Result};
 
@@ -449,13 +449,17 @@ impl Arena<'_> {
         Ok(top)
     }
 
-    /// `true` if `off` is the payload of an allocated block of at least
-    /// `len` bytes: where every table the header points to lives. Checking
-    /// this (rather than only the mapping's bounds) keeps a corrupted
-    /// pointer from reaching pages past the heap, which were never
-    /// committed and could fault on a full `/dev/shm`.
+    /// `true` if `[off, off + len)` lies in the heap's committed pages and
+    /// `off` is 8-aligned: where every table the header points to lives.
+    /// Checking this (rather than only the mapping's bounds) keeps a
+    /// corrupted pointer from reaching pages that were never committed,
+    /// which could fault on a full `/dev/shm`. Committed pages are never
+    /// given back, so a range that passed stays valid.
     pub(crate) fn holds(&self, off: u64, len: u64) -> bool {
-        self.payload_size(off).is_ok_and(|size| size >= len)
+        let committed = self.mem.u64(OFF_COMMITTED).unwrap_or(0);
+        off >= HEAP_START
+            && off % 8 == 0
+            && off.checked_add(len).is_some_and(|end| end <= committed)
     }
 
     /// The payload size of the allocated block whose payload is at `payload`.
