@@ -22,8 +22,10 @@
 //! | 40     | 24   | up to 3 records reserved by unfinished large inserts |
 //!
 //! A pin table is an open-addressing array of 16-byte entries `(record
-//! offset, pins held)`; a record offset of 0 marks an empty entry. Entries
-//! whose count fell to 0 are dropped when the table is rebuilt.
+//! offset, pins held)`, probed linearly from a slot given by the record's
+//! offset; a record offset of 0 marks an empty entry. An entry whose count
+//! falls to 0 is deleted (later entries of its run move back), so the table
+//! holds only records the process pins now.
 
 use super::header::{Header, HEAP_START};
 use super::Arena;
@@ -247,12 +249,53 @@ impl Arena<'_> {
                 "process slot {slot} drops a pin of record {rec:#x} it does not hold"
             )));
         };
+        if new == 0 {
+            self.delete_pin_entry(s, table, cap, e)?;
+            return Ok(true);
+        }
         if found == 0 {
             self.set_u64(e, rec)?;
             self.set_u64(s + S_USED, self.mem.u64(s + S_USED)? + 1)?;
         }
         self.set_u64(e + 8, new)?;
         Ok(true)
+    }
+
+    /// Empties the pin-table entry at `e`, moving later entries of its
+    /// probe run back so that every entry stays reachable from its home
+    /// slot (deletion without tombstones, so that a process pinning many
+    /// records in turn keeps a small table).
+    fn delete_pin_entry(&self, s: u64, table: u64, cap: u64, e: u64) -> Result<()> {
+        let mask = cap - 1;
+        let mut hole = (e - table) / ENTRY;
+        let mut j = hole;
+        for _ in 0..cap {
+            j = (j + 1) & mask;
+            let ej = table + j * ENTRY;
+            let rec = self.mem.u64(ej)?;
+            if rec == 0 {
+                break;
+            }
+            let home = home(rec, cap);
+            // The entry at j may fill the hole if its home is not in the
+            // cyclic range (hole, j].
+            let stays = if hole <= j {
+                hole < home && home <= j
+            } else {
+                hole < home || home <= j
+            };
+            if !stays {
+                let eh = table + hole * ENTRY;
+                self.set_u64(eh, rec)?;
+                self.set_u64(eh + 8, self.mem.u64(ej + 8)?)?;
+                hole = j;
+            }
+        }
+        let eh = table + hole * ENTRY;
+        self.set_u64(eh, 0)?;
+        self.set_u64(eh + 8, 0)?;
+        let used = self.mem.u64(s + S_USED)?;
+        self.set_u64(s + S_USED, used.saturating_sub(1))
     }
 
     /// The pins counted in `slot`'s pin table: (record, count) for every
@@ -339,5 +382,60 @@ impl Arena<'_> {
         }
         self.set_u32(s + S_PID, 0)?;
         Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arena::tests::{HeapStore, Rng};
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn pin_tables_count_exactly_and_shrink_back_to_empty() {
+        let s = HeapStore::new(1 << 20);
+        let a = s.arena();
+        let me = Owner { pid: 42, start: 7 };
+        let slot = a.attach(me).unwrap().unwrap();
+        let mut model = BTreeMap::<u64, u64>::new();
+        let mut rng = Rng(5);
+        let steps = if cfg!(miri) { 300 } else { 5000 };
+        for _ in 0..steps {
+            // Record offsets only need to be distinct, non-zero multiples
+            // of 8 here: the table never dereferences them.
+            let rec = HEAP_START + 8 * (rng.next() % 200);
+            let held = model.get(&rec).copied().unwrap_or(0);
+            if held > 0 && rng.next() % 2 == 0 {
+                assert!(a.count_pin(slot, rec, -1).unwrap());
+                model.insert(rec, held - 1);
+            } else {
+                assert!(a.count_pin(slot, rec, 1).unwrap());
+                model.insert(rec, held + 1);
+            }
+            model.retain(|_, n| *n > 0);
+        }
+        let mut counted: Vec<(u64, u64)> = a.counted_pins(slot).unwrap();
+        counted.sort();
+        assert_eq!(
+            counted,
+            model.iter().map(|(&r, &n)| (r, n)).collect::<Vec<_>>()
+        );
+        for (&rec, &n) in &model {
+            for _ in 0..n {
+                assert!(a.count_pin(slot, rec, -1).unwrap());
+            }
+        }
+        assert!(a.counted_pins(slot).unwrap().is_empty());
+        let s_off = a.slot_off(slot).unwrap();
+        assert_eq!(a.mem.u64(s_off + S_USED).unwrap(), 0);
+        // Dropping a pin the process does not hold is corruption.
+        assert!(matches!(
+            a.count_pin(slot, HEAP_START + 8, -1),
+            Err(Error::Corrupted { .. })
+        ));
+        // Releasing the slot frees its table.
+        while a.release_step(slot, me).unwrap() {}
+        assert_eq!(a.slot_owner(slot).unwrap(), None);
+        a.check_heap().unwrap();
     }
 }
