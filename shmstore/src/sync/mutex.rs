@@ -54,17 +54,20 @@ use crate::Error;
 ///
 /// # Layout
 ///
-/// `#[repr(C)]`:
+/// `#[repr(C, align(64))]`:
 ///
 /// | offset                         | field  | type                               |
 /// |--------------------------------|--------|------------------------------------|
 /// | 0                              | `raw`  | `pthread_mutex_t` (40 bytes, glibc x86_64) |
 /// | 40 rounded up to `align_of::<T>()` | `data` | `T`                          |
 ///
-/// Align is `max(8, align_of::<T>())`. The layout's kind is
+/// Align is `max(64, align_of::<T>())`: a mutex starts a cache line of its
+/// own, so a small one (lock and data in 64 bytes) never shares a line with
+/// a neighbouring object that other processes write, and lock handoffs
+/// between processes move one line, not two. The layout's kind is
 /// [`LayoutKind::Opaque`] with `T`'s layout as its one parameter; the size
 /// (hence the `pthread_mutex_t` size) is part of the fingerprint.
-#[repr(C)]
+#[repr(C, align(64))]
 pub struct ShmMutex<T> {
     raw: RawMutex,
     data: UnsafeCell<T>,
@@ -444,8 +447,8 @@ mod tests {
     fn layout_is_opaque_over_t() {
         let layout = <ShmMutex<u64>>::LAYOUT;
         assert_eq!(layout.name, "ShmMutex");
-        assert_eq!(layout.size, 48);
-        assert_eq!(layout.align, 8);
+        assert_eq!(layout.size, 64);
+        assert_eq!(layout.align, 64);
         assert_eq!(
             layout.kind,
             LayoutKind::Opaque {
