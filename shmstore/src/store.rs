@@ -618,7 +618,11 @@ impl Store {
         if let Some(slot) = self.with_arena(|a| a.attach(own_identity()))? {
             self.inner.slot.store(slot, Ordering::Relaxed);
         }
-        self.reap()
+        // A dead process's slot that cannot be released (its pin table is
+        // corrupted) must not keep everyone from opening the store: the
+        // failure is reported by `check()`, which reaps again.
+        let _ = self.reap();
+        Ok(())
     }
 
     /// Releases what processes that died (or exited without closing the
