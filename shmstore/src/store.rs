@@ -231,7 +231,7 @@ impl Inner {
             arena.validate_header()?;
             arena.check_heap()?;
             let hdr = Header(&arena);
-            hdr.set_recoveries(hdr.recoveries()? + 1)?;
+            hdr.set_recoveries(hdr.recoveries()?.saturating_add(1))?;
             lock.make_consistent()?;
         } else if arena.journal_len()? != 0 {
             // A dead holder's entries come with EOWNERDEAD; entries without
@@ -1109,9 +1109,10 @@ impl Store {
                     report.processes = slots.len() as u64;
                     for (slot, owner) in slots {
                         match a.counted_pins(slot) {
-                            Ok(pins) => pins
-                                .into_iter()
-                                .for_each(|(rec, n)| *counted.entry(rec).or_default() += n),
+                            Ok(pins) => pins.into_iter().for_each(|(rec, n)| {
+                                let c = counted.entry(rec).or_default();
+                                *c = c.saturating_add(n);
+                            }),
                             Err(e) => report
                                 .problems
                                 .push(format!("process slot {slot} (pid {}): {e}", owner.pid)),

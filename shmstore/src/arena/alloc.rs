@@ -495,7 +495,7 @@ impl Arena<'_> {
             self.set_u64(blk + 8, self.mem.u64(head_off)?)?;
             self.set_u64(blk, size | flags | FAST)?;
             self.set_u64(head_off, blk)?;
-            return hdr.set_fast_count(hdr.fast_count()? + 1);
+            return hdr.set_fast_count(hdr.fast_count()?.saturating_add(1));
         }
         self.release(blk, size, flags)
     }

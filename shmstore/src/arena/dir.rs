@@ -284,7 +284,7 @@ impl Arena<'_> {
         let (table, _) = self.table()?;
         self.set_u64(table + found.slot * 8, TOMB)?;
         hdr.set_dir_live(hdr.dir_live()?.saturating_sub(1))?;
-        hdr.set_dir_tombs(hdr.dir_tombs()? + 1)
+        hdr.set_dir_tombs(hdr.dir_tombs()?.saturating_add(1))
     }
 
     /// Every live record, in table order.

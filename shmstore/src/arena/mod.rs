@@ -265,7 +265,7 @@ impl<'a> Arena<'a> {
     pub(crate) fn publish(&self, hash: u64, rec: u64) -> Result<()> {
         self.dir_insert(hash, rec)?;
         let hdr = Header(self);
-        hdr.set_objects(hdr.objects()? + 1)
+        hdr.set_objects(hdr.objects()?.saturating_add(1))
     }
 
     /// Adds a pin to a record (journalled: a rollback takes it back).

@@ -214,7 +214,15 @@ impl Arena<'_> {
     pub(crate) fn count_pin(&self, slot: u32, rec: u64, delta: i64) -> Result<bool> {
         let s = self.slot_off(slot)?;
         let (mut table, mut cap) = self.pin_table(s)?;
-        if delta > 0 && (table == 0 || (self.mem.u64(s + S_USED)? + 1) * 4 > cap * 3) {
+        if delta > 0
+            && (table == 0
+                || self
+                    .mem
+                    .u64(s + S_USED)?
+                    .saturating_add(1)
+                    .saturating_mul(4)
+                    > cap * 3)
+        {
             // Only a new entry needs room; an existing one is updated in place.
             let existing = if table == 0 {
                 None
@@ -255,7 +263,7 @@ impl Arena<'_> {
         }
         if found == 0 {
             self.set_u64(e, rec)?;
-            self.set_u64(s + S_USED, self.mem.u64(s + S_USED)? + 1)?;
+            self.set_u64(s + S_USED, self.mem.u64(s + S_USED)?.saturating_add(1))?;
         }
         self.set_u64(e + 8, new)?;
         Ok(true)
