@@ -29,7 +29,7 @@
 //! Kinds: 1 a `u16`, 2 a `u32`, 3 a `u64`. (Pin words too are plain
 //! journalled words: every change to them happens under the header lock.)
 
-use super::header::{Header, LOCK_SPACE, OFF_JOURNAL_LEN, OFF_LOCK};
+use super::header::{Header, LOCK_SPACE, OFF_COMMITTED, OFF_JOURNAL_LEN, OFF_LOCK};
 use super::Arena;
 use crate::{Error, Result};
 
@@ -192,6 +192,16 @@ impl Arena<'_> {
             let e = area + i * ENTRY;
             let (tagged, old) = (self.mem.u64(e)?, self.mem.u64(e + 8)?);
             let off = tagged & OFF_MASK;
+            // Entries come from the segment: never let one write into the
+            // header lock or into pages that were never committed.
+            let committed = self.mem.u64(OFF_COMMITTED)?;
+            if (off < OFF_LOCK + LOCK_SPACE && off + 8 > OFF_LOCK)
+                || off.saturating_add(8) > committed
+            {
+                return Err(Error::corrupted(format!(
+                    "intent journal entry {i} targets offset {off:#x}, outside the metadata"
+                )));
+            }
             match tagged >> KIND_SHIFT {
                 KIND_U16 => self.mem.set_u16(off, old as u16)?,
                 KIND_U32 => self.mem.set_u32(off, old as u32)?,
