@@ -304,6 +304,7 @@ impl Drop for Inner {
 fn own_identity() -> Owner {
     Owner {
         pid: std::process::id(),
+        pidns: proc::own_pid_namespace(),
         start: proc::own_start_time(),
     }
 }
@@ -634,7 +635,7 @@ impl Store {
         let me = self.inner.slot();
         let attached = self.with_arena(|a| a.attached())?;
         for (slot, owner) in attached {
-            if Some(slot) == me || proc::is_alive(owner.pid, owner.start) {
+            if Some(slot) == me || proc::may_be_alive(owner.pid, owner.pidns, owner.start) {
                 continue;
             }
             while self.with_arena(|a| a.release_step(slot, owner))? {}
@@ -1318,8 +1319,8 @@ mod tests {
         // A process that had our pid before us (same pid, another start
         // time) pinned "x" and died.
         let ghost = Owner {
-            pid: std::process::id(),
             start: proc::own_start_time() + 1,
+            ..own_identity()
         };
         store
             .with_arena(|a| {
@@ -1342,6 +1343,37 @@ mod tests {
             .map(|(_, o)| o)
             .collect();
         assert_eq!(owners, vec![own_identity()]);
+    }
+
+    #[test]
+    fn a_slot_of_another_pid_namespace_is_never_released_from_here() {
+        let name = format!("shmstore-unit-pidns-{}", std::process::id());
+        let _ = Store::unlink(&name);
+        let store = Store::create(&name, 1 << 20).unwrap();
+        let _ = Store::unlink(&name);
+        store.insert_slice("x", &[1u64; 1024]).unwrap();
+        // A process this namespace cannot see (its pid does not exist
+        // here) pins "x", which is then removed.
+        let stranger = Owner {
+            pid: u32::MAX - 1,
+            pidns: proc::own_pid_namespace().wrapping_add(1),
+            start: 1,
+        };
+        store
+            .with_arena(|a| {
+                let slot = a.attach(stranger)?.expect("a free slot");
+                let f = a.lookup(b"x", hash_name(b"x"))?.expect("x");
+                a.pin(f.rec)?;
+                assert!(a.count_pin(slot, f.rec, 1)?);
+                Ok(())
+            })
+            .unwrap();
+        store.remove("x").unwrap();
+        let pinned = store.stats().unwrap().used;
+        let report = store.check().unwrap();
+        assert!(report.is_ok(), "{report}");
+        assert_eq!(report.processes, 2, "the stranger's slot is kept");
+        assert_eq!(store.stats().unwrap().used, pinned, "x is still pinned");
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! | offset | size | field                                                |
 //! |--------|------|------------------------------------------------------|
 //! | 0      | 4    | pid (0: free slot)                                   |
+//! | 4      | 4    | its pid namespace (inode of `/proc/<pid>/ns/pid`)    |
 //! | 8      | 8    | start time of the process, in clock ticks after boot |
 //! | 16     | 8    | offset of its pin table (0: none yet)                |
 //! | 24     | 8    | pin table capacity (entries, a power of two)         |
@@ -35,6 +36,7 @@ use crate::{Error, Result};
 pub(crate) const PROC_SLOTS: u64 = 128;
 const SLOT: u64 = 64;
 const S_PID: u64 = 0;
+const S_PIDNS: u64 = 4;
 const S_START: u64 = 8;
 const S_TABLE: u64 = 16;
 const S_CAP: u64 = 24;
@@ -49,6 +51,8 @@ const INITIAL_PINS: u64 = 16;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Owner {
     pub(crate) pid: u32,
+    /// Its pid namespace: a pid means nothing in another one.
+    pub(crate) pidns: u32,
     pub(crate) start: u64,
 }
 
@@ -98,6 +102,7 @@ impl Arena<'_> {
         }
         Ok(Some(Owner {
             pid,
+            pidns: self.mem.u32(s + S_PIDNS)?,
             start: self.mem.u64(s + S_START)?,
         }))
     }
@@ -122,6 +127,7 @@ impl Arena<'_> {
             let s = self.slot_off(slot)?;
             if self.mem.u32(s + S_PID)? == 0 {
                 self.set_u64(s + S_START, owner.start)?;
+                self.set_u32(s + S_PIDNS, owner.pidns)?;
                 self.set_u64(s + S_TABLE, 0)?;
                 self.set_u64(s + S_CAP, 0)?;
                 self.set_u64(s + S_USED, 0)?;
@@ -403,7 +409,11 @@ mod tests {
     fn pin_tables_count_exactly_and_shrink_back_to_empty() {
         let s = HeapStore::new(1 << 20);
         let a = s.arena();
-        let me = Owner { pid: 42, start: 7 };
+        let me = Owner {
+            pid: 42,
+            pidns: 1,
+            start: 7,
+        };
         let slot = a.attach(me).unwrap().unwrap();
         let mut model = BTreeMap::<u64, u64>::new();
         let mut rng = Rng(5);

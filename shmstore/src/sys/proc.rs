@@ -22,9 +22,29 @@ pub(crate) fn own_start_time() -> u64 {
     *START.get_or_init(|| start_time(std::process::id()).unwrap_or(0))
 }
 
+/// This process's pid namespace: the inode of `/proc/self/ns/pid`
+/// (truncated to 32 bits; 0 if `/proc` cannot tell), read once.
+pub(crate) fn own_pid_namespace() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    static NS: OnceLock<u32> = OnceLock::new();
+    *NS.get_or_init(|| {
+        std::fs::metadata("/proc/self/ns/pid")
+            .map(|m| m.ino() as u32)
+            .unwrap_or(0)
+    })
+}
+
 /// `true` if `pid` is the same process that started at `start`.
 pub(crate) fn is_alive(pid: u32, start: u64) -> bool {
     start_time(pid) == Some(start)
+}
+
+/// `true` unless the process `(pid, pidns, start)` is known to be gone: a
+/// process of another pid namespace cannot be looked up in this one's
+/// `/proc`, so it is taken to be alive (its resources are never reclaimed
+/// from here; a process of its own namespace will).
+pub(crate) fn may_be_alive(pid: u32, pidns: u32, start: u64) -> bool {
+    pidns != own_pid_namespace() || is_alive(pid, start)
 }
 
 #[cfg(test)]
@@ -39,5 +59,12 @@ mod tests {
         assert!(is_alive(me, start));
         assert!(!is_alive(me, start + 1), "same pid, other start time");
         assert!(!is_alive(u32::MAX - 1, start), "no such pid");
+        let ns = own_pid_namespace();
+        assert_ne!(ns, 0);
+        assert!(!may_be_alive(u32::MAX - 1, ns, start));
+        assert!(
+            may_be_alive(u32::MAX - 1, ns.wrapping_add(1), start),
+            "another namespace"
+        );
     }
 }
