@@ -207,7 +207,11 @@ impl RawMutex {
     pub(crate) unsafe fn unlock(&self) {
         // SAFETY: as in `lock`; the caller guarantees this thread holds it.
         let rc = unsafe { libc::pthread_mutex_unlock(self.inner.get()) };
-        debug_assert_eq!(rc, 0, "pthread_mutex_unlock failed");
+        // The caller holds the lock, so only bytes another process wrote
+        // over the mutex can make this fail (EPERM: "not the owner"). There
+        // is nothing to undo and no one to tell from a guard's drop; the
+        // next lock() reports what state the mutex is in.
+        let _ = rc;
     }
 }
 
