@@ -738,8 +738,8 @@ impl Store {
         })
     }
 
-    /// Checks a pinned value's bytes if its type has invalid bit patterns;
-    /// unpins and reports corruption if they are invalid.
+    /// Checks a pinned value's bytes if its type has invalid bit patterns
+    /// (the caller's [`Pin`] gives the pin back if they are invalid).
     fn check_value<T: ShmSafe>(&self, name: &str, r: &Record) -> Result<NonNull<T>> {
         let size = core::mem::size_of::<T>() as u64;
         let p = self
@@ -757,7 +757,6 @@ impl Store {
                 // the mapping, aligned; the record is pinned so its memory
                 // stays allocated; element `i < len`.
                 if let Err(e) = unsafe { T::check_bytes(p.add(i as usize)) } {
-                    let _ = self.unpin(r.rec, r.counted);
                     return Err(Error::corrupted(format!(
                         "object \"{name}\": {}",
                         e.within(i as usize * size as usize)
@@ -957,19 +956,19 @@ impl Store {
     /// layouts) if it was stored with another type or as a slice.
     pub fn get<T: ShmSafe>(&self, name: &str) -> Result<Handle<T>> {
         let r = self.lookup_pinned::<T>(name, false)?;
+        // Owned first: if the check fails, dropping it gives the pin back.
+        let pin = self.pin_of(&r);
         let ptr = self.check_value::<T>(name, &r)?;
-        Ok(Handle {
-            pin: self.pin_of(&r),
-            ptr,
-        })
+        Ok(Handle { pin, ptr })
     }
 
     /// A handle to the slice `name`, checked to hold `T`s.
     pub fn get_slice<T: ShmSafe>(&self, name: &str) -> Result<SliceHandle<T>> {
         let r = self.lookup_pinned::<T>(name, true)?;
+        let pin = self.pin_of(&r);
         let ptr = self.check_value::<T>(name, &r)?;
         Ok(SliceHandle {
-            pin: self.pin_of(&r),
+            pin,
             ptr,
             len: r.len as usize,
         })
@@ -993,11 +992,10 @@ impl Store {
         let value = init();
         let items = core::slice::from_ref(&value);
         let (r, _) = self.put::<T>(name, false, 1, true, true, &mut |dst| copy_in(dst, items))?;
+        // Owned first: if the check fails, dropping it gives the pin back.
+        let pin = self.pin_of(&r);
         let ptr = self.check_value::<T>(name, &r)?;
-        Ok(Handle {
-            pin: self.pin_of(&r),
-            ptr,
-        })
+        Ok(Handle { pin, ptr })
     }
 
     /// Removes `name`. Its memory is reused once no handle of this or any

@@ -245,6 +245,10 @@ fn invalid_bytes_in_a_stored_value_are_reported_not_read() {
     let err = s.get::<bool>("flag").unwrap_err();
     assert!(matches!(err, Error::Corrupted { .. }), "{err}");
     assert!(err.to_string().contains("bool"), "{err}");
+    // The refused get left no pin behind: removing the object frees it.
+    let used = s.stats().unwrap().used;
+    s.remove("flag").unwrap();
+    assert!(s.stats().unwrap().used < used, "the refused get kept a pin");
 }
 
 /// The offset of the 1-byte value stored under `name`: a record holds the
