@@ -344,16 +344,20 @@ fn probe(store: &Store, k: u64) {
     assert!(report.is_ok(), "k={k}: after the probe:\n{report}");
 }
 
-/// The child: open the store, run the operation with a crash armed at its
-/// k-th step, and say DONE if it survived.
-fn child(op: &Op, name: &str) {
-    // No core files: thousands of aborts must stay cheap.
+/// No core files: thousands of aborts must stay cheap.
+fn no_core_dumps() {
     let no_core = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: setrlimit reads the struct we pass; no other preconditions.
     unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
+}
+
+/// The child: open the store, run the operation with a crash armed at its
+/// k-th step, and say DONE if it survived.
+fn child(op: &Op, name: &str) {
+    no_core_dumps();
     let k: u64 = role_arg().parse().expect("k");
     let store = Store::open(name).expect("child open");
     (op.run)(
@@ -749,12 +753,7 @@ const CREATION_TEST: &str = "a_creator_killed_at_any_step_of_creation_is_detecte
 fn a_creator_killed_at_any_step_of_creation_is_detected_not_waited_on() {
     if let Some((r, name)) = role() {
         assert_eq!(r, "create");
-        let no_core = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: setrlimit reads the struct we pass; no other preconditions.
-        unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
+        no_core_dumps();
         let k: u64 = role_arg().parse().expect("k");
         shmstore::crash_after_steps(k);
         let store = Store::create(&name, MIB).expect("child create");
