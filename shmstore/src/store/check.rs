@@ -1,0 +1,156 @@
+//! Space accounting and the full consistency check.
+
+use super::*;
+
+/// The result of [`Store::check`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Allocated blocks found by walking the heap.
+    pub used_blocks: u64,
+    /// Free blocks found by walking the heap (each also found on its list).
+    pub free_blocks: u64,
+    /// Bytes in allocated blocks.
+    pub used_bytes: u64,
+    /// Bytes in free blocks below the heap's top.
+    pub free_bytes: u64,
+    /// Objects reached through the directory, each found again by name.
+    pub objects: u64,
+    /// Registered types.
+    pub types: u64,
+    /// Processes attached to the store (after releasing the dead ones).
+    pub processes: u64,
+    /// Every inconsistency found, with its offset. Empty when the store is
+    /// consistent.
+    pub problems: Vec<String>,
+}
+
+impl CheckReport {
+    /// `true` if no problem was found.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} objects, {} types, {} processes; heap: {} blocks used ({} bytes), {} free ({} bytes)",
+            self.objects,
+            self.types,
+            self.processes,
+            self.used_blocks,
+            self.used_bytes,
+            self.free_blocks,
+            self.free_bytes
+        )?;
+        if self.problems.is_empty() {
+            write!(f, "no problems found")
+        } else {
+            for p in &self.problems {
+                writeln!(f, "problem: {p}")?;
+            }
+            Ok(())
+        }
+    }
+}
+
+impl Store {
+    /// Space accounting: capacity, committed, used and free bytes, objects.
+    pub fn stats(&self) -> Result<Stats> {
+        self.with_arena(|a| a.stats())
+    }
+
+    /// Walks every structure of the store (header, every heap block, every
+    /// free list, the directory, every record and the type registry) and
+    /// reports what it verified and every inconsistency found. First it
+    /// releases what processes that died still held (their pins and
+    /// unfinished inserts), so space they pinned shows as free.
+    pub fn check(&self) -> Result<CheckReport> {
+        let reaped = self.reap();
+        self.with_arena(|a| {
+            let mut report = CheckReport::default();
+            if let Err(e) = &reaped {
+                report
+                    .problems
+                    .push(format!("releasing what dead processes held: {e}"));
+            }
+            match a.check_heap() {
+                Ok((ub, fb, u, f)) => {
+                    report.used_blocks = ub;
+                    report.free_blocks = fb;
+                    report.used_bytes = u;
+                    report.free_bytes = f;
+                }
+                Err(e) => report.problems.push(format!("heap: {e}")),
+            }
+            match a.type_count() {
+                Ok(n) => report.types = n,
+                Err(e) => report.problems.push(format!("registry: {e}")),
+            }
+            let records = match a.records() {
+                Ok(r) => r,
+                Err(e) => {
+                    report.problems.push(format!("directory: {e}"));
+                    return Ok(report);
+                }
+            };
+            for rec in records {
+                let name = match a.record(rec).and_then(|_| a.record_name(rec)) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        report.problems.push(format!("record {rec:#x}: {e}"));
+                        continue;
+                    }
+                };
+                match a.lookup(name.as_bytes(), hash_name(name.as_bytes())) {
+                    Ok(Some(f)) if f.rec == rec => report.objects += 1,
+                    Ok(_) => report.problems.push(format!(
+                        "record {rec:#x} (\"{name}\") cannot be found by its name"
+                    )),
+                    Err(e) => report.problems.push(format!("record {rec:#x}: {e}")),
+                }
+            }
+            let objects = Header(a).objects()?;
+            if objects != report.objects {
+                report.problems.push(format!(
+                    "header counts {objects} objects, the directory holds {}",
+                    report.objects
+                ));
+            }
+            // Every pin a process counts must be on an allocated record
+            // whose pin word counts at least as many (pins that could not
+            // be counted make the word larger, never smaller).
+            let mut counted = std::collections::BTreeMap::<u64, u64>::new();
+            match a.attached() {
+                Ok(slots) => {
+                    report.processes = slots.len() as u64;
+                    for (slot, owner) in slots {
+                        match a.counted_pins(slot) {
+                            Ok(pins) => pins.into_iter().for_each(|(rec, n)| {
+                                let c = counted.entry(rec).or_default();
+                                *c = c.saturating_add(n);
+                            }),
+                            Err(e) => report
+                                .problems
+                                .push(format!("process slot {slot} (pid {}): {e}", owner.pid)),
+                        }
+                    }
+                }
+                Err(e) => report.problems.push(format!("process table: {e}")),
+            }
+            for (rec, n) in counted {
+                match a.payload_size(rec).and_then(|_| a.pin_count(rec)) {
+                    Ok(word) if u64::from(word) >= n => {}
+                    Ok(word) => report.problems.push(format!(
+                        "record {rec:#x}: processes count {n} pins, its pin word {word}"
+                    )),
+                    Err(e) => report
+                        .problems
+                        .push(format!("record {rec:#x}, pinned by a process: {e}")),
+                }
+            }
+            Ok(report)
+        })
+    }
+}

@@ -1,0 +1,283 @@
+//! [`Store`]: the typed public API over a mapped segment.
+//!
+//! A store is one POSIX shared-memory segment holding a header, an
+//! allocator, a directory of named objects and a type registry. Every
+//! process that opens the same name maps the same bytes; a [`Handle`] is a
+//! zero-copy view of one object, checked against the type it was asked for.
+//!
+//! ```
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//! use shmstore::{ShmMutex, ShmSafe, Store};
+//!
+//! #[derive(ShmSafe)]
+//! #[repr(C)]
+//! struct Point {
+//!     x: f64,
+//!     y: f64,
+//! }
+//!
+//! # fn main() -> shmstore::Result<()> {
+//! # let name = format!("doc-store-{}", std::process::id());
+//! let store = Store::open_or_create(&name, 1 << 20)?;
+//! store.insert("origin", Point { x: 0.0, y: 0.0 })?;
+//! assert_eq!(store.get::<Point>("origin")?.y, 0.0);
+//!
+//! let hits = store.get_or_insert_with("hits", || AtomicU64::new(0))?;
+//! hits.fetch_add(1, Ordering::Relaxed);
+//!
+//! let state = store.get_or_insert_with("state", || ShmMutex::new(0u64))?;
+//! *state.lock()? += 1;
+//!
+//! store.insert_slice("samples", &[1.5f32; 64])?;
+//! assert_eq!(store.get_slice::<f32>("samples")?.len(), 64);
+//!
+//! // The wrong type is an error that shows both layouts.
+//! assert!(matches!(store.get::<u32>("origin"), Err(shmstore::Error::TypeMismatch { .. })));
+//! Store::unlink(&name)?;
+//! # Ok(())
+//! # }
+//! ```
+
+use core::fmt;
+use core::ops::Deref;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::arena::dir::{hash_name, Found};
+use crate::arena::header::*;
+use crate::arena::mem::Mem;
+use crate::arena::procs::Owner;
+use crate::arena::{Arena, Record, Stats};
+use crate::region::{self, Region, SegmentName};
+use crate::sys::proc;
+use crate::sys::pthread::{Acquired, RawMutex, PTHREAD_MUTEX_SIZE};
+use crate::{Error, Result, ShmSafe, TypeLayout};
+
+mod check;
+mod handle;
+mod objects;
+mod open;
+mod options;
+mod pins;
+mod raw;
+#[cfg(test)]
+mod tests;
+
+pub use check::CheckReport;
+pub use handle::{Handle, SliceHandle};
+pub use objects::Entry;
+pub use options::StoreOptions;
+
+/// The longest object name, in bytes.
+pub const MAX_OBJECT_NAME: usize = 255;
+/// The smallest capacity a store can be created with.
+pub const MIN_CAPACITY: u64 = 64 << 10;
+/// Values of at most this many bytes are copied in while the header lock is
+/// held; larger ones are copied between reserving and publishing, so that a
+/// big slice never holds other processes up.
+const COPY_UNDER_LOCK: u64 = 64 << 10;
+
+const _: () = assert!(core::mem::size_of::<RawMutex>() as u64 <= LOCK_SPACE);
+const _: () = assert!(core::mem::align_of::<RawMutex>() as u64 <= 64);
+
+/// A typed object store in a POSIX shared-memory segment.
+///
+/// Cheap to clone (an `Arc`); `Send + Sync`. Handles keep the mapping alive,
+/// so a `Store` can be dropped while handles are still used.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    region: Region,
+    mem: Mem,
+    /// This process's slot in the store's process table ([`NO_SLOT`] if
+    /// the table was full: pins are then not released if we die).
+    slot: AtomicU32,
+}
+
+const NO_SLOT: u32 = u32::MAX;
+
+impl Inner {
+    fn header_lock(&self) -> Result<&RawMutex> {
+        let p = self.mem.ptr(OFF_LOCK, LOCK_SPACE, 8)?;
+        // SAFETY: the lock lies inside the mapped header page, aligned, and
+        // was initialised by the creator before the state became ready
+        // (checked when the store was opened); the mapping outlives `self`.
+        Ok(unsafe { &*p.cast::<RawMutex>() })
+    }
+
+    fn lock(&self) -> Result<HeaderGuard<'_>> {
+        let lock = self.header_lock()?;
+        let state = lock.lock()?;
+        let guard = HeaderGuard { lock };
+        let arena = Arena::new(self.mem, &|_, _| Ok(()));
+        if let Acquired::OwnerDied = state {
+            // The dead owner may have been half-way through an operation:
+            // undo it from the journal, check what the allocator reaches,
+            // and only then mark the lock consistent. If this process dies
+            // during recovery, the next locker is told the owner died and
+            // starts over. If recovery fails (metadata we cannot repair),
+            // the lock is released still inconsistent, which makes it
+            // unrecoverable: every later operation then reports the store
+            // as corrupted instead of running over broken metadata.
+            arena.rollback()?;
+            arena.validate_header()?;
+            arena.check_heap()?;
+            let hdr = Header(&arena);
+            hdr.set_recoveries(hdr.recoveries()?.saturating_add(1))?;
+            lock.make_consistent()?;
+        } else if arena.journal_len()? != 0 {
+            // A dead holder's entries come with EOWNERDEAD; entries without
+            // it were left by an operation that unwound (a panic inside
+            // the arena, which would be a bug) or by corruption. Undo them
+            // all the same.
+            arena.rollback()?;
+        }
+        Ok(guard)
+    }
+
+    /// Runs `f` over the arena with the header lock held, as one
+    /// operation: if `f` succeeds its writes are committed, if it fails (or
+    /// the process dies before the commit) they are all undone.
+    ///
+    /// When the allocator finds room only by merging the blocks parked on
+    /// its fast lists, the operation is undone, the parked blocks are
+    /// merged (in short committed steps: merging changes no contents) and
+    /// the operation runs once more; so `f` may run twice.
+    pub(super) fn with_arena<R>(&self, mut f: impl FnMut(&Arena<'_>) -> Result<R>) -> Result<R> {
+        let _guard = self.lock()?;
+        let commit = |from: u64, to: u64| self.region.commit(from, to - from);
+        let arena = Arena::journaled(self.mem, &commit);
+        arena.validate_header()?;
+        let mut consolidated = false;
+        loop {
+            match f(&arena) {
+                Ok(r) => {
+                    arena.commit_journal()?;
+                    return Ok(r);
+                }
+                Err(e) => {
+                    arena.rollback()?;
+                    if consolidated || !arena.take_consolidation_request() {
+                        return Err(e);
+                    }
+                    arena.consolidate_in_steps()?;
+                    consolidated = true;
+                }
+            }
+        }
+    }
+
+    fn new(region: Region, mem: Mem) -> Inner {
+        Inner {
+            region,
+            mem,
+            slot: AtomicU32::new(NO_SLOT),
+        }
+    }
+
+    fn slot(&self) -> Option<u32> {
+        Some(self.slot.load(Ordering::Relaxed)).filter(|&s| s != NO_SLOT)
+    }
+}
+
+impl Drop for Inner {
+    /// Gives this process's slot back (no handle exists any more: each
+    /// holds the `Inner`). Errors cannot be reported from drop; a slot left
+    /// behind is released by the next process that finds us gone.
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot() {
+            let owner = own_identity();
+            while let Ok(true) = self.with_arena(|a| a.release_step(slot, owner)) {}
+        }
+    }
+}
+
+/// This process as the process table knows it.
+pub(super) fn own_identity() -> Owner {
+    Owner {
+        pid: std::process::id(),
+        pidns: proc::own_pid_namespace(),
+        start: proc::own_start_time(),
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("name", &self.name())
+            .field("capacity", &self.inner.mem.len())
+            .finish()
+    }
+}
+
+/// Holds the header lock; unlocks on drop.
+struct HeaderGuard<'a> {
+    lock: &'a RawMutex,
+}
+
+impl Drop for HeaderGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: a HeaderGuard exists only while this thread holds the lock
+        // (made in `Store::lock` after a successful lock()).
+        unsafe { self.lock.unlock() };
+    }
+}
+
+pub(super) fn validate_object_name(name: &str) -> Result<&[u8]> {
+    let reason = if name.is_empty() {
+        "an object name must not be empty"
+    } else if name.len() > MAX_OBJECT_NAME {
+        "an object name must be at most 255 bytes"
+    } else if name.contains('\0') {
+        "an object name must not contain NUL"
+    } else {
+        return Ok(name.as_bytes());
+    };
+    Err(Error::InvalidName {
+        name: name.to_string(),
+        reason,
+    })
+}
+
+impl Store {
+    /// Options for creating or opening a store.
+    pub fn options() -> StoreOptions {
+        StoreOptions::default()
+    }
+
+    /// Creates a new store of `capacity` bytes with mode `0o600`.
+    /// `name` is `"demo"` or `"/demo"`.
+    pub fn create(name: &str, capacity: u64) -> Result<Store> {
+        Store::options().capacity(capacity).create(name)
+    }
+
+    /// Opens an existing store.
+    pub fn open(name: &str) -> Result<Store> {
+        Store::options().open(name)
+    }
+
+    /// Opens the store, creating it with `capacity` bytes if needed.
+    pub fn open_or_create(name: &str, capacity: u64) -> Result<Store> {
+        Store::options().capacity(capacity).open_or_create(name)
+    }
+
+    /// Removes the store's name; processes that have it open keep their
+    /// mapping until they drop it.
+    pub fn unlink(name: &str) -> Result<()> {
+        region::unlink(&SegmentName::parse(name)?)
+    }
+
+    /// The store's name, with its leading slash.
+    pub fn name(&self) -> &str {
+        self.inner.region.name().as_str()
+    }
+
+    pub(super) fn with_arena<R>(&self, f: impl FnMut(&Arena<'_>) -> Result<R>) -> Result<R> {
+        self.inner.with_arena(f)
+    }
+}

@@ -1,0 +1,187 @@
+//! Creating, opening and validating a segment, and joining its process table.
+
+use super::*;
+
+impl Store {
+    pub(super) fn initialise(region: Region) -> Result<Store> {
+        region.commit(0, HEAP_START)?;
+        let base = region.base();
+        // SAFETY: the region maps `len` bytes at `base`, page-aligned, for as
+        // long as `Inner` (which owns both) lives; the arena forms no
+        // references into it.
+        let mem = unsafe { Mem::new(base, region.len()) };
+        crate::crash::step();
+        // Who is creating it, before anything says "store": an opener that
+        // finds the magic and a creator that is gone knows the store will
+        // never be ready.
+        let me = own_identity();
+        mem.set_u32(OFF_CREATOR, me.pid)?;
+        mem.set_u32(OFF_CREATOR_START, me.start as u32)?;
+        mem.atomic_u32(OFF_STATE)?
+            .store(STATE_CREATING, Ordering::Relaxed);
+        mem.write_bytes(OFF_MAGIC, &MAGIC)?;
+        mem.set_u32(OFF_VERSION, VERSION)?;
+        mem.set_u64(OFF_ABI, abi_tag(PTHREAD_MUTEX_SIZE))?;
+        let inner = Inner::new(region, mem);
+        let commit = |from: u64, to: u64| inner.region.commit(from, to - from);
+        crate::crash::step();
+        Arena::new(mem, &commit).format()?;
+        crate::crash::step();
+        let lock = mem.ptr(OFF_LOCK, LOCK_SPACE, 8)?.cast::<RawMutex>();
+        // SAFETY: `lock` is inside the committed header page, aligned (the
+        // offset is a multiple of 64 and the mapping page-aligned), and no
+        // other process uses it: the state word still says "creating".
+        unsafe { RawMutex::init(lock) }?;
+        crate::crash::step();
+        mem.atomic_u32(OFF_STATE)?
+            .store(STATE_READY, Ordering::Release);
+        let store = Store {
+            inner: Arc::new(inner),
+        };
+        store.join()?;
+        Ok(store)
+    }
+
+    pub(super) fn attach(name: &SegmentName, timeout: Duration) -> Result<Store> {
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_micros(100);
+        let not_ready = |reason: String| -> Result<Option<Store>> {
+            if Instant::now() >= deadline {
+                Err(Error::NotAStore {
+                    name: name.as_str().to_string(),
+                    reason,
+                })
+            } else {
+                Ok(None)
+            }
+        };
+        loop {
+            let attempt = match Region::open(name) {
+                Ok(region) => Store::validate(region, name, deadline),
+                Err(Error::NotAStore { reason, .. }) => not_ready(reason),
+                Err(e) => Err(e),
+            };
+            if let Some(store) = attempt? {
+                return Ok(store);
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// Validates a mapped segment. `Ok(None)` means "not ready yet, retry".
+    pub(super) fn validate(
+        region: Region,
+        name: &SegmentName,
+        deadline: Instant,
+    ) -> Result<Option<Store>> {
+        let len = region.len() as u64;
+        let late = Instant::now() >= deadline;
+        let not_a_store = |reason: String| Error::NotAStore {
+            name: name.as_str().to_string(),
+            reason,
+        };
+        if len < HEAP_START * 2 {
+            return if late {
+                Err(not_a_store(format!(
+                    "segment is {len} bytes, smaller than any store ({} bytes)",
+                    HEAP_START * 2
+                )))
+            } else {
+                Ok(None)
+            };
+        }
+        // SAFETY: the region maps `len` bytes at its page-aligned base and
+        // `Inner` keeps it alive for as long as the Mem is used.
+        let mem = unsafe { Mem::new(region.base(), region.len()) };
+        let magic = mem.read_bytes(OFF_MAGIC, 8)?;
+        if magic != MAGIC {
+            if magic == [0; 8] && !late {
+                return Ok(None); // a creator has not written its header yet
+            }
+            return Err(not_a_store(format!(
+                "its first bytes are {magic:02x?}, not the shmstore magic"
+            )));
+        }
+        let version = mem.u32(OFF_VERSION)?;
+        if version != VERSION {
+            return Err(Error::Incompatible {
+                name: name.as_str().to_string(),
+                reason: format!("format version {version}, this build reads version {VERSION}"),
+            });
+        }
+        let ours = abi_tag(PTHREAD_MUTEX_SIZE);
+        let abi = mem.u64(OFF_ABI)?;
+        if abi != ours {
+            return Err(Error::Incompatible {
+                name: name.as_str().to_string(),
+                reason: format!(
+                    "made by a {} process, this process is {}",
+                    describe_abi(abi),
+                    describe_abi(ours)
+                ),
+            });
+        }
+        match mem.atomic_u32(OFF_STATE)?.load(Ordering::Acquire) {
+            STATE_READY => {}
+            STATE_CREATING => {
+                let creator = mem.u32(OFF_CREATOR)?;
+                let started = mem.u32(OFF_CREATOR_START)?;
+                // The start time tells the creator from a process that got
+                // its pid after it died (the low 32 bits suffice for that).
+                let alive = proc::start_time(creator).map(|t| t as u32) == Some(started);
+                if !alive {
+                    return Err(Error::corrupted(format!(
+                        "store \"{}\" was left half-initialised by its creator (pid {creator}), which died; \
+                         remove it with Store::unlink and create it again",
+                        name.as_str()
+                    )));
+                }
+                if late {
+                    return Err(Error::corrupted(format!(
+                        "store \"{}\" is still being initialised by pid {creator} after the open timeout",
+                        name.as_str()
+                    )));
+                }
+                return Ok(None);
+            }
+            other => {
+                return Err(Error::corrupted(format!(
+                    "store \"{}\" has an unknown init state {other}",
+                    name.as_str()
+                )))
+            }
+        }
+        let capacity = mem.u64(OFF_CAPACITY)?;
+        if capacity != len {
+            return Err(Error::corrupted(format!(
+                "header says capacity {capacity}, but the segment is {len} bytes"
+            )));
+        }
+        let store = Store {
+            inner: Arc::new(Inner::new(region, mem)),
+        };
+        // Validate the roots only: opening must not touch every page (a
+        // reader's resident memory grows with what it reads). Each record is
+        // validated when it is looked up.
+        store.with_arena(|a| {
+            a.type_count()?;
+            a.dir_validate()
+        })?;
+        store.join()?;
+        Ok(Some(store))
+    }
+
+    /// Takes a slot in the process table, then releases the slots of
+    /// processes that are gone.
+    pub(super) fn join(&self) -> Result<()> {
+        if let Some(slot) = self.with_arena(|a| a.attach(own_identity()))? {
+            self.inner.slot.store(slot, Ordering::Relaxed);
+        }
+        // A dead process's slot that cannot be released (its pin table is
+        // corrupted) must not keep everyone from opening the store: the
+        // failure is reported by `check()`, which reaps again.
+        let _ = self.reap();
+        Ok(())
+    }
+}
