@@ -99,6 +99,9 @@ struct Stall(u64);
 // of the value (it only blocks).
 unsafe impl ShmSafe for Stall {
     const LAYOUT: &'static TypeLayout = &TypeLayout::primitive::<u64>("Stall");
+    // Its initialisation is not a no-op, so it must say so: the store runs
+    // `init_in_place` only for immovable types.
+    const IMMOVABLE: bool = true;
 
     unsafe fn init_in_place(_ptr: *mut Self) -> Result<(), Error> {
         if let Some(flag) = STALLING.get() {
@@ -118,7 +121,7 @@ fn stall_in_insert(store: &str, count: usize) {
     assert!(STALLING.set(flag).is_ok());
     let store = Store::open(store).unwrap();
     let items: Vec<Stall> = (0..count as u64).map(Stall).collect();
-    let _ = store.insert_slice("stalled", &items);
+    let _ = store.insert_slice_from_iter("stalled", items);
     unreachable!("insert_slice returned");
 }
 

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use shmstore::{Handle, LockError, ShmMutex, ShmSafe, Store};
+use shmstore::{Error, Handle, ShmMutex, ShmSafe, Store};
 use shmstore_tests::{role, spawn_role, wait_until, Child, StoreGuard, PATIENCE};
 
 /// How long a lock may take before the test declares a hang.
@@ -86,12 +86,23 @@ fn kill_holder(mut child: Child, holding: &AtomicU32) {
     assert_eq!(done.status.signal(), Some(libc::SIGKILL), "{done}");
 }
 
-/// Checks the recovered guard and repairs the data; then the mutex must
-/// lock normally.
+/// Checks that the owner's death is reported (by `lock`, until someone
+/// repairs the data), recovers the guard and repairs the data; then the
+/// mutex must lock normally.
 fn recover(account: Handle<ShmMutex<Account>>) {
     within_watchdog("lock() after the owner died", move || {
         match account.lock() {
-            Err(LockError::OwnerDied(mut guard)) => {
+            Err(Error::OwnerDied { what }) => {
+                assert!(
+                    what.contains("object \"account\""),
+                    "the error names the object: {what}"
+                );
+            }
+            Err(e) => panic!("lock failed instead of reporting owner death: {e}"),
+            Ok(guard) => panic!("owner death not reported; data {:?}", *guard),
+        }
+        match account.lock_recover() {
+            Ok(mut guard) if guard.owner_died() => {
                 assert_eq!(
                     *guard,
                     Account {
@@ -103,11 +114,10 @@ fn recover(account: Handle<ShmMutex<Account>>) {
                 );
                 guard.step = 0;
                 guard.updates += 1;
-            }
-            Err(LockError::Failed(e)) => {
-                panic!("lock failed instead of reporting owner death: {e}")
+                guard.mark_consistent();
             }
             Ok(guard) => panic!("owner death not reported; data {:?}", *guard),
+            Err(e) => panic!("lock_recover failed: {e}"),
         }
         // Recovered: locks normally now, with the repaired data.
         let guard = account
@@ -165,10 +175,10 @@ fn waiter_blocked_on_a_mutex_gets_owner_died_when_the_holder_is_killed() {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         started_tx.send(()).unwrap();
-        let outcome = match waiter_account.lock() {
-            Err(LockError::OwnerDied(guard)) => Ok(*guard),
-            Err(LockError::Failed(e)) => Err(format!("failed: {e}")),
+        let outcome = match waiter_account.lock_recover() {
+            Ok(guard) if guard.owner_died() => Ok(*guard),
             Ok(guard) => Err(format!("no owner death reported: {:?}", *guard)),
+            Err(e) => Err(format!("failed: {e}")),
         };
         let _ = tx.send(outcome);
     });
@@ -186,12 +196,19 @@ fn waiter_blocked_on_a_mutex_gets_owner_died_when_the_holder_is_killed() {
         .unwrap();
     assert_eq!(seen.balance, 1_000_042);
     assert_eq!(seen.step, 1);
-    // The waiter dropped its guard without repairing: still lockable.
+    // The waiter dropped its guard without repairing: the mutex works, but
+    // every `lock` still reports the death until someone repairs the data.
     within_watchdog("lock() after recovery", move || {
-        let g = account
-            .lock()
+        assert!(matches!(account.lock(), Err(Error::OwnerDied { .. })));
+        let mut g = account
+            .lock_recover()
             .expect("the mutex works again after recovery");
+        assert!(g.owner_died());
         assert_eq!(g.step, 1);
+        g.step = 0;
+        g.mark_consistent();
+        drop(g);
+        assert_eq!(account.lock().expect("repaired").step, 0);
     });
 }
 
@@ -208,17 +225,17 @@ fn a_mutex_survives_several_owners_killed_in_turn() {
         within_watchdog("lock() before a new holder", {
             let account = account.clone();
             move || {
-                let mut g = account.lock().or_else(LockError::into_inner).unwrap();
+                let mut g = account.lock_recover().unwrap();
                 g.updates = 0;
                 g.step = 0;
+                g.mark_consistent();
             }
         });
         let child = spawn_role(TEST, "holder", guard.name());
         kill_holder(child, &holding);
         let a = account.clone();
         let died = within_watchdog("lock() after the owner died", move || {
-            let r = a.lock();
-            r.is_err() && r.as_ref().err().unwrap().is_owner_died()
+            matches!(a.lock(), Err(Error::OwnerDied { .. }))
         });
         assert!(died, "round {round}: owner death not reported");
     }

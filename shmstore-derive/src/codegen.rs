@@ -64,10 +64,15 @@ pub(crate) fn generate(input: &Container<'_>) -> TokenStream {
          release resources explicitly"
     );
 
+    let align_message = format!(
+        "`{ident}` is aligned to more than 4096 bytes (a page); a store's mappings are only \
+         page-aligned, so such an alignment cannot hold in every process: use at most align(4096)"
+    );
     let Items {
         support,
         kind,
         has_invalid,
+        immovable,
         check_bytes,
         init_in_place,
         trace,
@@ -77,10 +82,14 @@ pub(crate) fn generate(input: &Container<'_>) -> TokenStream {
     };
 
     let drop_guard = drop_guard(input, &generics, &drop_message);
+    let movable = movable_impl(input, &generics);
+    let align_guard = align_guard(input, &align_message);
 
     quote! {
         const _: () = {
             #drop_guard
+
+            #align_guard
 
             #support
 
@@ -105,6 +114,7 @@ pub(crate) fn generate(input: &Container<'_>) -> TokenStream {
             unsafe impl #impl_generics #krate::ShmSafe for #ident #ty_generics #where_clause {
                 const LAYOUT: &'static #krate::TypeLayout = {
                     ::core::assert!(!::core::mem::needs_drop::<Self>(), #drop_message);
+                    ::core::assert!(::core::mem::align_of::<Self>() <= 4096, #align_message);
                     &#krate::TypeLayout {
                         name: #name,
                         size: ::core::mem::size_of::<Self>(),
@@ -115,13 +125,48 @@ pub(crate) fn generate(input: &Container<'_>) -> TokenStream {
 
                 const HAS_INVALID_BIT_PATTERNS: bool = #has_invalid;
 
+                const IMMOVABLE: bool = #immovable;
+
                 #check_bytes
 
                 #init_in_place
 
                 #trace
             }
+
+            #movable
         };
+    }
+}
+
+/// `unsafe impl ShmMovable` for the type, bounded on every field being
+/// movable: a struct with a `ShmMutex` field is not, so no guard hands out
+/// `&mut` to it. The field bounds are written `for<'__shm> Field:
+/// ShmMovable` so that a bound on a concrete, unmovable field type is
+/// evaluated where the impl is used (making the type simply not movable),
+/// instead of being refused as a trivially false bound where it is written.
+fn movable_impl(input: &Container<'_>, generics: &Generics) -> TokenStream {
+    let krate = &input.krate;
+    let ident = input.ident;
+    let mut generics = generics.clone();
+    if let Body::Struct { fields, .. } = &input.body {
+        let predicates: Vec<WherePredicate> = fields
+            .iter()
+            .map(|field| {
+                let ty = field.ty;
+                syn::parse_quote!(for<'__shm> #ty: #krate::ShmMovable)
+            })
+            .collect();
+        generics.make_where_clause().predicates.extend(predicates);
+    }
+    let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
+    quote! {
+        // SAFETY: `ShmMovable` asks that the type have no part initialised
+        // in place: an enum has none, and a struct has none exactly when
+        // every field has none, which the bounds require. `IMMOVABLE` above
+        // is then `false` (the OR of the fields' flags).
+        #[automatically_derived]
+        unsafe impl #impl_generics #krate::ShmMovable for #ident #ty_generics #where_clause {}
     }
 }
 
@@ -179,6 +224,18 @@ fn drop_guard(input: &Container<'_>, generics: &Generics, message: &str) -> Toke
     }
 }
 
+/// Refuses a non-generic type aligned to more than a page when it is
+/// defined (a generic one is refused by the assertion in its `LAYOUT`).
+fn align_guard(input: &Container<'_>, message: &str) -> TokenStream {
+    let ident = input.ident;
+    if !input.generics.params.is_empty() {
+        return TokenStream::new();
+    }
+    quote_spanned! {ident.span()=>
+        const _: () = ::core::assert!(::core::mem::align_of::<#ident>() <= 4096, #message);
+    }
+}
+
 /// `tokens` with every span (inside groups too) set to `span`.
 fn respan(tokens: TokenStream, span: Span) -> TokenStream {
     tokens
@@ -203,6 +260,7 @@ struct Items {
     /// The `LayoutKind` expression.
     kind: TokenStream,
     has_invalid: TokenStream,
+    immovable: TokenStream,
     check_bytes: TokenStream,
     init_in_place: TokenStream,
     trace: TokenStream,
@@ -229,6 +287,10 @@ fn struct_items(krate: &Path, repr: StructRepr, fields: &[Field<'_>]) -> Items {
 
     let has_invalid = quote! {
         false #(|| <#tys as #krate::ShmSafe>::HAS_INVALID_BIT_PATTERNS)*
+    };
+
+    let immovable = quote! {
+        false #(|| <#tys as #krate::ShmSafe>::IMMOVABLE)*
     };
 
     let check_bytes = quote! {
@@ -294,6 +356,7 @@ fn struct_items(krate: &Path, repr: StructRepr, fields: &[Field<'_>]) -> Items {
         support: TokenStream::new(),
         kind,
         has_invalid,
+        immovable,
         check_bytes,
         init_in_place,
         trace,
@@ -372,6 +435,7 @@ fn enum_items(krate: &Path, repr: IntRepr, variants: &[Variant<'_>]) -> Items {
         support: shadow,
         kind,
         has_invalid: quote!(true),
+        immovable: quote!(false),
         check_bytes,
         init_in_place: TokenStream::new(),
         trace: TokenStream::new(),

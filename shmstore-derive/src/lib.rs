@@ -59,6 +59,8 @@ use syn::{parse_macro_input, DeriveInput};
 ///   layout and every variant with its discriminant. The fingerprint is
 ///   computed from it at compile time, so reordering fields, changing a
 ///   field's type or name, or changing the repr changes the fingerprint.
+/// - `IMMOVABLE`: `true` if any field holds parts initialised in place
+///   (a `ShmMutex`), so that no guard hands out `&mut` to the value;
 /// - `HAS_INVALID_BIT_PATTERNS`: `true` if any field has invalid bit
 ///   patterns (`bool`, `char`, enums, ...); always `true` for an enum.
 /// - `check_bytes`: checks each such field in place, through raw pointers,
@@ -89,6 +91,8 @@ use syn::{parse_macro_input, DeriveInput};
 ///   or `alloc`); any other type that is not `ShmSafe` fails the field's
 ///   trait bound, with the trait's own explanation;
 /// - an `impl Drop` for the type: values in shared memory are never dropped;
+/// - an alignment above 4096 (`#[repr(C, align(8192))]`): mappings are only
+///   page-aligned, so it could not hold in every process;
 /// - `#[shm(...)]` with an unknown option, or on a field or variant.
 ///
 /// # Example

@@ -83,9 +83,15 @@ pub enum Error {
         /// What was found, with the offset.
         reason: String,
     },
-    /// A process died while holding a lock; the protected data may be
-    /// half-updated. The lock has been marked consistent and is usable.
-    OwnerDied,
+    /// A process died while holding a lock, and no one has marked the data
+    /// it guarded consistent since: it may be half-updated. Every `lock`
+    /// reports this until a holder from `lock_recover` calls
+    /// `mark_consistent` (see [`ShmMutex`](crate::ShmMutex#owner-death)).
+    OwnerDied {
+        /// The lock: its type and, when this process can tell, the store
+        /// and object it lives in.
+        what: String,
+    },
     /// An operating-system call failed for a reason without its own variant.
     Io {
         /// The call that failed (`shm_open`, `mmap`, ...).
@@ -161,9 +167,10 @@ impl fmt::Display for Error {
                 write!(f, "store \"{name}\" is incompatible with this build: {reason}")
             }
             Error::Corrupted { reason } => write!(f, "store is corrupted: {reason}"),
-            Error::OwnerDied => write!(
+            Error::OwnerDied { what } => write!(
                 f,
-                "a process died while holding the lock; the data it guarded may be half-updated"
+                "a process died while holding {what}; the data it guards may be half-updated: \
+                 lock it with lock_recover(), repair the data and call mark_consistent()"
             ),
             Error::Io { op, source } => write!(f, "{op} failed: {source}"),
         }

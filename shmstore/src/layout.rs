@@ -361,15 +361,25 @@ impl std::error::Error for InvalidBitPattern {}
 ///   the type, and if [`Self::HAS_INVALID_BIT_PATTERNS`] is `false`, every bit
 ///   pattern of `size_of::<Self>()` initialised bytes is a valid value;
 /// - all mutation through `&Self` goes through interior mutability that is
-///   sound across processes (atomics, shmstore's process-shared locks);
-/// - [`Self::init_in_place`] only touches the value at `ptr`.
+///   sound across processes (atomics, shmstore's process-shared locks), and
+///   the type is `Send + Sync` (several threads and processes hold `&Self`
+///   to one value at once);
+/// - [`Self::init_in_place`] only touches the value at `ptr`, and does
+///   nothing at all unless [`Self::IMMOVABLE`] is `true`: a value that is not
+///   immovable may be moved or copied bit for bit without being initialised
+///   again;
+/// - [`Self::IMMOVABLE`] is `true` if any part of the value is initialised in
+///   place and must not move or be overwritten afterwards (a process-shared
+///   lock, which its holder's robust list points at);
+/// - its alignment is at most 4096 (a page: mappings are only page-aligned,
+///   so a larger alignment could not hold in every process).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot live in shared memory: it does not implement `ShmSafe`",
     label = "`{Self}` is not `ShmSafe`",
     note = "heap handles (`Vec`, `String`, `Box`), references, raw and function pointers and `usize`/`isize` have no meaning in another process",
     note = "use fixed-width integers, floats, arrays, atomics, shmstore's types, or a `#[repr(C)]` type with `#[derive(ShmSafe)]`"
 )]
-pub unsafe trait ShmSafe: Sized + 'static {
+pub unsafe trait ShmSafe: Sized + Send + Sync + 'static {
     /// The type's layout, computed at compile time.
     const LAYOUT: &'static TypeLayout;
 
@@ -380,6 +390,14 @@ pub unsafe trait ShmSafe: Sized + 'static {
     /// enums, and anything containing them); [`Self::check_bytes`] must then
     /// be called on bytes from another process before they are read as `Self`.
     const HAS_INVALID_BIT_PATTERNS: bool = false;
+
+    /// `true` if the value holds parts that are initialised in place, at
+    /// their final address, and must never move or be overwritten once
+    /// published (process-shared locks: a held one is on its owner's robust
+    /// list). No safe API hands out `&mut Self` for such a type once it
+    /// lives in a store: a guard of a `ShmMutex<Self>` gives `&Self`, and
+    /// containers do not move such elements.
+    const IMMOVABLE: bool = false;
 
     /// Checks that the bytes at `ptr` are a valid value of `Self`.
     ///
@@ -418,6 +436,30 @@ pub unsafe trait ShmSafe: Sized + 'static {
     }
 }
 
+/// A [`ShmSafe`] type that may be moved or overwritten once it lives in a
+/// store: it has no part initialised in place at its address.
+///
+/// A guard of a [`ShmMutex<T>`](crate::ShmMutex) gives `&mut T` (so that
+/// `*guard = value` and `mem::swap` work) only for `T: ShmMovable`. A type
+/// holding a `ShmMutex` is not movable: its holder's robust list points at
+/// the lock's bytes, so moving or overwriting them could make another
+/// thread, or the kernel, write through a stale pointer. Use the nested
+/// lock through `&T` instead.
+///
+/// `#[derive(ShmSafe)]` implements it for every type whose fields all are.
+///
+/// # Safety
+///
+/// Implement it only for a type with no part initialised in place: its
+/// [`ShmSafe::IMMOVABLE`] is `false` and its
+/// [`init_in_place`](ShmSafe::init_in_place) does nothing.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be moved or overwritten in a store: it holds a lock initialised in place",
+    label = "`{Self}` is not `ShmMovable`",
+    note = "a guard gives `&mut T` only for movable `T`; use the nested lock through `&T` (for example `guard.inner.lock()`)"
+)]
+pub unsafe trait ShmMovable: ShmSafe {}
+
 macro_rules! plain_primitive {
     ($($t:ty => $name:literal),* $(,)?) => {$(
         // SAFETY: a fixed-width integer or float: no pointers, no drop glue,
@@ -425,6 +467,9 @@ macro_rules! plain_primitive {
         unsafe impl ShmSafe for $t {
             const LAYOUT: &'static TypeLayout = &TypeLayout::primitive::<$t>($name);
         }
+        // SAFETY: nothing initialised in place (the default init, not
+        // IMMOVABLE).
+        unsafe impl ShmMovable for $t {}
     )*};
 }
 
@@ -463,6 +508,19 @@ unsafe impl ShmSafe for bool {
         unsafe { check_bool_byte(ptr.cast(), "bool") }
     }
 }
+
+// SAFETY: no in-place parts (the default init, not IMMOVABLE).
+unsafe impl ShmMovable for bool {}
+// SAFETY: as above.
+unsafe impl ShmMovable for AtomicBool {}
+// SAFETY: as above.
+unsafe impl ShmMovable for char {}
+// SAFETY: as above.
+unsafe impl ShmMovable for () {}
+// SAFETY: zero-sized: nothing to initialise, whatever `T` is.
+unsafe impl<T: ShmSafe> ShmMovable for PhantomData<T> {}
+// SAFETY: an array has in-place parts exactly when its element does.
+unsafe impl<T: ShmMovable, const N: usize> ShmMovable for [T; N] {}
 
 // SAFETY: same representation as `bool` (one byte, 0 or 1), interior
 // mutability through atomic operations, which are sound across processes.
@@ -506,9 +564,19 @@ unsafe impl ShmSafe for () {
     const LAYOUT: &'static TypeLayout = &TypeLayout::primitive::<()>("()");
 }
 
-// SAFETY: zero-sized, no pointers, no drop glue; `T: 'static` only.
-unsafe impl<T: ?Sized + 'static> ShmSafe for PhantomData<T> {
-    const LAYOUT: &'static TypeLayout = &TypeLayout::primitive::<PhantomData<T>>("PhantomData");
+// SAFETY: zero-sized, no pointers, no drop glue; `Send + Sync` because `T`
+// is. Its layout names `T`'s, so that `Wrapper<A>` and `Wrapper<B>` whose
+// only use of the parameter is a `PhantomData` fingerprint differently (a
+// typed offset must not be read as another type).
+unsafe impl<T: ShmSafe> ShmSafe for PhantomData<T> {
+    const LAYOUT: &'static TypeLayout = &TypeLayout {
+        name: "PhantomData",
+        size: 0,
+        align: 1,
+        kind: LayoutKind::Opaque {
+            params: &[T::LAYOUT],
+        },
+    };
 }
 
 // SAFETY: an array of ShmSafe elements has the elements' properties; its
@@ -525,6 +593,7 @@ unsafe impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {
         },
     };
     const HAS_INVALID_BIT_PATTERNS: bool = T::HAS_INVALID_BIT_PATTERNS;
+    const IMMOVABLE: bool = T::IMMOVABLE;
 
     unsafe fn check_bytes(ptr: *const Self) -> Result<(), InvalidBitPattern> {
         if !T::HAS_INVALID_BIT_PATTERNS {

@@ -10,8 +10,9 @@
 //!   objects and slices. [`StoreOptions`] sets capacity, mode and patience.
 //! - [`Handle`] / [`SliceHandle`]: zero-copy views that deref to `&T` /
 //!   `&[T]` and pin what they point at.
-//! - [`ShmMutex`]: a robust process-shared mutex; [`LockError`] carries the
-//!   guard when the previous owner died.
+//! - [`ShmMutex`]: a robust process-shared mutex; a holder's death is
+//!   [`Error::OwnerDied`] for every later locker until the data is marked
+//!   consistent.
 //! - [`Error`]: one enum, a variant per cause.
 //!
 //! ```
@@ -57,9 +58,11 @@ pub use arena::Stats;
 #[doc(hidden)]
 pub use crash::{crash_after_steps, steps_left};
 pub use error::{Error, Result};
-pub use layout::{FieldLayout, InvalidBitPattern, LayoutKind, ShmSafe, TypeLayout, VariantLayout};
+pub use layout::{
+    FieldLayout, InvalidBitPattern, LayoutKind, ShmMovable, ShmSafe, TypeLayout, VariantLayout,
+};
 pub use shmstore_derive::ShmSafe;
 pub use store::{
     CheckReport, Entry, Handle, SliceHandle, Store, StoreOptions, MAX_OBJECT_NAME, MIN_CAPACITY,
 };
-pub use sync::{LockError, ShmMutex, ShmMutexGuard};
+pub use sync::{ShmMutex, ShmMutexGuard};

@@ -22,14 +22,32 @@
 //!   time, not a signal at first touch. Callers must never touch a page they
 //!   have not committed (or seen committed by the store's header).
 //!
+//! Each region also keeps its *backed* limit: how many bytes from the
+//! start this process knows to be committed (it committed them itself, or
+//! committed them again, idempotently, after another process's header said
+//! so — see [`Region::commit`]). Every access to segment bytes is checked
+//! against it ([`Mem`](crate::arena::mem::Mem)), so a corrupted offset or
+//! a lying header can never make this process touch an uncommitted page.
+//! Opening commits the header page itself before reading it.
+//!
 //! What this cannot prevent: another process shrinking the segment with
 //! `ftruncate`, or punching holes in it. Processes sharing a store are
 //! trusted not to.
+//!
+//! # Never unmapped under a held lock
+//!
+//! A region is not unmapped while a thread of this process may hold a
+//! robust lock inside it (a guard that was `mem::forget`ten): the thread's
+//! robust list runs through the lock's bytes, and unmapping them would make
+//! the next lock operation of that thread, or the kernel at its exit, write
+//! into whatever is mapped there later. Such a region is leaked instead
+//! (see [`crate::sync::held`]).
 
 use std::ffi::{CStr, CString};
 use std::fmt;
 use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::sys::shm::{self, OpenHow};
 use crate::{Error, Result};
@@ -114,6 +132,11 @@ pub(crate) struct Region {
     base: NonNull<u8>,
     len: usize,
     name: SegmentName,
+    /// Bytes from the start known to be committed (boxed: `Mem`s point at
+    /// it, so its address must not change when the region moves).
+    backed: Box<AtomicU64>,
+    /// Unique among this process's regions.
+    id: u64,
 }
 
 // SAFETY: a `Region` owns its mapping and descriptor; neither is tied to the
@@ -167,6 +190,8 @@ impl Region {
             base,
             len,
             name: name.clone(),
+            backed: Box::new(AtomicU64::new(0)),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         })
     }
 
@@ -188,12 +213,19 @@ impl Region {
             reason: format!("segment of {size} bytes does not fit in the address space"),
         })?;
         let base = shm::mmap_shared(fd.as_fd(), len)?;
-        Ok(Region {
+        let region = Region {
             fd,
             base,
             len,
             name: name.clone(),
-        })
+            backed: Box::new(AtomicU64::new(0)),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        };
+        // The header page is read before anything says it was committed:
+        // make sure it is (idempotent for a store; a page of zeros for a
+        // segment that never got one), so that reading it cannot fault.
+        region.commit(0, (len as u64).min(HEADER_PAGE))?;
+        Ok(region)
     }
 
     /// The first byte of the mapping (page-aligned). Only committed pages may
@@ -212,6 +244,18 @@ impl Region {
         &self.name
     }
 
+    /// This region's id, unique among the regions this process mapped.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The backed limit, for [`Mem::new`](crate::arena::mem::Mem::new):
+    /// valid for as long as the region lives.
+    pub(crate) fn backed(&self) -> NonNull<AtomicU64> {
+        NonNull::from(&*self.backed)
+    }
+
     /// Allocates the pages of `offset..offset + len` (`fallocate`, mode 0),
     /// so that touching them can never raise `SIGBUS`.
     ///
@@ -219,6 +263,9 @@ impl Region {
     /// "commit" }`; a range outside the mapping is
     /// [`Error::InvalidArgument`]. Committing is idempotent; `len == 0` does
     /// nothing.
+    ///
+    /// A commit that starts at or below the backed limit raises it to the
+    /// end of the range: everything below is then known to be committed.
     pub(crate) fn commit(&self, offset: u64, len: u64) -> Result<()> {
         match offset.checked_add(len) {
             Some(end) if end <= self.len as u64 => {}
@@ -240,12 +287,23 @@ impl Region {
                 op: "commit",
             },
             e => e,
-        })
+        })?;
+        let backed = self.backed.load(Ordering::Acquire);
+        if offset <= backed {
+            self.backed.fetch_max(offset + len, Ordering::AcqRel);
+        }
+        Ok(())
     }
 }
 
 impl Drop for Region {
     fn drop(&mut self) {
+        if crate::sync::held::any_in(self.base.as_ptr() as usize, self.len) {
+            // A forgotten guard's lock lives here: leave the pages mapped
+            // (the descriptor is closed; the mapping keeps the memory).
+            LEAKED.lock().push(self.id);
+            return;
+        }
         // SAFETY:
         // - `base`/`len` are the mapping made in `create`/`open`, unmapped
         //   only here;
@@ -266,6 +324,23 @@ impl fmt::Debug for Region {
             .finish()
     }
 }
+
+/// Ids of the regions left mapped because a lock inside them may still be
+/// held (see the [module docs](self)).
+static LEAKED: parking_lot::Mutex<Vec<u64>> = parking_lot::Mutex::new(Vec::new());
+
+/// The id of the next region mapped by this process.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// `true` if the region with this [`Region::id`] was left mapped when it
+/// was dropped, because a thread may still hold a lock inside it.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) fn was_leaked(id: u64) -> bool {
+    LEAKED.lock().contains(&id)
+}
+
+/// The header page, committed by whoever opens a segment.
+const HEADER_PAGE: u64 = 4096;
 
 /// Removes the segment's name (`shm_unlink`); mappings stay valid until
 /// unmapped.

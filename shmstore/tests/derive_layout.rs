@@ -199,10 +199,13 @@ fn transparent_structs_are_marked() {
             (
                 "_marker",
                 offset_of!(Tagged<u64>, _marker),
-                "PhantomData".to_string()
+                "PhantomData<u64>".to_string()
             )
         ]
     );
+    // Regression: the marker's parameter is part of the layout, so two
+    // instances that differ only in it fingerprint differently.
+    assert_ne!(<Tagged<u64>>::FINGERPRINT, <Tagged<i64>>::FINGERPRINT);
 }
 
 #[test]

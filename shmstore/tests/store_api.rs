@@ -5,7 +5,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use shmstore::{Error, LockError, ShmMutex, ShmSafe, Store};
+use shmstore::{Error, ShmMutex, ShmSafe, Store};
 
 /// A store with a unique name, unlinked on drop (even when a test fails).
 struct Temp {
@@ -178,8 +178,8 @@ fn values_are_aligned_for_their_type() {
 fn a_slice_of_mutexes_gets_working_locks() {
     let t = Temp::new("mutexes", 1 << 20);
     let s = &t.store;
-    let src: Vec<ShmMutex<u64>> = (0..16).map(ShmMutex::new).collect();
-    s.insert_slice("locks", &src).unwrap();
+    s.insert_slice_from_iter("locks", (0..16u64).map(ShmMutex::new))
+        .unwrap();
     let locks = s.get_slice::<ShmMutex<u64>>("locks").unwrap();
     for (i, m) in locks.iter().enumerate() {
         let mut g = m.lock().unwrap();
@@ -198,11 +198,12 @@ fn relocking_a_held_mutex_on_the_same_thread_is_an_error_not_a_hang() {
         .unwrap();
     let _held = m.lock().unwrap();
     let outcome = match m.lock() {
-        Err(LockError::Failed(_)) => "failed",
-        Err(LockError::OwnerDied(_)) => "owner died",
+        Err(Error::InvalidArgument { .. }) => "refused",
+        Err(Error::OwnerDied { .. }) => "owner died",
+        Err(_) => "other error",
         Ok(_) => "second guard",
     };
-    assert_eq!(outcome, "failed");
+    assert_eq!(outcome, "refused");
 }
 
 #[test]

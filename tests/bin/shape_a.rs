@@ -8,7 +8,7 @@ use shmstore::{ShmSafe, Store};
 
 /// The shared definition; `shape_b` has an identical, separately compiled
 /// copy.
-#[derive(ShmSafe, Debug)]
+#[derive(ShmSafe, Debug, Clone, Copy)]
 #[repr(C)]
 struct Shape {
     id: u32,

@@ -442,6 +442,10 @@ impl Arena<'_> {
                 }
                 Err(e) => return Err(e),
             };
+            // Everything below `committed` was backed before (the
+            // operation began with `sync_backed`): now all of it up to
+            // `target` is.
+            self.mem.raise_backed(target);
             hdr.set_committed(target)?;
         }
         self.set_u64(top, size | INUSE | PREV_INUSE)?;

@@ -1,59 +1,111 @@
 //! [`Mem`]: a byte region addressed by checked offsets.
 //!
 //! Everything the arena reads from a segment goes through here: every access
-//! is bounds- and alignment-checked against the region before a pointer is
-//! formed, and a failed check is [`Error::Corrupted`] naming the offset. No
-//! reference into the region is ever created by this module; values are
-//! copied in and out with raw reads and writes.
+//! is checked before a pointer is formed, and a failed check is
+//! [`Error::Corrupted`] naming the offset. The checks are on the *address*
+//! (`base + offset`), with overflow-checked arithmetic:
+//!
+//! - the range lies inside the region **and** below its *backed* limit: the
+//!   bytes from the start that are known to be committed (pages allocated in
+//!   `/dev/shm`), so that no corrupted offset can make this process touch a
+//!   page that was never committed, which on a full tmpfs would be a
+//!   `SIGBUS`, not an error;
+//! - the address is aligned for what is read there (the mapping's base is
+//!   only page-aligned, so an offset that is a multiple of the alignment is
+//!   not enough for alignments above a page).
+//!
+//! Scalars (the metadata words) are read and written with relaxed atomic
+//! operations: other processes write them too (under the header lock), and
+//! a process that reads one outside the lock (opening a store another
+//! process is still creating, a corrupted segment) must see *some* value,
+//! never a data race. On x86-64 and aarch64 these are plain loads and
+//! stores. No reference to region bytes is created by this module except
+//! the short-lived views of [`Mem::with_bytes`] and the atomics of
+//! [`Mem::atomic_u32`].
 
 use core::ptr::NonNull;
-use core::sync::atomic::AtomicU32;
+use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 use crate::{Error, Result};
 
-/// The unsigned integers metadata is made of.
+/// The largest alignment a value in a store may have: a page. Mappings are
+/// page-aligned at whatever address each process gets, so an offset aligned
+/// to at most a page is aligned in every process; a larger alignment could
+/// not be.
+pub(crate) const MAX_ALIGN: u64 = 4096;
+
+/// The unsigned integers metadata is made of, with their atomic twins.
 ///
 /// # Safety
 ///
-/// Every bit pattern of `size_of::<Self>()` bytes is a valid value, and the
-/// alignment is at most the size.
-unsafe trait Scalar: Copy {}
-// SAFETY: unsigned integers accept every bit pattern; align == size.
-unsafe impl Scalar for u16 {}
-// SAFETY: as above.
-unsafe impl Scalar for u32 {}
-// SAFETY: as above.
-unsafe impl Scalar for u64 {}
+/// `Atomic` has the size and alignment of `Self` and holds the same bits
+/// (the std atomics guarantee this for their integer types); every bit
+/// pattern is a valid value.
+unsafe trait Scalar: Copy {
+    type Atomic;
+    fn load(a: &Self::Atomic) -> Self;
+    fn store(a: &Self::Atomic, v: Self);
+}
+
+macro_rules! scalar {
+    ($t:ty, $a:ty) => {
+        // SAFETY: the std atomic integer of the same width has the same size
+        // and alignment and the same in-memory representation; unsigned
+        // integers accept every bit pattern.
+        unsafe impl Scalar for $t {
+            type Atomic = $a;
+            #[inline(always)]
+            fn load(a: &$a) -> $t {
+                a.load(Ordering::Relaxed)
+            }
+            #[inline(always)]
+            fn store(a: &$a, v: $t) {
+                a.store(v, Ordering::Relaxed)
+            }
+        }
+    };
+}
+scalar!(u16, AtomicU16);
+scalar!(u32, AtomicU32);
+scalar!(u64, AtomicU64);
 
 /// A region of bytes, shared or not, addressed by offsets from its start.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Mem {
     base: NonNull<u8>,
     len: u64,
+    /// Bytes from the start known to be backed by committed pages; only
+    /// grows. Owned by whoever owns the region (see [`Mem::new`]).
+    backed: NonNull<AtomicU64>,
 }
 
-// SAFETY: `Mem` is a pointer and a length; all access goes through raw
-// reads/writes whose synchronisation is the caller's (the header lock), and
-// the constructor's contract requires the region to outlive every use.
+// SAFETY: `Mem` is a pointer and a length; all access goes through atomic or
+// checked raw reads/writes whose synchronisation is the caller's (the header
+// lock), and the constructor's contract requires the region and the backed
+// limit to outlive every use.
 unsafe impl Send for Mem {}
 // SAFETY: as for `Send`.
 unsafe impl Sync for Mem {}
 
 impl Mem {
-    /// Wraps `len` bytes at `base`.
+    /// Wraps `len` bytes at `base`, of which the first `backed` (an atomic
+    /// the owner raises as it commits pages) may be accessed.
     ///
     /// # Safety
     ///
     /// - `base` is valid for reads and writes of `len` bytes for as long as
     ///   this `Mem` or any copy of it is used, and is 8-byte aligned;
+    /// - `backed` is valid for as long as this `Mem` or a copy is used, and
+    ///   never holds more than `len`;
     /// - no Rust reference to those bytes is held while the arena writes
     ///   them (the arena's callers only form references to published values,
     ///   which the arena no longer writes).
-    pub(crate) unsafe fn new(base: NonNull<u8>, len: usize) -> Mem {
+    pub(crate) unsafe fn new(base: NonNull<u8>, len: usize, backed: NonNull<AtomicU64>) -> Mem {
         debug_assert_eq!(base.as_ptr() as usize % 8, 0);
         Mem {
             base,
             len: len as u64,
+            backed,
         }
     }
 
@@ -62,40 +114,62 @@ impl Mem {
         self.len
     }
 
-    /// A pointer to `size` bytes at `off`, checked to lie inside the region
-    /// and to be aligned to `align` (a power of two).
+    /// Bytes from the start known to be committed.
+    pub(crate) fn backed(&self) -> u64 {
+        // SAFETY: `new`'s contract: the atomic outlives every copy of `self`.
+        unsafe { self.backed.as_ref() }.load(Ordering::Acquire)
+    }
+
+    /// Records that the first `upto` bytes are committed (the caller
+    /// committed them, or verified that they are). Never lowers the limit,
+    /// never raises it past the region.
+    pub(crate) fn raise_backed(&self, upto: u64) {
+        // SAFETY: as in `backed`.
+        let backed = unsafe { self.backed.as_ref() };
+        backed.fetch_max(upto.min(self.len), Ordering::AcqRel);
+    }
+
+    /// A pointer to `size` bytes at `off`, checked to lie inside the
+    /// region's backed bytes and to be aligned to `align` (a power of two)
+    /// *as an address*.
     pub(crate) fn ptr(&self, off: u64, size: u64, align: u64) -> Result<*mut u8> {
-        let end = off.checked_add(size);
-        match end {
-            Some(end) if end <= self.len && off % align == 0 => {
-                // SAFETY: `off + size <= len`, so `off` is inside (or one past)
-                // the allocation `new` vouched for, and fits in usize.
+        let addr = (self.base.as_ptr() as u64).checked_add(off);
+        match (off.checked_add(size), addr) {
+            (Some(end), Some(addr))
+                if end <= self.backed() && align.is_power_of_two() && addr % align == 0 =>
+            {
+                // SAFETY: `off + size <= backed <= len`, so `off` is inside
+                // (or one past) the allocation `new` vouched for, and fits
+                // in usize.
                 Ok(unsafe { self.base.as_ptr().add(off as usize) })
             }
             _ => Err(Error::corrupted(format!(
-                "offset {off:#x} (+{size} bytes, align {align}) lies outside the {}-byte region or is misaligned",
+                "offset {off:#x} (+{size} bytes, align {align}) lies outside the {} committed bytes of the {}-byte region or is misaligned",
+                self.backed(),
                 self.len
             ))),
         }
     }
 
     /// Reads the scalar at `off`.
+    #[inline]
     fn read<T: Scalar>(&self, off: u64) -> Result<T> {
         let size = core::mem::size_of::<T>() as u64;
         let p = self.ptr(off, size, size)?;
-        // SAFETY: `ptr` checked `size_of::<T>()` in-bounds bytes aligned to
-        // it (a scalar's alignment is its size); every bit pattern is a valid
-        // unsigned integer (the `Scalar` types).
-        Ok(unsafe { p.cast::<T>().read() })
+        // SAFETY: `ptr` checked `size_of::<T>()` backed bytes at an address
+        // aligned to it, which `T::Atomic` (same size and alignment, see
+        // `Scalar`) may view; every process accesses metadata words only
+        // through these atomics, and the region outlives `self`.
+        Ok(T::load(unsafe { &*p.cast::<T::Atomic>() }))
     }
 
     /// Writes the scalar at `off`.
+    #[inline]
     fn write<T: Scalar>(&self, off: u64, v: T) -> Result<()> {
         let size = core::mem::size_of::<T>() as u64;
         let p = self.ptr(off, size, size)?;
-        // SAFETY: `ptr` checked in-bounds, aligned bytes; no reference to
-        // metadata bytes exists (constructor contract).
-        unsafe { p.cast::<T>().write(v) };
+        // SAFETY: as in `read`.
+        T::store(unsafe { &*p.cast::<T::Atomic>() }, v);
         Ok(())
     }
 
@@ -129,20 +203,30 @@ impl Mem {
         self.write(off, v)
     }
 
-    /// The `u32` at `off` as an atomic, for words read outside the header
-    /// lock (the init state).
+    /// The `u32` at `off` as an atomic, for words read with an ordering
+    /// stronger than relaxed (the init state).
     pub(crate) fn atomic_u32(&self, off: u64) -> Result<&AtomicU32> {
         let p = self.ptr(off, 4, 4)?;
-        // SAFETY: checked 4 in-bounds bytes aligned for AtomicU32; the word is
+        // SAFETY: checked 4 backed bytes aligned for AtomicU32; the word is
         // only ever accessed atomically by every process, and the region
         // outlives `self` (constructor contract).
         Ok(unsafe { &*p.cast::<AtomicU32>() })
     }
 
+    /// The `u64` at `off` as an atomic, for words read with an ordering
+    /// stronger than relaxed (the magic).
+    pub(crate) fn atomic_u64(&self, off: u64) -> Result<&AtomicU64> {
+        let p = self.ptr(off, 8, 8)?;
+        // SAFETY: checked 8 backed bytes aligned for AtomicU64; the word is
+        // only ever accessed atomically by every process, and the region
+        // outlives `self` (constructor contract).
+        Ok(unsafe { &*p.cast::<AtomicU64>() })
+    }
+
     /// Copies `bytes` to `off`.
     pub(crate) fn write_bytes(&self, off: u64, bytes: &[u8]) -> Result<()> {
         let p = self.ptr(off, bytes.len() as u64, 1)?;
-        // SAFETY: checked `bytes.len()` in-bounds bytes at `p`; `bytes` is a
+        // SAFETY: checked `bytes.len()` backed bytes at `p`; `bytes` is a
         // Rust slice, so it cannot overlap the unreferenced region bytes.
         unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len()) };
         Ok(())
@@ -151,7 +235,7 @@ impl Mem {
     /// Fills `len` bytes at `off` with zero.
     pub(crate) fn zero(&self, off: u64, len: u64) -> Result<()> {
         let p = self.ptr(off, len, 1)?;
-        // SAFETY: checked `len` in-bounds bytes at `p`.
+        // SAFETY: checked `len` backed bytes at `p`.
         unsafe { core::ptr::write_bytes(p, 0, len as usize) };
         Ok(())
     }
@@ -160,7 +244,7 @@ impl Mem {
     pub(crate) fn read_bytes(&self, off: u64, len: u64) -> Result<Vec<u8>> {
         let p = self.ptr(off, len, 1)?;
         let mut out = vec![0u8; len as usize];
-        // SAFETY: checked `len` in-bounds bytes at `p`; `out` is a fresh
+        // SAFETY: checked `len` backed bytes at `p`; `out` is a fresh
         // allocation of the same length.
         unsafe { core::ptr::copy_nonoverlapping(p, out.as_mut_ptr(), len as usize) };
         Ok(out)
@@ -178,7 +262,7 @@ impl Mem {
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R> {
         let p = self.ptr(off, len, 1)?;
-        // SAFETY: `ptr` checked `len` in-bounds bytes; they are metadata
+        // SAFETY: `ptr` checked `len` backed bytes; they are metadata
         // written once before publication and only read under the header
         // lock, so the temporary slice aliases no write; it does not escape
         // `f`.
@@ -192,17 +276,73 @@ impl Mem {
     }
 }
 
+/// A heap buffer laid out like a mapping, for tests of the arena alone:
+/// page-aligned (or at a chosen distance from a page boundary, to show
+/// what happens where a mapping's base is only page-aligned), zeroed, all
+/// of it backed.
+#[cfg(test)]
+pub(crate) struct HeapRegion {
+    alloc: NonNull<u8>,
+    layout: std::alloc::Layout,
+    skew: usize,
+    len: usize,
+    backed: Box<AtomicU64>,
+}
+
+#[cfg(test)]
+impl HeapRegion {
+    /// `len` zeroed bytes starting at a page boundary.
+    pub(crate) fn new(len: usize) -> HeapRegion {
+        HeapRegion::skewed(len, 0)
+    }
+
+    /// `len` zeroed bytes starting `skew` bytes (a multiple of 8) after a
+    /// page boundary.
+    pub(crate) fn skewed(len: usize, skew: usize) -> HeapRegion {
+        assert_eq!(skew % 8, 0);
+        let layout =
+            std::alloc::Layout::from_size_align(len + skew, MAX_ALIGN as usize).expect("layout");
+        // SAFETY: the layout has a non-zero size (len + skew > 0 in every
+        // test) and a valid power-of-two alignment.
+        let alloc = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).expect("memory");
+        HeapRegion {
+            alloc,
+            layout,
+            skew,
+            len,
+            backed: Box::new(AtomicU64::new(len as u64)),
+        }
+    }
+
+    /// A `Mem` over the buffer.
+    pub(crate) fn mem(&self) -> Mem {
+        // SAFETY: `skew <= layout.size()`, so the add stays inside the
+        // allocation.
+        let base = unsafe { NonNull::new_unchecked(self.alloc.as_ptr().add(self.skew)) };
+        // SAFETY: the allocation holds `len` bytes after `base`, 8-aligned
+        // (skew is a multiple of 8 from a page boundary); it and `backed`
+        // (boxed: its address is stable) live as long as `self`, and every
+        // test drops its `Mem`s before the `HeapRegion`.
+        unsafe { Mem::new(base, self.len, NonNull::from(&*self.backed)) }
+    }
+}
+
+#[cfg(test)]
+impl Drop for HeapRegion {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `skewed` with this very layout, freed once.
+        unsafe { std::alloc::dealloc(self.alloc.as_ptr(), self.layout) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn heap(words: usize) -> (Vec<u64>, Mem) {
-        let mut buf = vec![0u64; words];
-        let base = NonNull::new(buf.as_mut_ptr().cast::<u8>()).unwrap();
-        // SAFETY: the Vec's buffer is valid for `words * 8` bytes, 8-aligned,
-        // and outlives the Mem in each test (returned together).
-        let mem = unsafe { Mem::new(base, words * 8) };
-        (buf, mem)
+    fn heap(words: usize) -> (HeapRegion, Mem) {
+        let region = HeapRegion::new(words * 8);
+        let mem = region.mem();
+        (region, mem)
     }
 
     #[test]
@@ -216,6 +356,46 @@ mod tests {
             Err(Error::Corrupted { .. })
         ));
         assert!(mem.read_bytes(30, 3).is_err());
+        assert!(mem.ptr(u64::MAX, 1, 1).is_err());
+        assert!(mem.ptr(0, 8, 3).is_err(), "not a power of two");
+    }
+
+    #[test]
+    fn alignment_is_checked_on_the_address_not_the_offset() {
+        // A base 8 bytes past a page boundary, as a mapping whose base is
+        // only 8-aligned for the purpose of this check: offset 8192 is a
+        // multiple of 4096, but base + 8192 is not.
+        let region = HeapRegion::skewed(3 * 4096, 8);
+        let mem = region.mem();
+        assert!(matches!(
+            mem.ptr(8192, 64, 4096),
+            Err(Error::Corrupted { .. })
+        ));
+        assert!(
+            mem.ptr(8192 - 8, 64, 4096).is_ok(),
+            "base + offset is aligned"
+        );
+        assert!(mem.ptr(8192, 8, 8).is_ok());
+        // Page-aligned base: offset alignment is address alignment.
+        let (_r, mem) = heap(1024);
+        assert!(mem.ptr(4096, 64, 4096).is_ok());
+        assert!(mem.ptr(4096 + 64, 64, 128).is_err());
+    }
+
+    #[test]
+    fn bytes_past_the_backed_limit_are_never_touched() {
+        let region = HeapRegion::new(4 * 4096);
+        let mem = region.mem();
+        region.backed.store(4096, Ordering::Relaxed);
+        assert!(mem.u64(4096 - 8).is_ok());
+        assert!(matches!(mem.u64(4096), Err(Error::Corrupted { .. })));
+        assert!(mem.read_bytes(4000, 200).is_err());
+        mem.raise_backed(8192);
+        assert!(mem.u64(4096).is_ok());
+        mem.raise_backed(100);
+        assert_eq!(mem.backed(), 8192, "never lowered");
+        mem.raise_backed(u64::MAX);
+        assert_eq!(mem.backed(), 4 * 4096, "never past the region");
     }
 
     #[test]

@@ -82,6 +82,13 @@ pub struct Stats {
     pub recoveries: u64,
 }
 
+/// The offset of `rec`'s pin word, computed without overflow: `rec` may
+/// come from the segment (a process's pin table).
+fn pins_word(rec: u64) -> Result<u64> {
+    rec.checked_add(REC_PINS)
+        .ok_or_else(|| Error::corrupted(format!("record offset {rec:#x} overflows")))
+}
+
 /// Bytes a record needs for a value of `bytes` bytes aligned to `align`
 /// under a name of `name_len` bytes.
 pub(crate) fn record_payload(name_len: u64, align: u64, bytes: u64) -> Option<u64> {
@@ -175,8 +182,37 @@ impl<'a> Arena<'a> {
         self.registry_init()
     }
 
+    /// Makes sure every page the header says is committed is committed in
+    /// this process's view too: committing is idempotent, so a range
+    /// another process committed is committed again (allocating nothing),
+    /// and only then may this process touch it. A header that claims more
+    /// than the region is corrupted.
+    pub(crate) fn sync_backed(&self) -> Result<()> {
+        let committed = self.mem.u64(OFF_COMMITTED)?;
+        let backed = self.mem.backed();
+        if committed <= backed {
+            return Ok(());
+        }
+        if committed > self.mem.len() {
+            return Err(Error::corrupted(format!(
+                "header says {committed} bytes are committed, but the region has {}",
+                self.mem.len()
+            )));
+        }
+        (self.commit)(backed, committed).map_err(|e| match e {
+            Error::NoSpace { .. } => Error::corrupted(format!(
+                "header says {committed} bytes are committed, but pages from {backed:#x} are not \
+                 and /dev/shm has no room for them"
+            )),
+            e => e,
+        })?;
+        self.mem.raise_backed(committed);
+        Ok(())
+    }
+
     /// Checks the words every operation relies on, cheaply, before use.
     pub(crate) fn validate_header(&self) -> Result<()> {
+        self.sync_backed()?;
         let hdr = Header(self);
         let (cap, committed, top, used) =
             (hdr.capacity()?, hdr.committed()?, hdr.top()?, hdr.used()?);
@@ -273,38 +309,40 @@ impl<'a> Arena<'a> {
     /// The record must not be freed meanwhile: the caller found it in the
     /// directory, or already holds a pin on it.
     pub(crate) fn pin(&self, rec: u64) -> Result<()> {
-        let word = self.mem.u32(rec + REC_PINS)?;
+        let at = pins_word(rec)?;
+        let word = self.mem.u32(at)?;
         if word & PIN_COUNT == PIN_COUNT {
             return Err(Error::corrupted(format!(
                 "record {rec:#x}: pin word {word:#x} is full"
             )));
         }
-        self.set_u32(rec + REC_PINS, word + 1)
+        self.set_u32(at, word + 1)
     }
 
     /// Drops `n` pins of `rec` that their holder no longer has. Returns
     /// `true` if these were the last pins of a removed record: the caller
     /// then frees it (with [`Arena::free_released`]).
     pub(crate) fn drop_pins(&self, rec: u64, n: u32) -> Result<bool> {
-        let word = self.mem.u32(rec + REC_PINS)?;
+        let at = pins_word(rec)?;
+        let word = self.mem.u32(at)?;
         if word & PIN_COUNT < n {
             return Err(Error::corrupted(format!(
                 "record {rec:#x}: {n} pins dropped, but the pin word is {word:#x}"
             )));
         }
-        self.set_u32(rec + REC_PINS, word - n)?;
+        self.set_u32(at, word - n)?;
         Ok(word == PIN_REMOVED | n)
     }
 
     /// The pins on `rec` (without the removed mark).
     pub(crate) fn pin_count(&self, rec: u64) -> Result<u32> {
-        Ok(self.mem.u32(rec + REC_PINS)? & PIN_COUNT)
+        Ok(self.mem.u32(pins_word(rec)?)? & PIN_COUNT)
     }
 
     /// Frees a removed record whose last pin was dropped (`drop_pins`
     /// returned `true`) if it is still removed and unpinned.
     pub(crate) fn free_released(&self, rec: u64) -> Result<()> {
-        if self.mem.u32(rec + REC_PINS)? == PIN_REMOVED {
+        if self.mem.u32(pins_word(rec)?)? == PIN_REMOVED {
             self.free(rec)?;
         }
         Ok(())
@@ -355,11 +393,11 @@ impl<'a> Arena<'a> {
 pub(crate) mod tests {
     use super::*;
     use crate::arena::header::OFF_JOURNAL_LEN;
-    use core::ptr::NonNull;
 
-    /// A heap buffer formatted as a store, for tests of the arena alone.
+    /// A heap buffer formatted as a store, for tests of the arena alone
+    /// (page-aligned, like a mapping).
     pub(crate) struct HeapStore {
-        _buf: Vec<u64>,
+        _buf: mem::HeapRegion,
         pub(crate) mem: Mem,
     }
 
@@ -369,12 +407,8 @@ pub(crate) mod tests {
 
     impl HeapStore {
         pub(crate) fn new(bytes: usize) -> HeapStore {
-            let mut buf = vec![0u64; bytes / 8];
-            let base = NonNull::new(buf.as_mut_ptr().cast::<u8>()).unwrap();
-            // SAFETY: the Vec's buffer is valid for `bytes` bytes, 8-aligned,
-            // lives as long as the HeapStore, and no reference into it is
-            // formed while the arena writes.
-            let mem = unsafe { Mem::new(base, buf.len() * 8) };
+            let buf = mem::HeapRegion::new(bytes);
+            let mem = buf.mem();
             let s = HeapStore { _buf: buf, mem };
             s.arena().format().unwrap();
             s

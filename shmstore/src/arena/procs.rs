@@ -56,8 +56,14 @@ pub(crate) struct Owner {
     pub(crate) start: u64,
 }
 
+/// The home entry of `rec` in a pin table of `cap` (a power of two)
+/// entries. A capacity read from the segment may be 1: that table has one
+/// home, entry 0 (a shift by 64 would overflow).
 fn home(rec: u64, cap: u64) -> u64 {
     let k = cap.trailing_zeros();
+    if k == 0 {
+        return 0;
+    }
     ((rec >> 3).wrapping_mul(0x9e37_79b9_7f4a_7c15)) >> (64 - k)
 }
 
@@ -368,7 +374,11 @@ impl Arena<'_> {
             let e = table + i * ENTRY;
             let (rec, count) = (self.mem.u64(e)?, self.mem.u64(e + 8)?);
             if rec != 0 && count > 0 {
-                if rec < HEAP_START || count > u32::MAX as u64 {
+                // The entry comes from the segment: it must name an
+                // allocated, well-formed record before its pin word is
+                // touched (`record` checks the block with overflow-checked
+                // arithmetic).
+                if rec < HEAP_START || count > u32::MAX as u64 || self.record(rec).is_err() {
                     return Err(Error::corrupted(format!(
                         "process slot {slot}: pin entry ({rec:#x}, {count}) is invalid"
                     )));
@@ -455,5 +465,55 @@ mod tests {
         while a.release_step(slot, me).unwrap() {}
         assert_eq!(a.slot_owner(slot).unwrap(), None);
         a.check_heap().unwrap();
+    }
+
+    fn owner() -> Owner {
+        Owner {
+            pid: 42,
+            pidns: 1,
+            start: 7,
+        }
+    }
+
+    // Regression (review item 7): a pin table capacity of 1 passes the
+    // power-of-two check, and `home` shifted by 64 - 0 ("attempt to shift
+    // right with overflow" in debug builds).
+    #[test]
+    fn a_pin_table_of_one_entry_read_from_the_segment_does_not_overflow() {
+        let s = HeapStore::new(1 << 20);
+        let a = s.arena();
+        let slot = a.attach(owner()).unwrap().unwrap();
+        let so = a.slot_off(slot).unwrap();
+        a.mem.set_u64(so + S_CAP, 1).unwrap();
+        a.mem.set_u64(so + S_USED, 0).unwrap();
+        // Whatever it answers, it answers (no panic), and a second pin of
+        // another record finds the one entry taken.
+        let first = a.count_pin(slot, HEAP_START + 64, 1);
+        assert!(first.is_ok(), "{first:?}");
+        let _ = a.count_pin(slot, HEAP_START + 128, 1);
+        let _ = a.counted_pins(slot);
+        let _ = a.release_step(slot, owner());
+    }
+
+    // Regression (review item 7): a pin entry whose record offset is near
+    // u64::MAX made `rec + REC_PINS` overflow: a panic in debug builds, and
+    // in release a wrap to offset 8, a write into the header's version.
+    #[test]
+    fn a_pin_entry_near_u64_max_is_corrupted_not_a_write_into_the_header() {
+        let s = HeapStore::new(1 << 20);
+        let a = s.arena();
+        let slot = a.attach(owner()).unwrap().unwrap();
+        let so = a.slot_off(slot).unwrap();
+        let (table, _) = a.pin_table(so).unwrap();
+        let header = a.mem.read_bytes(0, 64).unwrap();
+        for rec in [u64::MAX - 3, u64::MAX - 11, u64::MAX, 1 << 60] {
+            a.mem.set_u64(table, rec).unwrap();
+            a.mem.set_u64(table + 8, 1).unwrap();
+            assert!(
+                matches!(a.release_step(slot, owner()), Err(Error::Corrupted { .. })),
+                "{rec:#x}"
+            );
+            assert_eq!(a.mem.read_bytes(0, 64).unwrap(), header, "{rec:#x}");
+        }
     }
 }

@@ -24,7 +24,7 @@ use crate::{Error, Result};
 const ENTRY: u64 = 40;
 const E_FP: u64 = 0;
 const E_DESC: u64 = 8;
-const E_SIZE: u64 = 16;
+pub(crate) const E_SIZE: u64 = 16;
 const E_ALIGN: u64 = 24;
 const E_DESC_LEN: u64 = 28;
 const E_NAME_LEN: u64 = 32;
@@ -119,7 +119,7 @@ impl Arena<'_> {
         Ok(len as u32)
     }
 
-    fn entry(&self, idx: u32) -> Result<u64> {
+    pub(crate) fn entry(&self, idx: u32) -> Result<u64> {
         let (table, len) = self.registry()?;
         if idx as u64 >= len {
             return Err(Error::corrupted(format!(
@@ -143,6 +143,30 @@ impl Arena<'_> {
             size: self.mem.u64(e + E_SIZE)?,
             align,
         })
+    }
+
+    /// Checks that entry `idx` describes `layout` (fingerprint, size,
+    /// alignment) before anything is sized by it: the entry comes from the
+    /// segment, the layout from the compiler.
+    pub(crate) fn check_registered(&self, idx: u32, layout: &crate::TypeLayout) -> Result<()> {
+        let info = self.type_info(idx)?;
+        if info.fingerprint != layout.fingerprint()
+            || info.size != layout.size as u64
+            || info.align != layout.align as u64
+        {
+            return Err(Error::corrupted(format!(
+                "type registry entry {idx} records fingerprint {:#x}, {} bytes, align {}, \
+                 but {} has fingerprint {:#x}, {} bytes, align {}",
+                info.fingerprint,
+                info.size,
+                info.align,
+                layout.type_expr(),
+                layout.fingerprint(),
+                layout.size,
+                layout.align
+            )));
+        }
+        Ok(())
     }
 
     /// The recorded name and rendered layout of type `idx`.

@@ -47,16 +47,18 @@ use std::time::{Duration, Instant};
 
 use crate::arena::dir::{hash_name, Found};
 use crate::arena::header::*;
-use crate::arena::mem::Mem;
+use crate::arena::mem::{Mem, MAX_ALIGN};
 use crate::arena::procs::Owner;
 use crate::arena::{Arena, Record, Stats};
 use crate::region::{self, Region, SegmentName};
+use crate::sync::held;
 use crate::sys::proc;
 use crate::sys::pthread::{Acquired, RawMutex, PTHREAD_MUTEX_SIZE};
 use crate::{Error, Result, ShmSafe, TypeLayout};
 
 mod check;
 mod handle;
+mod mappings;
 mod objects;
 mod open;
 mod options;
@@ -64,6 +66,8 @@ mod pins;
 mod raw;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use mappings::describe_address;
 
 pub use check::CheckReport;
 pub use handle::{Handle, SliceHandle};
@@ -113,8 +117,16 @@ impl Inner {
     fn lock(&self) -> Result<HeaderGuard<'_>> {
         let lock = self.header_lock()?;
         let state = lock.lock()?;
-        let guard = HeaderGuard { lock };
-        let arena = Arena::new(self.mem, &|_, _| Ok(()));
+        let guard = HeaderGuard {
+            lock,
+            held: Some(held::note_locked(lock as *const RawMutex as usize)),
+        };
+        let commit = |from: u64, to: u64| self.region.commit(from, to - from);
+        let arena = Arena::new(self.mem, &commit);
+        // Pages another process committed since this one last looked are
+        // committed here too before anything (the journal's entries
+        // included) is read from them.
+        arena.sync_backed()?;
         if let Acquired::OwnerDied = state {
             // The dead owner may have been half-way through an operation:
             // undo it from the journal, check what the allocator reaches,
@@ -172,7 +184,14 @@ impl Inner {
         }
     }
 
-    fn new(region: Region, mem: Mem) -> Inner {
+    /// The store's state over a mapped region.
+    fn new(region: Region) -> Inner {
+        // SAFETY: the region maps `len` bytes at its page-aligned base, and
+        // its backed limit (never above `len`) lives in a box the region
+        // owns; `Inner` owns the region, so both outlive every `Mem` copy
+        // (handles hold the `Inner`). The arena forms no references into the
+        // region; values are referenced only once published.
+        let mem = unsafe { Mem::new(region.base(), region.len(), region.backed()) };
         Inner {
             region,
             mem,
@@ -188,8 +207,11 @@ impl Inner {
 impl Drop for Inner {
     /// Gives this process's slot back (no handle exists any more: each
     /// holds the `Inner`). Errors cannot be reported from drop; a slot left
-    /// behind is released by the next process that finds us gone.
+    /// behind is released by the next process that finds us gone. The
+    /// region is unmapped afterwards, unless a thread may still hold a lock
+    /// inside it (see [`Region`]'s docs).
     fn drop(&mut self) {
+        mappings::unregister(self);
         if let Some(slot) = self.slot() {
             let owner = own_identity();
             while let Ok(true) = self.with_arena(|a| a.release_step(slot, owner)) {}
@@ -218,6 +240,8 @@ impl fmt::Debug for Store {
 /// Holds the header lock; unlocks on drop.
 struct HeaderGuard<'a> {
     lock: &'a RawMutex,
+    /// This thread's note that it holds the lock (see [`held`]).
+    held: Option<held::Held>,
 }
 
 impl Drop for HeaderGuard<'_> {
@@ -225,6 +249,9 @@ impl Drop for HeaderGuard<'_> {
         // SAFETY: a HeaderGuard exists only while this thread holds the lock
         // (made in `Store::lock` after a successful lock()).
         unsafe { self.lock.unlock() };
+        if let Some(held) = self.held.take() {
+            held.released();
+        }
     }
 }
 
@@ -279,5 +306,14 @@ impl Store {
 
     pub(super) fn with_arena<R>(&self, f: impl FnMut(&Arena<'_>) -> Result<R>) -> Result<R> {
         self.inner.with_arena(f)
+    }
+
+    /// A store over `inner`, known to this process's table of mappings.
+    fn from_inner(inner: Inner) -> Store {
+        let store = Store {
+            inner: Arc::new(inner),
+        };
+        mappings::register(&store.inner);
+        store
     }
 }

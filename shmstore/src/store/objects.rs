@@ -21,14 +21,22 @@ impl Store {
     /// Runs `f` with the header lock held and the registry index of the
     /// type `layout`, registering the type first if this store has not seen
     /// it. The layout text is rendered outside the lock.
+    ///
+    /// The registry entry found is compared with the compile-time layout
+    /// (size, alignment) before `f` may size anything by it: a corrupted
+    /// entry is [`Error::Corrupted`], never an allocation of the wrong size.
     pub(super) fn with_type<R>(
         &self,
         layout: &'static TypeLayout,
         mut f: impl FnMut(&Arena<'_>, u32) -> Result<R>,
     ) -> Result<R> {
+        check_type_layout(layout)?;
         let fp = layout.fingerprint();
         let done = self.with_arena(|a| match a.find_type(fp)? {
-            Some(idx) => f(a, idx).map(Some),
+            Some(idx) => {
+                a.check_registered(idx, layout)?;
+                f(a, idx).map(Some)
+            }
             None => Ok(None),
         })?;
         if let Some(r) = done {
@@ -42,6 +50,7 @@ impl Store {
                     a.register_type(fp, layout.size as u64, layout.align as u64, &name, &desc)?
                 }
             };
+            a.check_registered(idx, layout)?;
             f(a, idx)
         })
     }
@@ -88,6 +97,7 @@ impl Store {
     }
 
     pub(super) fn lookup_pinned<T: ShmSafe>(&self, name: &str, slice: bool) -> Result<Record> {
+        check_type_layout(T::LAYOUT)?;
         let key = validate_object_name(name)?;
         let hash = hash_name(key);
         self.with_arena(|a| match a.lookup(key, hash)? {
@@ -101,6 +111,7 @@ impl Store {
     /// Checks a pinned value's bytes if its type has invalid bit patterns
     /// (the caller's [`Pin`] gives the pin back if they are invalid).
     pub(super) fn check_value<T: ShmSafe>(&self, name: &str, r: &Record) -> Result<NonNull<T>> {
+        check_type_layout(T::LAYOUT)?;
         let size = core::mem::size_of::<T>() as u64;
         let p = self
             .inner
@@ -111,7 +122,9 @@ impl Store {
                 core::mem::align_of::<T>() as u64,
             )?
             .cast::<T>();
-        if T::HAS_INVALID_BIT_PATTERNS {
+        // Zero-sized elements have no bytes to check, however many a
+        // (possibly corrupted) length claims.
+        if T::HAS_INVALID_BIT_PATTERNS && size > 0 {
             for i in 0..r.len {
                 // SAFETY: `ptr` checked that `len` elements of T lie inside
                 // the mapping, aligned; the record is pinned so its memory
@@ -261,12 +274,43 @@ impl Store {
 
     /// Stores a copy of `items` under `name` as a slice.
     ///
-    /// Elements are copied bit for bit and then initialised in place, so
-    /// that, for example, a slice of [`ShmMutex`](crate::ShmMutex) gets
-    /// process-shared locks.
-    pub fn insert_slice<T: ShmSafe>(&self, name: &str, items: &[T]) -> Result<()> {
+    /// `T: Copy` rules out interior mutability (atomics, locks): no other
+    /// thread can write the elements while they are copied. To store
+    /// values that are not `Copy` (atomics, [`ShmMutex`](crate::ShmMutex)),
+    /// hand them over by value with
+    /// [`insert_slice_from_iter`](Store::insert_slice_from_iter).
+    pub fn insert_slice<T: ShmSafe + Copy>(&self, name: &str, items: &[T]) -> Result<()> {
         self.put::<T>(name, true, items.len() as u64, false, false, &mut |dst| {
             copy_in(dst, items)
+        })
+        .map(|_| ())
+    }
+
+    /// Stores the values `items` yields under `name` as a slice, taking
+    /// ownership of them (they are collected first, then copied into the
+    /// segment and initialised there, so that, for example, each
+    /// [`ShmMutex`](crate::ShmMutex) becomes process-shared).
+    ///
+    /// ```
+    /// # fn main() -> shmstore::Result<()> {
+    /// # let name = format!("doc-iter-{}", std::process::id());
+    /// # let store = shmstore::Store::create(&name, 1 << 20)?;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// store.insert_slice_from_iter("hits", (0..8).map(|_| AtomicU64::new(0)))?;
+    /// let hits = store.get_slice::<AtomicU64>("hits")?;
+    /// hits[3].fetch_add(1, Ordering::Relaxed);
+    /// # shmstore::Store::unlink(&name)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn insert_slice_from_iter<T: ShmSafe>(
+        &self,
+        name: &str,
+        items: impl IntoIterator<Item = T>,
+    ) -> Result<()> {
+        let items: Vec<T> = items.into_iter().collect();
+        self.put::<T>(name, true, items.len() as u64, false, false, &mut |dst| {
+            copy_in(dst, &items)
         })
         .map(|_| ())
     }
@@ -364,16 +408,48 @@ impl Store {
 /// The caller's values stay where they are: a fill may run again if its
 /// operation is rolled back and retried, and `T` has no drop glue, so the
 /// copies are independent values.
+///
+/// `items` must not be written by anyone during the copy. Every caller
+/// passes values no other thread can reach: an owned value
+/// (`insert`, `get_or_insert_with`), an owned `Vec`
+/// (`insert_slice_from_iter`), or a borrowed slice of a `Copy` type, which
+/// has no interior mutability (`insert_slice`).
 fn copy_in<T: ShmSafe>(dst: *mut T, items: &[T]) -> Result<()> {
-    // SAFETY: `dst` points at `items.len()` elements of reserved, aligned,
-    // unpublished segment memory (checked by `put`), which cannot overlap
-    // the caller's slice.
+    // SAFETY:
+    // - `dst` points at `items.len()` elements of reserved, aligned,
+    //   unpublished segment memory (checked by `put`), which cannot overlap
+    //   the caller's slice (which is not in a segment region it reserved);
+    // - no one writes `items` during the copy (see above), so it is not a
+    //   data race.
     unsafe { core::ptr::copy_nonoverlapping(items.as_ptr(), dst, items.len()) };
     init_all(dst, items.len())
 }
 
+/// Refuses a type the store cannot place at the same alignment in every
+/// process (a hand-written `ShmSafe` impl; the derive refuses it at compile
+/// time).
+pub(super) fn check_type_layout(layout: &TypeLayout) -> Result<()> {
+    if layout.align as u64 > MAX_ALIGN || !layout.align.is_power_of_two() {
+        return Err(Error::InvalidArgument {
+            reason: format!(
+                "{} is aligned to {} bytes; a store holds values aligned to at most {MAX_ALIGN} \
+                 (a page), the only alignment every process's mapping has",
+                layout.type_expr(),
+                layout.align
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Runs `init_in_place` on `len` elements at `dst`.
 fn init_all<T: ShmSafe>(dst: *mut T, len: usize) -> Result<()> {
+    // A type that is not IMMOVABLE has nothing to initialise (ShmSafe
+    // contract), and zero-sized elements have no bytes: skip the loop,
+    // which could be long.
+    if !T::IMMOVABLE || core::mem::size_of::<T>() == 0 {
+        return Ok(());
+    }
     for i in 0..len {
         // SAFETY: element `i < len` lies in the reserved, aligned,
         // unpublished memory `put` checked, and holds a bitwise copy of a

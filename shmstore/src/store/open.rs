@@ -5,24 +5,21 @@ use super::*;
 impl Store {
     pub(super) fn initialise(region: Region) -> Result<Store> {
         region.commit(0, HEAP_START)?;
-        let base = region.base();
-        // SAFETY: the region maps `len` bytes at `base`, page-aligned, for as
-        // long as `Inner` (which owns both) lives; the arena forms no
-        // references into it.
-        let mem = unsafe { Mem::new(base, region.len()) };
+        let inner = Inner::new(region);
+        let mem = inner.mem;
         crate::crash::step();
         // Who is creating it, before anything says "store": an opener that
-        // finds the magic and a creator that is gone knows the store will
-        // never be ready.
+        // finds the magic (released after these) and a creator that is gone
+        // knows the store will never be ready.
         let me = own_identity();
         mem.set_u32(OFF_CREATOR, me.pid)?;
         mem.set_u32(OFF_CREATOR_START, me.start as u32)?;
         mem.atomic_u32(OFF_STATE)?
             .store(STATE_CREATING, Ordering::Relaxed);
-        mem.write_bytes(OFF_MAGIC, &MAGIC)?;
         mem.set_u32(OFF_VERSION, VERSION)?;
         mem.set_u64(OFF_ABI, abi_tag(PTHREAD_MUTEX_SIZE))?;
-        let inner = Inner::new(region, mem);
+        mem.atomic_u64(OFF_MAGIC)?
+            .store(u64::from_le_bytes(MAGIC), Ordering::Release);
         let commit = |from: u64, to: u64| inner.region.commit(from, to - from);
         crate::crash::step();
         Arena::new(mem, &commit).format()?;
@@ -35,9 +32,7 @@ impl Store {
         crate::crash::step();
         mem.atomic_u32(OFF_STATE)?
             .store(STATE_READY, Ordering::Release);
-        let store = Store {
-            inner: Arc::new(inner),
-        };
+        let store = Store::from_inner(inner);
         store.join()?;
         Ok(store)
     }
@@ -91,36 +86,40 @@ impl Store {
                 Ok(None)
             };
         }
-        // SAFETY: the region maps `len` bytes at its page-aligned base and
-        // `Inner` keeps it alive for as long as the Mem is used.
-        let mem = unsafe { Mem::new(region.base(), region.len()) };
-        let magic = mem.read_bytes(OFF_MAGIC, 8)?;
-        if magic != MAGIC {
-            if magic == [0; 8] && !late {
+        let inner = Inner::new(region);
+        let mem = inner.mem;
+        // Another process may be writing these words right now (creating the
+        // store): they are read atomically, and in the order the creator
+        // publishes them. The magic is released after the creator's
+        // identity, version and ABI tag; the ready state after everything.
+        let magic = mem.atomic_u64(OFF_MAGIC)?.load(Ordering::Acquire);
+        if magic != u64::from_le_bytes(MAGIC) {
+            if magic == 0 && !late {
                 return Ok(None); // a creator has not written its header yet
             }
             return Err(not_a_store(format!(
-                "its first bytes are {magic:02x?}, not the shmstore magic"
+                "its first bytes are {:02x?}, not the shmstore magic",
+                magic.to_le_bytes()
             )));
         }
+        let incompatible = |reason: String| Error::Incompatible {
+            name: name.as_str().to_string(),
+            reason,
+        };
         let version = mem.u32(OFF_VERSION)?;
         if version != VERSION {
-            return Err(Error::Incompatible {
-                name: name.as_str().to_string(),
-                reason: format!("format version {version}, this build reads version {VERSION}"),
-            });
+            return Err(incompatible(format!(
+                "format version {version}, this build reads version {VERSION}"
+            )));
         }
         let ours = abi_tag(PTHREAD_MUTEX_SIZE);
         let abi = mem.u64(OFF_ABI)?;
         if abi != ours {
-            return Err(Error::Incompatible {
-                name: name.as_str().to_string(),
-                reason: format!(
-                    "made by a {} process, this process is {}",
-                    describe_abi(abi),
-                    describe_abi(ours)
-                ),
-            });
+            return Err(incompatible(format!(
+                "made by a {} process, this process is {}",
+                describe_abi(abi),
+                describe_abi(ours)
+            )));
         }
         match mem.atomic_u32(OFF_STATE)?.load(Ordering::Acquire) {
             STATE_READY => {}
@@ -158,9 +157,7 @@ impl Store {
                 "header says capacity {capacity}, but the segment is {len} bytes"
             )));
         }
-        let store = Store {
-            inner: Arc::new(Inner::new(region, mem)),
-        };
+        let store = Store::from_inner(inner);
         // Validate the roots only: opening must not touch every page (a
         // reader's resident memory grows with what it reads). Each record is
         // validated when it is looked up.

@@ -12,8 +12,16 @@ impl Store {
     }
 
     /// Frees an offset returned by [`Store::alloc_raw`].
+    ///
+    /// # Safety
+    ///
+    /// `offset` was returned by [`Store::alloc_raw`] on this store (in any
+    /// process) and has not been freed since, and nothing — no handle, no
+    /// object, no container — refers to its memory: freeing memory that an
+    /// object or a live handle uses lets the allocator hand it out again
+    /// while it is read as that object.
     #[doc(hidden)]
-    pub fn free_raw(&self, offset: u64) -> Result<()> {
+    pub unsafe fn free_raw(&self, offset: u64) -> Result<()> {
         self.with_arena(|a| a.free(offset))
     }
 }

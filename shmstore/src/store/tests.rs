@@ -141,3 +141,187 @@ fn header_lock_owner_death() {
     assert_eq!(store.with_arena(|a| Header(a).recoveries()).unwrap(), 1);
     assert!(store.check().unwrap().is_ok());
 }
+
+/// A fresh store unlinked at once (its mapping lives on), for tests that
+/// need no second process.
+fn scratch(tag: &str, capacity: u64) -> Store {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let name = format!("shmstore-unit-{tag}-{}-{n}", std::process::id());
+    let _ = Store::unlink(&name);
+    let store = Store::create(&name, capacity).unwrap();
+    Store::unlink(&name).unwrap();
+    store
+}
+
+// Regression (review item 2): a guard forgotten with `mem::forget` leaves
+// its mutex on this thread's robust list; dropping the last handle used to
+// unmap it, and the next robust lock of this thread wrote through the stale
+// entry (a SIGSEGV, or a pointer written into another store's memory). The
+// region is now left mapped while a lock in it may be held.
+#[test]
+fn a_store_whose_mutex_guard_was_forgotten_is_not_unmapped() {
+    with_watchdog(|| {
+        let base;
+        {
+            let store = scratch("forget", 1 << 20);
+            base = store.inner.region.id();
+            let m = store
+                .get_or_insert_with("m", || crate::ShmMutex::new(7u64))
+                .unwrap();
+            core::mem::forget(m.lock().unwrap());
+            drop(m);
+            drop(store);
+        }
+        assert!(region::was_leaked(base), "the region stays mapped");
+        // This thread's robust list still runs through the forgotten
+        // mutex: locking and unlocking other robust mutexes, in a new store
+        // likely mapped where the old one might have been, must work and
+        // must not write into the new store's zeroed memory.
+        let other = scratch("after-forget", 1 << 20);
+        other.insert_slice("zeros", &[0u64; 4096]).unwrap();
+        let m2 = other
+            .get_or_insert_with("m2", || crate::ShmMutex::new(0u64))
+            .unwrap();
+        for _ in 0..100 {
+            *m2.lock().unwrap() += 1;
+        }
+        assert_eq!(*m2.lock().unwrap(), 100);
+        let zeros = other.get_slice::<u64>("zeros").unwrap();
+        assert!(zeros.iter().all(|&w| w == 0));
+        // A store whose locks are all released is unmapped as usual.
+        let other_base = other.inner.region.id();
+        drop((zeros, m2, other));
+        assert!(!region::was_leaked(other_base));
+    });
+}
+
+// Regression (review item 2, the header lock): a thread that exits holding
+// the header lock leaves it on no list once the kernel has processed its
+// exit, but this process cannot tell when that happened: its region is not
+// unmapped either.
+#[test]
+fn a_store_whose_header_lock_a_thread_exited_holding_is_not_unmapped() {
+    with_watchdog(|| {
+        let store = scratch("hdr-forget", 1 << 20);
+        let base = store.inner.region.id();
+        let s2 = store.clone();
+        std::thread::spawn(move || core::mem::forget(s2.inner.lock().unwrap()))
+            .join()
+            .unwrap();
+        store.insert("x", 1u64).unwrap();
+        drop(store);
+        assert!(region::was_leaked(base));
+    });
+}
+
+/// A hand-written `ShmSafe` type aligned to more than a page.
+#[repr(C, align(8192))]
+struct OverAligned(u64);
+
+// SAFETY: a u64 padded to 8192 bytes (no pointers, no drop glue, every bit
+// pattern valid); LAYOUT records its real size and alignment. Its alignment
+// breaks the contract on purpose: the store must refuse it.
+unsafe impl ShmSafe for OverAligned {
+    const LAYOUT: &'static TypeLayout = &TypeLayout {
+        name: "OverAligned",
+        size: core::mem::size_of::<OverAligned>(),
+        align: core::mem::align_of::<OverAligned>(),
+        kind: crate::LayoutKind::Primitive,
+    };
+}
+
+// Regression (review item 1): a value aligned above a page was placed at an
+// offset that is a multiple of its alignment, which is not an aligned
+// address in a mapping that is only page-aligned (debug builds aborted in
+// `copy_nonoverlapping`; release builds handed out a misaligned `&T`). The
+// derive refuses such a type (UI test `repr/align_above_page`); a
+// hand-written impl is refused by the store.
+#[test]
+fn a_type_aligned_above_a_page_is_refused() {
+    let store = scratch("overaligned", 1 << 20);
+    for result in [
+        store.insert("big", OverAligned(1)).map(|_| ()),
+        store.get::<OverAligned>("big").map(|_| ()),
+        store
+            .get_or_insert_with("big", || OverAligned(2))
+            .map(|_| ()),
+    ] {
+        match result {
+            Err(Error::InvalidArgument { reason }) => {
+                assert!(reason.contains("4096"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // Page alignment itself is fine, at an aligned address.
+    #[derive(crate::ShmSafe, Clone, Copy)]
+    #[shm(crate = "crate")]
+    #[repr(C, align(4096))]
+    struct Page([u64; 4]);
+    store.insert("page", Page([9; 4])).unwrap();
+    let p = store.get::<Page>("page").unwrap();
+    assert_eq!(&*p as *const Page as usize % 4096, 0);
+    assert_eq!(p.0, [9; 4]);
+}
+
+// Regression (review item 6): `insert` allocated by the registry's
+// recorded size but copied `size_of::<T>()`, so a corrupted size word made
+// it overwrite a neighbouring live object and return `Ok`.
+#[test]
+fn a_corrupted_registry_size_is_an_error_not_a_write_past_the_object() {
+    let store = scratch("reg-size", 1 << 20);
+    store.insert("first", [1u64; 4]).unwrap();
+    store.insert("neighbour", [2u64; 4]).unwrap();
+    store
+        .with_arena(|a| {
+            let idx = a.find_type(<[u64; 4]>::FINGERPRINT)?.expect("registered");
+            let e = a.entry(idx)?;
+            a.mem.set_u64(e + crate::arena::registry::E_SIZE, 8)
+        })
+        .unwrap();
+    for _ in 0..3 {
+        assert!(
+            matches!(
+                store.insert(&format!("third-{}", 0), [3u64; 4]),
+                Err(Error::Corrupted { .. })
+            ),
+            "insert must refuse a type whose registry entry disagrees"
+        );
+    }
+    assert!(matches!(
+        store.get::<[u64; 4]>("neighbour"),
+        Err(Error::Corrupted { .. })
+    ));
+    // Nothing was written: put the size back and everything is intact.
+    store
+        .with_arena(|a| {
+            let idx = a.find_type(<[u64; 4]>::FINGERPRINT)?.expect("registered");
+            let e = a.entry(idx)?;
+            a.mem.set_u64(e + crate::arena::registry::E_SIZE, 32)
+        })
+        .unwrap();
+    assert_eq!(*store.get::<[u64; 4]>("neighbour").unwrap(), [2; 4]);
+    assert_eq!(*store.get::<[u64; 4]>("first").unwrap(), [1; 4]);
+    assert!(store.check().unwrap().is_ok());
+}
+
+// Regression (smaller points): a slice of zero-sized elements with invalid
+// bit patterns was checked once per element, so a corrupted length near
+// u64::MAX never finished.
+#[test]
+fn a_zero_sized_slice_with_a_huge_length_is_read_at_once() {
+    with_watchdog(|| {
+        let store = scratch("zst", 1 << 20);
+        store.insert_slice("empty", &[[false; 0]; 3]).unwrap();
+        store
+            .with_arena(|a| {
+                let f = a.lookup(b"empty", hash_name(b"empty"))?.expect("empty");
+                a.mem
+                    .set_u64(f.rec + crate::arena::dir::REC_LEN, u64::MAX / 2)
+            })
+            .unwrap();
+        let s = store.get_slice::<[bool; 0]>("empty").unwrap();
+        assert_eq!(s.len() as u64, u64::MAX / 2);
+    });
+}

@@ -2,8 +2,9 @@
 //!
 //! [`ShmMutex<T>`] is a mutual-exclusion lock that lives in a store and is
 //! shared by every process that opens it. It is robust: when a process dies
-//! while holding it, the next locker is told ([`LockError::OwnerDied`]) and
-//! decides whether the data is consistent, instead of waiting forever.
+//! while holding it, later lockers are told ([`Error::OwnerDied`]) until one
+//! of them repairs the data and marks it consistent, instead of waiting
+//! forever or reading a half-done update unawares.
 //!
 //! In a store, a `ShmMutex` is created with the value and shared through a
 //! handle (`store.get_or_insert_with("counter", || ShmMutex::new(0u64))?`).
@@ -19,7 +20,10 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! [`Error::OwnerDied`]: crate::Error::OwnerDied
 
+pub(crate) mod held;
 mod mutex;
 
-pub use mutex::{LockError, ShmMutex, ShmMutexGuard};
+pub use mutex::{ShmMutex, ShmMutexGuard};

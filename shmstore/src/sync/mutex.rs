@@ -2,14 +2,19 @@
 
 use core::cell::UnsafeCell;
 use core::fmt;
-use core::marker::PhantomData;
 use core::mem::{align_of, offset_of, size_of};
 use core::ops::{Deref, DerefMut};
 use core::ptr;
+use core::sync::atomic::{AtomicU32, Ordering};
 
-use crate::layout::{InvalidBitPattern, LayoutKind, ShmSafe, TypeLayout};
-use crate::sys::pthread::{Acquired, RawMutex};
+use super::held::{self, Held};
+use crate::layout::{InvalidBitPattern, LayoutKind, ShmMovable, ShmSafe, TypeLayout};
+use crate::sys::pthread::{Acquired, RawMutex, FUTEX_OWNER_DIED};
 use crate::Error;
+
+/// `state` bit: a holder died, and no one has marked the data consistent
+/// since.
+const INCONSISTENT: u32 = 1;
 
 /// A mutual-exclusion lock around a `T`, shared by every process that maps
 /// the store it lives in.
@@ -17,6 +22,20 @@ use crate::Error;
 /// Build it with [`ShmMutex::new`] and put it into a store; lock it with
 /// [`lock`](ShmMutex::lock), which returns a guard that dereferences to the
 /// data and unlocks when dropped.
+///
+/// ```
+/// use shmstore::{ShmMutex, Store};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let name = format!("doc-mutex-{}", std::process::id());
+/// let store = Store::open_or_create(&name, 1 << 20)?;
+/// let total = store.get_or_insert_with("total", || ShmMutex::new(0u64))?;
+/// *total.lock()? += 5; // `?` works in any function returning a std error
+/// assert_eq!(*total.lock()?, 5);
+/// # Store::unlink(&name)?;
+/// # Ok(())
+/// # }
+/// ```
 ///
 /// # Robustness and process sharing
 ///
@@ -30,36 +49,49 @@ use crate::Error;
 ///
 /// # Owner death
 ///
-/// If a process (or thread) dies holding a store's `ShmMutex`, the next
-/// [`lock`](ShmMutex::lock) returns [`LockError::OwnerDied`] carrying the
-/// guard: the caller holds the lock and decides whether the data, which the
-/// dead owner may have left half-updated, is consistent. Before returning,
-/// `lock` has already marked the lock itself consistent, so it keeps working
-/// for everyone once the guard is dropped. This is deliberate: a robust
-/// pthread mutex released without being marked consistent becomes
-/// unrecoverable, for every process, forever — one caller that merely
-/// propagated the error with `?` would break the store's mutex for all. The
-/// owner-death report is delivered exactly once, to the caller that
-/// recovered the lock.
+/// If a process (or thread) dies holding a store's `ShmMutex`, the data it
+/// guarded may be half-updated. The mutex remembers that in a flag of its
+/// own, in the segment, until someone says the data is consistent again:
 ///
-/// With `?` in a function returning [`shmstore::Result`](crate::Result), the
-/// owner-died case becomes [`Error::OwnerDied`] (and the guard is dropped,
-/// unlocking). To accept the data anyway, use [`LockError::into_inner`].
+/// - [`lock`](ShmMutex::lock) (and `try_lock`) refuse with
+///   [`Error::OwnerDied`] — naming the mutex — for as long as the flag is
+///   set, so owner death cannot be ignored by accident, by this process or
+///   any other. `?` propagates it like any other error.
+/// - [`lock_recover`](ShmMutex::lock_recover) returns the guard whatever
+///   the flag says; [`ShmMutexGuard::owner_died`] tells whether it is set.
+///   Repair the data, then call [`ShmMutexGuard::mark_consistent`]. A guard
+///   dropped without it leaves the flag set for the next locker.
+///
+/// The pthread mutex underneath is made consistent as soon as its owner's
+/// death is seen (so it never becomes unrecoverable); the flag carries the
+/// report from then on. A holder that dies after `mark_consistent` but
+/// before unlocking sets it again.
 ///
 /// # Invalid values
 ///
 /// When `T` has invalid bit patterns (`bool`, `char`, enums), every
 /// acquisition checks the data's bytes while holding the lock, before any
-/// `&T` exists; invalid bytes are [`Error::Corrupted`].
+/// `&T` exists; invalid bytes are [`Error::Corrupted`]. To recover a mutex
+/// whose data another process corrupted, [`ShmMutex::reset`] overwrites it
+/// without reading it.
+///
+/// # Moving and overwriting
+///
+/// A lock in a segment must never move: its owner's robust list points at
+/// it. A guard therefore gives `&mut T` (`DerefMut`) only for
+/// [`ShmMovable`] types, which have no such parts; for a `T` that itself
+/// holds a `ShmMutex`, the guard gives `&T`, and the nested locks are used
+/// through it. Asking for `&mut` of such a `T` is a compile-time error.
 ///
 /// # Layout
 ///
 /// `#[repr(C, align(64))]`:
 ///
-/// | offset                         | field  | type                               |
-/// |--------------------------------|--------|------------------------------------|
-/// | 0                              | `raw`  | `pthread_mutex_t` (40 bytes, glibc x86_64) |
-/// | 40 rounded up to `align_of::<T>()` | `data` | `T`                          |
+/// | offset                             | field   | type                                   |
+/// |------------------------------------|---------|----------------------------------------|
+/// | 0                                  | `raw`   | `pthread_mutex_t` (40 bytes, glibc x86_64) |
+/// | 40                                 | `state` | `AtomicU32`: bit 0 set = owner died, not yet marked consistent |
+/// | 44 rounded up to `align_of::<T>()` | `data`  | `T`                                    |
 ///
 /// Align is `max(64, align_of::<T>())`: a mutex starts a cache line of its
 /// own, so a small one (lock and data in 64 bytes) never shares a line with
@@ -70,16 +102,27 @@ use crate::Error;
 #[repr(C, align(64))]
 pub struct ShmMutex<T> {
     raw: RawMutex,
+    state: AtomicU32,
     data: UnsafeCell<T>,
 }
 
 // SAFETY: the mutex only hands out access to `T` to one thread at a time,
 // so it can be shared when `T` can be sent between threads (as for
-// `std::sync::Mutex`); the pthread mutex itself is thread-safe.
-unsafe impl<T: ShmSafe + Send> Sync for ShmMutex<T> {}
+// `std::sync::Mutex`); the pthread mutex and the state word are
+// thread-safe.
+unsafe impl<T: Send> Sync for ShmMutex<T> {}
 // SAFETY: moving the mutex moves the `T` with it (`T: Send`); an unlocked
 // pthread mutex holds nothing tied to a thread.
-unsafe impl<T: ShmSafe + Send> Send for ShmMutex<T> {}
+unsafe impl<T: Send> Send for ShmMutex<T> {}
+
+/// How [`ShmMutex::acquire`] treats the owner-died flag.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flag {
+    /// Refuse with `OwnerDied` while it is set.
+    Refuse,
+    /// Hand out the guard; it reports the flag.
+    Report,
+}
 
 impl<T: ShmSafe> ShmMutex<T> {
     /// A new unlocked mutex holding `value`.
@@ -89,6 +132,7 @@ impl<T: ShmSafe> ShmMutex<T> {
     pub const fn new(value: T) -> Self {
         ShmMutex {
             raw: RawMutex::new_uninit(),
+            state: AtomicU32::new(0),
             data: UnsafeCell::new(value),
         }
     }
@@ -98,17 +142,16 @@ impl<T: ShmSafe> ShmMutex<T> {
     ///
     /// # Errors
     ///
-    /// - [`LockError::OwnerDied`] with the guard if the previous owner died
-    ///   holding the lock (the lock is already consistent again);
-    /// - [`LockError::Failed`] with [`Error::Corrupted`] if the lock is
-    ///   unrecoverable or its bytes are not a valid mutex, or the data holds
-    ///   an invalid value; with [`Error::InvalidArgument`] if this thread
-    ///   already holds the lock of a mutex in a store.
-    pub fn lock(&self) -> Result<ShmMutexGuard<'_, T>, LockError<'_, T>> {
-        match self.raw.lock() {
-            Ok(acquired) => self.acquired(acquired),
-            Err(e) => Err(LockError::Failed(e)),
-        }
+    /// - [`Error::OwnerDied`] if a holder died and no one has marked the
+    ///   data consistent since (the lock is released again; see
+    ///   [`lock_recover`](ShmMutex::lock_recover));
+    /// - [`Error::Corrupted`] if the lock's bytes are not a valid mutex, or
+    ///   the data holds an invalid value;
+    /// - [`Error::InvalidArgument`] if this thread already holds the lock of
+    ///   this mutex (in a store; a relock would deadlock).
+    pub fn lock(&self) -> Result<ShmMutexGuard<'_, T>, Error> {
+        let acquired = self.raw.lock()?;
+        self.acquire(acquired, Flag::Refuse)
     }
 
     /// Takes the lock if no one holds it: `Ok(None)` if someone does.
@@ -116,39 +159,120 @@ impl<T: ShmSafe> ShmMutex<T> {
     /// # Errors
     ///
     /// As for [`lock`](ShmMutex::lock).
-    pub fn try_lock(&self) -> Result<Option<ShmMutexGuard<'_, T>>, LockError<'_, T>> {
-        match self.raw.try_lock() {
-            Ok(Some(acquired)) => self.acquired(acquired).map(Some),
-            Ok(None) => Ok(None),
-            Err(e) => Err(LockError::Failed(e)),
+    pub fn try_lock(&self) -> Result<Option<ShmMutexGuard<'_, T>>, Error> {
+        match self.raw.try_lock()? {
+            Some(acquired) => self.acquire(acquired, Flag::Refuse).map(Some),
+            None => Ok(None),
         }
     }
 
-    /// Turns a fresh acquisition into a guard: recovers an owner-died lock,
-    /// then validates the data.
-    fn acquired(&self, acquired: Acquired) -> Result<ShmMutexGuard<'_, T>, LockError<'_, T>> {
-        // From here on the guard owns the lock: any early return unlocks.
-        let guard = ShmMutexGuard {
-            mutex: self,
-            _not_send: PhantomData,
-        };
+    /// Like [`lock`](ShmMutex::lock), but returns the guard even if a
+    /// holder died: [`ShmMutexGuard::owner_died`] says so. Repair the data,
+    /// then call [`ShmMutexGuard::mark_consistent`].
+    ///
+    /// ```
+    /// # use shmstore::ShmMutex;
+    /// # fn main() -> shmstore::Result<()> {
+    /// # let m = ShmMutex::new(0u64);
+    /// let mut guard = m.lock_recover()?;
+    /// if guard.owner_died() {
+    ///     *guard = 0; // whatever puts the data right
+    ///     guard.mark_consistent();
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`lock`](ShmMutex::lock), but never [`Error::OwnerDied`].
+    pub fn lock_recover(&self) -> Result<ShmMutexGuard<'_, T>, Error> {
+        let acquired = self.raw.lock()?;
+        self.acquire(acquired, Flag::Report)
+    }
+
+    /// [`lock_recover`](ShmMutex::lock_recover) without blocking: `Ok(None)`
+    /// if someone holds the lock.
+    ///
+    /// # Errors
+    ///
+    /// As for [`lock_recover`](ShmMutex::lock_recover).
+    pub fn try_lock_recover(&self) -> Result<Option<ShmMutexGuard<'_, T>>, Error> {
+        match self.raw.try_lock()? {
+            Some(acquired) => self.acquire(acquired, Flag::Report).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Overwrites the data with `value`, whatever its bytes hold now (even
+    /// invalid ones, which make [`lock`](ShmMutex::lock) fail), and marks
+    /// it consistent. Blocks until the lock is free.
+    ///
+    /// Only for a [`ShmMovable`] `T`: overwriting a nested lock could break
+    /// a holder's robust list.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupted`] or [`Error::InvalidArgument`] as for
+    /// [`lock`](ShmMutex::lock) (never an invalid value or owner death).
+    pub fn reset(&self, value: T) -> Result<(), Error>
+    where
+        T: ShmMovable,
+    {
+        let acquired = self.raw.lock()?;
+        let guard = self.locked(acquired);
+        // SAFETY: this thread holds the lock, so nothing else reads or
+        // writes the data; `T` has no drop glue (ShmSafe) and no in-place
+        // parts (`T: ShmMovable`), so the old bytes, valid or not, are
+        // simply overwritten and the new value needs no initialisation.
+        unsafe { guard.mutex.data.get().write(value) };
+        guard.mutex.state.store(0, Ordering::Release);
+        drop(guard);
+        Ok(())
+    }
+
+    /// The guard for a lock this thread just acquired: records owner death,
+    /// notes the lock as held (see [`held`]), and makes the pthread mutex
+    /// consistent again so that it can never become unrecoverable.
+    fn locked(&self, acquired: Acquired) -> ShmMutexGuard<'_, T> {
+        let held = held::note_locked(self as *const Self as usize);
         if acquired == Acquired::OwnerDied {
-            // Must happen before the guard can drop (unlock), or the lock
-            // becomes unrecoverable.
-            if let Err(e) = self.raw.make_consistent() {
-                return Err(LockError::Failed(e));
-            }
+            // First the flag (a death after it is seen again by the next
+            // locker, through the pthread mutex), then the pthread mutex.
+            self.state.fetch_or(INCONSISTENT, Ordering::AcqRel);
+            // Cannot fail for a lock that just reported its owner's death;
+            // if it did, the unlock at the guard's drop would leave it
+            // unrecoverable, which the next lock reports as corrupted.
+            let _ = self.raw.make_consistent();
+        }
+        ShmMutexGuard {
+            mutex: self,
+            held: Some(held),
+            owner_died: self.state.load(Ordering::Acquire) & INCONSISTENT != 0,
+        }
+    }
+
+    /// Turns a fresh acquisition into a guard: records an owner's death,
+    /// applies `flag`, then validates the data.
+    fn acquire(&self, acquired: Acquired, flag: Flag) -> Result<ShmMutexGuard<'_, T>, Error> {
+        // From here on the guard owns the lock: any early return unlocks.
+        let guard = self.locked(acquired);
+        if guard.owner_died && flag == Flag::Refuse {
+            return Err(Error::OwnerDied {
+                what: describe_lock(self.lock_addr(), Self::LAYOUT),
+            });
         }
         if let Err(e) = self.check_data_locked() {
-            return Err(LockError::Failed(Error::corrupted(format!(
+            return Err(Error::corrupted(format!(
                 "{} holds an invalid value: {e}",
                 Self::LAYOUT.type_expr()
-            ))));
+            )));
         }
-        match acquired {
-            Acquired::Clean => Ok(guard),
-            Acquired::OwnerDied => Err(LockError::OwnerDied(guard)),
-        }
+        Ok(guard)
+    }
+
+    fn lock_addr(&self) -> usize {
+        self as *const Self as usize
     }
 
     /// Checks the data's bytes; the calling thread holds the lock.
@@ -164,6 +288,14 @@ impl<T: ShmSafe> ShmMutex<T> {
         unsafe { T::check_bytes(self.data.get()) }.map_err(|e| e.within(offset_of!(Self, data)))
     }
 
+    /// `true` if a holder died and no one has marked the data consistent
+    /// since (whether a locker has seen the death yet or not). An
+    /// observation without locking: it may be stale by the time it is used.
+    pub fn owner_died(&self) -> bool {
+        self.state.load(Ordering::Acquire) & INCONSISTENT != 0
+            || self.raw.word() & FUTEX_OWNER_DIED != 0
+    }
+
     /// The data, through exclusive access (no locking needed).
     pub fn get_mut(&mut self) -> &mut T {
         self.data.get_mut()
@@ -175,18 +307,30 @@ impl<T: ShmSafe> ShmMutex<T> {
     }
 }
 
+/// Names a lock for an [`Error::OwnerDied`]: its type, and the store and
+/// object it lives in when this process can tell.
+fn describe_lock(addr: usize, layout: &'static TypeLayout) -> String {
+    match crate::store::describe_address(addr) {
+        Some(place) => format!("{} {place}", layout.type_expr()),
+        None => format!("{} at {addr:#x}", layout.type_expr()),
+    }
+}
+
 // SAFETY:
 // - no absolute addresses: a `pthread_mutex_t` (whose robust-list links are
 //   only meaningful while held by a live thread, which the kernel and glibc
-//   maintain) and a `T: ShmSafe`;
+//   maintain), a state word and a `T: ShmSafe`;
 // - `repr(C)`, and LAYOUT records name, size, align and `T`'s layout; the
 //   field offsets follow from these;
-// - no drop glue: `RawMutex` has no `Drop` and `T: ShmSafe` has none;
+// - no drop glue: `RawMutex` has no `Drop`, atomics have none, and
+//   `T: ShmSafe` has none;
 // - bit patterns: every byte pattern is a valid `pthread_mutex_t` value (an
-//   array of integers to Rust), and `check_bytes` checks `T`'s bytes; lock
-//   acquisition re-checks them under the lock;
-// - mutation through `&Self` goes through the process-shared lock;
-// - `init_in_place` only touches `*ptr`.
+//   array of integers to Rust) and a valid `AtomicU32`, and `check_bytes`
+//   checks `T`'s bytes; lock acquisition re-checks them under the lock;
+// - mutation through `&Self` goes through the process-shared lock and the
+//   atomic state word;
+// - IMMOVABLE: the pthread mutex is initialised in place (`init_in_place`
+//   only touches `*ptr`) and must not move while held.
 unsafe impl<T: ShmSafe> ShmSafe for ShmMutex<T> {
     const LAYOUT: &'static TypeLayout = &TypeLayout {
         name: "ShmMutex",
@@ -203,6 +347,7 @@ unsafe impl<T: ShmSafe> ShmSafe for ShmMutex<T> {
     // lock, and reports invalid bytes as `Error::Corrupted`. The pthread
     // mutex bytes themselves have no invalid patterns we could check.
     const HAS_INVALID_BIT_PATTERNS: bool = false;
+    const IMMOVABLE: bool = true;
 
     unsafe fn init_in_place(ptr: *mut Self) -> Result<(), Error> {
         // SAFETY: the caller guarantees `ptr` is valid for writes of a
@@ -217,8 +362,11 @@ unsafe impl<T: ShmSafe> ShmSafe for ShmMutex<T> {
         // - `raw` is aligned and writable (a field of `*ptr`) at its final
         //   address (the store runs this after the final copy);
         // - the value is unpublished, so no one else accesses it;
-        // - it is unlocked: a `ShmMutex` is moved into the store by value,
-        //   which no guard can outlive.
+        // - it is not on any robust list: the value was moved into the
+        //   store by value (`insert`, `get_or_insert_with`: no guard can
+        //   outlive a move) or built from an owned iterator, and a mutex
+        //   made by `new` is process-private and not robust, so even a
+        //   guard forgotten before the move linked it nowhere.
         unsafe { RawMutex::init(raw) }?;
         // SAFETY: `data` is an aligned, writable field of `*ptr` holding a
         // valid `T` (caller's guarantee), unpublished.
@@ -232,54 +380,34 @@ unsafe impl<T: ShmSafe> ShmSafe for ShmMutex<T> {
     /// lock, so waiting here could deadlock against a holder of this mutex
     /// that waits for the header lock. So it uses `try_lock`:
     ///
-    /// - free: the data is traced and the lock released;
-    /// - its owner died: the data is traced, and the lock is marked
-    ///   consistent and released (glibc cannot put an acquired owner-died
-    ///   lock back, and releasing it inconsistent would make it
-    ///   unrecoverable), so the next `lock` will *not* report the death;
+    /// - free (owner-died or not): the data is traced and the lock released;
+    ///   an owner's death seen here is recorded in the flag, so the next
+    ///   `lock` still reports it;
     /// - held by a live thread, or unusable: nothing is visited.
     ///
     /// A caller that needs every offset (to free nested allocations or to
     /// rebuild the allocator) cannot rely on `trace` alone for a `T` holding
     /// segment offsets inside a `ShmMutex` that is held at that moment.
     fn trace(&self, visit: &mut dyn FnMut(u64)) {
-        match self.raw.try_lock() {
-            Ok(Some(Acquired::Clean)) => {}
-            Ok(Some(Acquired::OwnerDied)) => {
-                if self.raw.make_consistent().is_err() {
-                    // Cannot happen for a lock that just reported its
-                    // owner's death; releasing it is all that is left.
-                    // SAFETY: this thread acquired the lock just above.
-                    unsafe { self.raw.unlock() };
-                    return;
-                }
-            }
-            Ok(None) | Err(_) => return,
-        }
-        if self.check_data_locked().is_ok() {
-            // SAFETY: this thread holds the lock, so no one else has a
-            // reference to the data, and its bytes are a valid `T` (checked
-            // just above when `T` has invalid bit patterns).
-            unsafe { &*self.data.get() }.trace(visit);
-        }
-        // SAFETY: this thread acquired the lock above.
-        unsafe { self.raw.unlock() };
+        let Ok(Some(guard)) = self.try_lock_recover() else {
+            return;
+        };
+        guard.trace(visit);
     }
 }
 
 impl<T: ShmSafe + fmt::Debug> fmt::Debug for ShmMutex<T> {
-    /// Never blocks: shows the data if the lock is free, `<locked>`
-    /// otherwise. Formatting a mutex whose owner died recovers it as
-    /// [`lock`](ShmMutex::lock) does and shows `owner_died: true`.
+    /// Never blocks and never changes what the next locker is told: shows
+    /// the data if the lock is free, `<locked>` otherwise, and
+    /// `owner_died: true` (without the data) while a dead holder's update
+    /// has not been marked consistent.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("ShmMutex");
-        match self.try_lock() {
+        match self.try_lock_recover() {
+            Ok(Some(guard)) if guard.owner_died() => d.field("owner_died", &true),
             Ok(Some(guard)) => d.field("data", &&*guard),
             Ok(None) => d.field("data", &format_args!("<locked>")),
-            Err(LockError::OwnerDied(guard)) => {
-                d.field("data", &&*guard).field("owner_died", &true)
-            }
-            Err(LockError::Failed(e)) => d.field("error", &format_args!("{e}")),
+            Err(e) => d.field("error", &format_args!("{e}")),
         };
         d.finish_non_exhaustive()
     }
@@ -290,17 +418,35 @@ impl<T: ShmSafe + fmt::Debug> fmt::Debug for ShmMutex<T> {
 ///
 /// Not `Send`: a pthread mutex must be unlocked by the thread that locked it.
 #[must_use = "the lock is released as soon as the guard is dropped"]
-pub struct ShmMutexGuard<'a, T> {
+pub struct ShmMutexGuard<'a, T: ShmSafe> {
     mutex: &'a ShmMutex<T>,
-    /// `*const ()` makes the guard `!Send`.
-    _not_send: PhantomData<*const ()>,
+    /// This thread's note that it holds the lock (see [`held`]); `!Send`.
+    held: Option<Held>,
+    /// The owner-died flag was set when the lock was taken.
+    owner_died: bool,
 }
 
 // SAFETY: sharing `&ShmMutexGuard` across threads only gives out `&T`,
 // which is fine when `T: Sync` (as for `std::sync::MutexGuard`).
-unsafe impl<T: Sync> Sync for ShmMutexGuard<'_, T> {}
+unsafe impl<T: ShmSafe + Sync> Sync for ShmMutexGuard<'_, T> {}
 
-impl<T> Deref for ShmMutexGuard<'_, T> {
+impl<T: ShmSafe> ShmMutexGuard<'_, T> {
+    /// `true` if a previous holder died and the data has not been marked
+    /// consistent since (only a guard from
+    /// [`lock_recover`](ShmMutex::lock_recover) can say so).
+    pub fn owner_died(&self) -> bool {
+        self.owner_died
+    }
+
+    /// Declares the data consistent again: later lockers are no longer told
+    /// that a holder died.
+    pub fn mark_consistent(&mut self) {
+        self.mutex.state.store(0, Ordering::Release);
+        self.owner_died = false;
+    }
+}
+
+impl<T: ShmSafe> Deref for ShmMutexGuard<'_, T> {
     type Target = T;
 
     fn deref(&self) -> &T {
@@ -311,107 +457,39 @@ impl<T> Deref for ShmMutexGuard<'_, T> {
     }
 }
 
-impl<T> DerefMut for ShmMutexGuard<'_, T> {
+/// `&mut T` only for a movable `T` (see [`ShmMovable`]): a `T` holding a
+/// nested lock could otherwise be moved or overwritten (`mem::swap`,
+/// `*guard = ...`) under a holder of that lock.
+impl<T: ShmMovable> DerefMut for ShmMutexGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in `deref`; `&mut self` makes this access exclusive.
+        // `T` has no in-place-initialised parts (`T: ShmMovable`), so any
+        // value safe code writes through the `&mut T` is a valid, movable
+        // `T` (no drop glue, nothing tied to its address).
         unsafe { &mut *self.mutex.data.get() }
     }
 }
 
-impl<T> Drop for ShmMutexGuard<'_, T> {
+impl<T: ShmSafe> Drop for ShmMutexGuard<'_, T> {
     fn drop(&mut self) {
         // SAFETY: a guard exists only while the thread that created it holds
         // the lock (it is `!Send`), and this drop releases it exactly once.
         unsafe { self.mutex.raw.unlock() };
+        if let Some(held) = self.held.take() {
+            held.released();
+        }
     }
 }
 
-impl<T: fmt::Debug> fmt::Debug for ShmMutexGuard<'_, T> {
+impl<T: ShmSafe + fmt::Debug> fmt::Debug for ShmMutexGuard<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&**self, f)
     }
 }
 
-impl<T: fmt::Display> fmt::Display for ShmMutexGuard<'_, T> {
+impl<T: ShmSafe + fmt::Display> fmt::Display for ShmMutexGuard<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&**self, f)
-    }
-}
-
-/// Why [`ShmMutex::lock`] did not simply return a guard.
-///
-/// Like [`std::sync::PoisonError`], the owner-died case carries the guard:
-/// the lock *is* held, and the caller decides whether the data is
-/// consistent. `?` turns it into [`Error::OwnerDied`] (dropping the guard).
-pub enum LockError<'a, T> {
-    /// The previous owner died holding the lock. The guard holds it now and
-    /// the lock has been marked consistent; the data may be half-updated.
-    OwnerDied(ShmMutexGuard<'a, T>),
-    /// The lock could not be taken (an unrecoverable or corrupted lock,
-    /// invalid data, a relock from the holding thread).
-    Failed(Error),
-}
-
-impl<'a, T> LockError<'a, T> {
-    /// Accepts the data as it is: the guard if the owner died, the error
-    /// otherwise. `m.lock().or_else(LockError::into_inner)?` locks,
-    /// ignoring owner death.
-    pub fn into_inner(self) -> Result<ShmMutexGuard<'a, T>, Error> {
-        match self {
-            LockError::OwnerDied(guard) => Ok(guard),
-            LockError::Failed(e) => Err(e),
-        }
-    }
-
-    /// The guard, if the owner died; `None` if the lock was not taken.
-    pub fn into_guard(self) -> Option<ShmMutexGuard<'a, T>> {
-        match self {
-            LockError::OwnerDied(guard) => Some(guard),
-            LockError::Failed(_) => None,
-        }
-    }
-
-    /// `true` for [`LockError::OwnerDied`].
-    pub fn is_owner_died(&self) -> bool {
-        matches!(self, LockError::OwnerDied(_))
-    }
-}
-
-impl<T> fmt::Debug for LockError<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LockError::OwnerDied(_) => f.write_str("OwnerDied(..)"),
-            LockError::Failed(e) => f.debug_tuple("Failed").field(e).finish(),
-        }
-    }
-}
-
-impl<T> fmt::Display for LockError<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LockError::OwnerDied(_) => fmt::Display::fmt(&Error::OwnerDied, f),
-            LockError::Failed(e) => fmt::Display::fmt(e, f),
-        }
-    }
-}
-
-impl<T> std::error::Error for LockError<'_, T> {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            LockError::OwnerDied(_) => None,
-            LockError::Failed(e) => e.source(),
-        }
-    }
-}
-
-impl<T> From<LockError<'_, T>> for Error {
-    /// `OwnerDied` becomes [`Error::OwnerDied`] (the guard is dropped, which
-    /// unlocks; the lock was already marked consistent); `Failed(e)` is `e`.
-    fn from(e: LockError<'_, T>) -> Error {
-        match e {
-            LockError::OwnerDied(_guard) => Error::OwnerDied,
-            LockError::Failed(e) => e,
-        }
     }
 }
 
@@ -431,10 +509,10 @@ mod tests {
 
     /// Locks `m` on a thread that exits holding the lock (the guard is
     /// forgotten); `join` returns after the kernel has marked the lock.
-    fn lock_and_die<T: ShmSafe + Send>(m: &ShmMutex<T>, write: impl FnOnce(&mut T) + Send) {
+    fn lock_and_die<T: ShmMovable>(m: &ShmMutex<T>, write: impl FnOnce(&mut T) + Send) {
         std::thread::scope(|s| {
             s.spawn(|| {
-                let mut guard = m.lock().unwrap();
+                let mut guard = m.lock_recover().unwrap();
                 write(&mut guard);
                 core::mem::forget(guard);
             })
@@ -458,11 +536,15 @@ mod tests {
         assert_eq!(layout.type_expr(), "ShmMutex<u64>");
         assert_ne!(<ShmMutex<u64>>::FINGERPRINT, <ShmMutex<i64>>::FINGERPRINT);
         assert_ne!(<ShmMutex<u64>>::FINGERPRINT, u64::FINGERPRINT);
-        assert_eq!(offset_of!(ShmMutex<u8>, data), 40);
+        assert_eq!(offset_of!(ShmMutex<u8>, state), 40);
+        assert_eq!(offset_of!(ShmMutex<u8>, data), 44);
+        assert_eq!(offset_of!(ShmMutex<u64>, data), 48);
         assert_eq!(offset_of!(ShmMutex<u128>, data), 48);
         const { assert!(!<ShmMutex<u32>>::HAS_INVALID_BIT_PATTERNS) };
         // Checked under the lock instead (see `lock`), never from outside.
         const { assert!(!<ShmMutex<bool>>::HAS_INVALID_BIT_PATTERNS) };
+        const { assert!(<ShmMutex<u32>>::IMMOVABLE) };
+        const { assert!(<[ShmMutex<u32>; 2]>::IMMOVABLE) };
     }
 
     #[test]
@@ -490,27 +572,56 @@ mod tests {
     }
 
     #[test]
-    fn owner_death_returns_the_guard_with_the_data() {
+    fn owner_death_is_refused_until_someone_marks_the_data_consistent() {
         let m = in_place(0u64);
         lock_and_die(&m, |v| *v = 17);
-        let err = m.lock().unwrap_err();
-        assert!(err.is_owner_died());
-        assert_eq!(err.to_string(), Error::OwnerDied.to_string());
-        let mut guard = err.into_guard().unwrap();
-        assert_eq!(*guard, 17);
+        assert!(m.owner_died());
+        for _ in 0..2 {
+            match m.lock() {
+                Err(Error::OwnerDied { what }) => {
+                    assert!(what.starts_with("ShmMutex<u64>"), "{what}")
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(matches!(m.try_lock(), Err(Error::OwnerDied { .. })));
+        }
+        // Recovering without marking it consistent leaves the report.
+        {
+            let guard = m.lock_recover().unwrap();
+            assert!(guard.owner_died());
+            assert_eq!(*guard, 17);
+        }
+        assert!(matches!(m.lock(), Err(Error::OwnerDied { .. })));
+        let mut guard = m.try_lock_recover().unwrap().unwrap();
         *guard = 18;
+        guard.mark_consistent();
+        assert!(!guard.owner_died());
         drop(guard);
-        // Already consistent: the lock is usable again, cleanly.
+        assert!(!m.owner_died());
         assert_eq!(*m.lock().unwrap(), 18);
-
-        lock_and_die(&m, |v| *v = 19);
-        let guard = m.try_lock().unwrap_err().into_inner().unwrap();
-        assert_eq!(*guard, 19);
+        assert!(!m.lock_recover().unwrap().owner_died());
     }
 
     #[test]
-    fn question_mark_turns_owner_death_into_an_error() {
-        fn bump(m: &ShmMutex<u64>) -> crate::Result<u64> {
+    fn a_holder_dying_after_marking_consistent_is_reported_again() {
+        let m = in_place(0u64);
+        lock_and_die(&m, |v| *v = 1);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut g = m.lock_recover().unwrap();
+                g.mark_consistent();
+                *g = 2;
+                core::mem::forget(g);
+            })
+            .join()
+            .unwrap();
+        });
+        assert!(matches!(m.lock(), Err(Error::OwnerDied { .. })));
+    }
+
+    #[test]
+    fn question_mark_works_in_functions_returning_a_boxed_std_error() {
+        fn bump(m: &ShmMutex<u64>) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
             let mut guard = m.lock()?;
             *guard += 1;
             Ok(*guard)
@@ -518,38 +629,43 @@ mod tests {
         let m = in_place(0u64);
         assert_eq!(bump(&m).unwrap(), 1);
         lock_and_die(&m, |v| *v = 10);
-        assert!(matches!(bump(&m), Err(Error::OwnerDied)));
-        // The error dropped the guard; the owner's write is visible and the
-        // lock works.
+        let err = bump(&m).unwrap_err();
+        assert!(err.to_string().contains("died"), "{err}");
+        // Still refused: `?` did not swallow the report.
+        assert!(bump(&m).is_err());
+        m.lock_recover().unwrap().mark_consistent();
         assert_eq!(bump(&m).unwrap(), 11);
     }
 
     #[test]
-    fn invalid_data_is_refused_under_the_lock() {
+    fn invalid_data_is_refused_under_the_lock_and_can_be_reset() {
         let m = in_place(true);
         // SAFETY: no guard exists; writing the byte 7 into a `bool` slot
         // through a raw pointer simulates another process's corruption, and
         // no `&bool` is created from it.
         unsafe { m.data.get().cast::<u8>().write(7) };
-        match m.lock() {
-            Err(LockError::Failed(Error::Corrupted { reason })) => {
-                assert!(reason.contains("ShmMutex<bool>"), "{reason}");
-                assert!(reason.contains("byte offset 40"), "{reason}");
+        for _ in 0..2 {
+            match m.lock() {
+                Err(Error::Corrupted { reason }) => {
+                    assert!(reason.contains("ShmMutex<bool>"), "{reason}");
+                    assert!(reason.contains("byte offset 44"), "{reason}");
+                }
+                other => panic!("{other:?}"),
             }
-            other => panic!("{other:?}"),
+            assert!(m.lock_recover().is_err());
         }
         // `check_bytes` from outside the lock accepts it: the data is only
         // ever checked under the lock, where no holder is writing it.
         // SAFETY: `&*m` is valid for reads of the whole value.
         assert!(unsafe { ShmMutex::<bool>::check_bytes(&*m) }.is_ok());
-        // The failed lock released the mutex.
-        // SAFETY: as above.
-        unsafe { m.data.get().cast::<u8>().write(1) };
-        assert!(*m.lock().unwrap());
+        // The failed locks released the mutex; the holder can overwrite
+        // the invalid value.
+        m.reset(false).unwrap();
+        assert!(!*m.lock().unwrap());
     }
 
     #[test]
-    fn trace_uses_the_lock_without_blocking() {
+    fn trace_uses_the_lock_without_blocking_or_swallowing_owner_death() {
         #[repr(C)]
         struct Offsets([u64; 2]);
         // SAFETY: two u64 at known offsets, no pointers, no drop glue.
@@ -559,6 +675,8 @@ mod tests {
                 self.0.iter().for_each(|&o| visit(o));
             }
         }
+        // SAFETY: nothing initialised in place.
+        unsafe impl ShmMovable for Offsets {}
         let m = in_place(Offsets([64, 128]));
         let mut seen = Vec::new();
         m.trace(&mut |o| seen.push(o));
@@ -568,10 +686,14 @@ mod tests {
         assert_eq!(seen.len(), 2, "held: nothing visited");
         drop(guard);
         assert!(m.try_lock().unwrap().is_some(), "trace left it unlocked");
+        lock_and_die(&m, |_| {});
+        m.trace(&mut |o| seen.push(o));
+        assert_eq!(seen.len(), 4, "traced after the owner died");
+        assert!(matches!(m.lock(), Err(Error::OwnerDied { .. })));
     }
 
     #[test]
-    fn debug_never_blocks() {
+    fn debug_never_blocks_and_never_swallows_owner_death() {
         let m = in_place(3u32);
         assert_eq!(format!("{m:?}"), "ShmMutex { data: 3, .. }");
         let guard = m.lock().unwrap();
@@ -581,10 +703,28 @@ mod tests {
         let _guard = local.lock().unwrap();
         assert_eq!(format!("{local:?}"), "ShmMutex { data: <locked>, .. }");
         lock_and_die(&m, |v| *v = 9);
-        assert_eq!(
-            format!("{m:?}"),
-            "ShmMutex { data: 9, owner_died: true, .. }"
-        );
-        assert_eq!(*m.lock().unwrap(), 9);
+        for _ in 0..2 {
+            assert_eq!(format!("{m:?}"), "ShmMutex { owner_died: true, .. }");
+        }
+        assert!(matches!(m.lock(), Err(Error::OwnerDied { .. })));
+        let mut g = m.lock_recover().unwrap();
+        assert_eq!(*g, 9);
+        g.mark_consistent();
+        drop(g);
+        assert_eq!(format!("{m:?}"), "ShmMutex { data: 9, .. }");
+    }
+
+    #[test]
+    fn a_guard_notes_its_lock_until_dropped_and_a_forgotten_one_stays_noted() {
+        let m = in_place(0u32);
+        let addr = &*m as *const ShmMutex<u32> as usize;
+        let g = m.lock().unwrap();
+        assert!(held::any_in(addr, 64));
+        drop(g);
+        assert!(!held::any_in(addr, 64));
+        core::mem::forget(m.lock().unwrap());
+        assert!(held::any_in(addr, 64));
+        // Leak the box: its bytes are on this thread's robust list now.
+        core::mem::forget(m);
     }
 }

@@ -24,6 +24,12 @@ use nix::errno::Errno;
 
 use crate::{Error, Result};
 
+/// Lock word bit: the owner died holding the lock (kernel robust futex ABI).
+pub(crate) const FUTEX_OWNER_DIED: u32 = 0x4000_0000;
+/// Lock word bit: threads wait on the lock (kernel futex ABI).
+#[allow(dead_code)]
+pub(crate) const FUTEX_WAITERS: u32 = 0x8000_0000;
+
 /// `size_of::<pthread_mutex_t>()`, part of a store's ABI tag: a process
 /// whose libc has another mutex size must not share locks with this one.
 pub(crate) const PTHREAD_MUTEX_SIZE: usize = core::mem::size_of::<libc::pthread_mutex_t>();
@@ -196,6 +202,20 @@ impl RawMutex {
                 std::io::Error::from_raw_os_error(rc),
             )),
         }
+    }
+
+    /// The lock word (`__data.__lock` of glibc's mutex, its first 32 bits),
+    /// read atomically without locking: for a robust mutex the owner's
+    /// thread id, with [`FUTEX_OWNER_DIED`] set by the kernel when the owner
+    /// died holding it and [`FUTEX_WAITERS`] while threads sleep on it. An
+    /// observation only: it may be stale as soon as it is read.
+    pub(crate) fn word(&self) -> u32 {
+        // SAFETY: the first four bytes of a glibc `pthread_mutex_t` are its
+        // lock word (`int __lock`, 4-aligned inside the 8-aligned mutex),
+        // which glibc and the kernel only ever access atomically; an atomic
+        // load of it races with nothing. The bytes live as long as `&self`.
+        let w = unsafe { &*self.inner.get().cast::<core::sync::atomic::AtomicU32>() };
+        w.load(core::sync::atomic::Ordering::Acquire)
     }
 
     /// Releases the lock.
