@@ -298,6 +298,13 @@ fn a_store_with_another_format_version_is_incompatible() {
     let (guard, store) = fresh("version", 1 << 20);
     store.insert("kept", 1u64).unwrap();
     drop(store);
+    let mut version = [0u8; 4];
+    std::os::unix::fs::FileExt::read_exact_at(
+        &std::fs::File::open(guard.path()).unwrap(),
+        &mut version,
+        8,
+    )
+    .unwrap();
     poke(&guard, 8, &999u32.to_le_bytes());
     match Store::open(guard.name()) {
         Err(e @ Error::Incompatible { .. }) => {
@@ -306,7 +313,7 @@ fn a_store_with_another_format_version_is_incompatible() {
         other => panic!("expected Incompatible, got {other:?}"),
     }
     // Restoring the word makes it a valid store again, objects intact.
-    poke(&guard, 8, &1u32.to_le_bytes());
+    poke(&guard, 8, &version);
     assert_eq!(
         *Store::open(guard.name())
             .unwrap()

@@ -10,7 +10,7 @@
 //! |-------:|-----:|-----------------------------------------------------------|
 //! | 0      | 8    | magic `b"SHMSTOR\0"`                                      |
 //! | 8      | 4    | format version                                            |
-//! | 12     | 4    | creator's start time (low 32 bits of its clock ticks)     |
+//! | 12     | 4    | creator's start time (low 32 bits of its clock ticks)¹    |
 //! | 16     | 8    | ABI tag (see [`abi_tag`])                                 |
 //! | 24     | 4    | init state (atomic): 0 creating, 1 ready                  |
 //! | 28     | 4    | pid of the creator                                        |
@@ -38,6 +38,16 @@
 //! | 320    | 8×N  | free-list bin heads ([`NBINS`](super::alloc::NBINS))      |
 //! | 1664   | 8×M  | fast-list heads ([`NFAST`](super::alloc::NFAST))          |
 //! | 4096   |      | heap: allocator blocks                                    |
+//!
+//! ¹ `u32::MAX` ([`StartTime::UNKNOWN_LOW32_WORD`]) means the creator could
+//! not read its start time: it counts as alive while its pid exists. The
+//! word is decoded with [`StartTime::from_low32_word`] and compared only by
+//! [`liveness_low32`]; a real start time whose low 32 bits are all ones
+//! reads as unknown, which errs on the side of "alive".
+//!
+//! [`StartTime::UNKNOWN_LOW32_WORD`]: crate::sys::proc::StartTime::UNKNOWN_LOW32_WORD
+//! [`StartTime::from_low32_word`]: crate::sys::proc::StartTime::from_low32_word
+//! [`liveness_low32`]: crate::sys::proc::liveness_low32
 
 use super::Arena;
 use crate::Result;
@@ -45,7 +55,11 @@ use crate::Result;
 /// Identifies a segment as a shmstore store.
 pub(crate) const MAGIC: [u8; 8] = *b"SHMSTOR\0";
 /// Bumped on any change of the segment format.
-pub(crate) const VERSION: u32 = 1;
+///
+/// 2: the start-time words of the process table and of the creator have an
+/// "unknown" value (`u64::MAX`, `u32::MAX`) instead of 0, which version 1
+/// would read as a start time.
+pub(crate) const VERSION: u32 = 2;
 
 pub(crate) const OFF_MAGIC: u64 = 0;
 pub(crate) const OFF_VERSION: u64 = 8;

@@ -8,19 +8,38 @@
 //! a journalled operation, so a crash leaves it consistent with the pin
 //! words it counts.
 //!
+//! A slot is released only when its process is known to be gone
+//! ([`Liveness::Dead`](crate::sys::proc::Liveness::Dead)): its pid does not
+//! exist, or the process with that pid started at another time. When that
+//! cannot be determined (its `/proc` entry unreadable, another pid
+//! namespace) the process counts as alive and its slot is kept.
+//!
 //! # Layout
 //!
 //! An array of 64-byte slots (its offset and length are header words):
 //!
-//! | offset | size | field                                                |
-//! |--------|------|------------------------------------------------------|
-//! | 0      | 4    | pid (0: free slot)                                   |
-//! | 4      | 4    | its pid namespace (inode of `/proc/<pid>/ns/pid`)    |
-//! | 8      | 8    | start time of the process, in clock ticks after boot |
-//! | 16     | 8    | offset of its pin table (0: none yet)                |
-//! | 24     | 8    | pin table capacity (entries, a power of two)         |
-//! | 32     | 8    | pin table entries in use (count > 0 or not)          |
-//! | 40     | 24   | up to 3 records reserved by unfinished large inserts |
+//! | offset | size | field                                                         |
+//! |--------|------|---------------------------------------------------------------|
+//! | 0      | 4    | pid (0: free slot)                                            |
+//! | 4      | 4    | its pid namespace (inode of `/proc/<pid>/ns/pid`; 0: unknown) |
+//! | 8      | 8    | its start time, clock ticks after boot (`u64::MAX`: unknown)  |
+//! | 16     | 8    | offset of its pin table (0: none yet)                         |
+//! | 24     | 8    | pin table capacity (entries, a power of two)                  |
+//! | 32     | 8    | pin table entries in use (count > 0 or not)                   |
+//! | 40     | 24   | up to 3 records reserved by unfinished large inserts          |
+//!
+//! A slot whose pid namespace is not this process's, or is 0 (its process
+//! could not read it), is never released from here: its pid means nothing
+//! in this namespace.
+//!
+//! A process that could not read its own start time when it attached
+//! records `u64::MAX` ([`StartTime::UNKNOWN_WORD`]), never 0, meaning
+//! "start time unknown: alive while the pid exists". The word is decoded
+//! into a [`StartTime`] as it is read ([`StartTime::from_word`]), so the
+//! sentinel is never compared with a real start time: such a slot is
+//! released only once no process has its pid (a process that got the pid
+//! after it cannot be told from it, and keeps the slot until it is gone
+//! too).
 //!
 //! A pin table is an open-addressing array of 16-byte entries `(record
 //! offset, pins held)`, probed linearly from a slot given by the record's
@@ -30,6 +49,7 @@
 
 use super::header::{Header, HEAP_START};
 use super::Arena;
+use crate::sys::proc::StartTime;
 use crate::{Error, Result};
 
 /// Slots in a new store's process table.
@@ -53,7 +73,9 @@ pub(crate) struct Owner {
     pub(crate) pid: u32,
     /// Its pid namespace: a pid means nothing in another one.
     pub(crate) pidns: u32,
-    pub(crate) start: u64,
+    /// Its start time (the slot's word decoded: the "unknown" sentinel is
+    /// [`StartTime::Unknown`], never a number).
+    pub(crate) start: StartTime,
 }
 
 /// The home entry of `rec` in a pin table of `cap` (a power of two)
@@ -109,7 +131,7 @@ impl Arena<'_> {
         Ok(Some(Owner {
             pid,
             pidns: self.mem.u32(s + S_PIDNS)?,
-            start: self.mem.u64(s + S_START)?,
+            start: StartTime::from_word(self.mem.u64(s + S_START)?),
         }))
     }
 
@@ -132,7 +154,7 @@ impl Arena<'_> {
         for slot in 0..len as u32 {
             let s = self.slot_off(slot)?;
             if self.mem.u32(s + S_PID)? == 0 {
-                self.set_u64(s + S_START, owner.start)?;
+                self.set_u64(s + S_START, owner.start.word())?;
                 self.set_u32(s + S_PIDNS, owner.pidns)?;
                 self.set_u64(s + S_TABLE, 0)?;
                 self.set_u64(s + S_CAP, 0)?;
@@ -422,7 +444,7 @@ mod tests {
         let me = Owner {
             pid: 42,
             pidns: 1,
-            start: 7,
+            start: StartTime::Known(7),
         };
         let slot = a.attach(me).unwrap().unwrap();
         let mut model = BTreeMap::<u64, u64>::new();
@@ -471,7 +493,7 @@ mod tests {
         Owner {
             pid: 42,
             pidns: 1,
-            start: 7,
+            start: StartTime::Known(7),
         }
     }
 

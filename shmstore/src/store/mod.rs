@@ -52,7 +52,7 @@ use crate::arena::procs::Owner;
 use crate::arena::{Arena, Record, Stats};
 use crate::region::{self, Region, SegmentName};
 use crate::sync::held;
-use crate::sys::proc;
+use crate::sys::proc::{self, Liveness, StartTime};
 use crate::sys::pthread::{Acquired, RawMutex, PTHREAD_MUTEX_SIZE};
 use crate::{Error, Result, ShmSafe, TypeLayout};
 
@@ -219,7 +219,10 @@ impl Drop for Inner {
     }
 }
 
-/// This process as the process table knows it.
+/// This process as the process table knows it. Its start time is
+/// [`StartTime::Unknown`] if `/proc/self/stat` could not be read the first
+/// time it was asked for (recorded as the "unknown" sentinel word, never as
+/// 0): the process then counts as alive for as long as its pid exists.
 pub(super) fn own_identity() -> Owner {
     Owner {
         pid: std::process::id(),

@@ -13,7 +13,9 @@ impl Store {
         // knows the store will never be ready.
         let me = own_identity();
         mem.set_u32(OFF_CREATOR, me.pid)?;
-        mem.set_u32(OFF_CREATOR_START, me.start as u32)?;
+        // The low 32 bits of our start time, or the "unknown" word if we
+        // could not read it (then we count as alive while our pid exists).
+        mem.set_u32(OFF_CREATOR_START, me.start.low32_word())?;
         mem.atomic_u32(OFF_STATE)?
             .store(STATE_CREATING, Ordering::Relaxed);
         mem.set_u32(OFF_VERSION, VERSION)?;
@@ -125,11 +127,17 @@ impl Store {
             STATE_READY => {}
             STATE_CREATING => {
                 let creator = mem.u32(OFF_CREATOR)?;
-                let started = mem.u32(OFF_CREATOR_START)?;
+                let started = StartTime::from_low32_word(mem.u32(OFF_CREATOR_START)?);
                 // The start time tells the creator from a process that got
                 // its pid after it died (the low 32 bits suffice for that).
-                let alive = proc::start_time(creator).map(|t| t as u32) == Some(started);
-                if !alive {
+                // Only a definite answer says it died: if this process
+                // cannot tell (no fd left, `hidepid`), it waits for the
+                // creator as for a live one, up to the open timeout.
+                let died = match proc::liveness_low32(creator, started) {
+                    Liveness::Dead => true,
+                    Liveness::Alive | Liveness::Unknown => false,
+                };
+                if died {
                     return Err(Error::corrupted(format!(
                         "store \"{}\" was left half-initialised by its creator (pid {creator}), which died; \
                          remove it with Store::unlink and create it again",

@@ -9,13 +9,26 @@ impl Store {
     /// freed — and their unfinished large inserts. Runs on open and in
     /// [`Store::check`], and when an insert finds the store full. Each step
     /// is its own journalled operation.
+    ///
+    /// Only a process known to be gone ([`Liveness::Dead`]: its pid does
+    /// not exist, or belongs to a process that started at another time) is
+    /// released. One whose liveness this process cannot determine (its
+    /// `/proc` entry unreadable: no file descriptor left, `hidepid`; another
+    /// pid namespace; its start time unknown while its pid exists) keeps
+    /// everything: its handles may still be reading.
     pub(super) fn reap(&self) -> Result<()> {
         let me = self.inner.slot();
         let attached = self.with_arena(|a| a.attached())?;
         for (slot, owner) in attached {
-            if Some(slot) == me || proc::may_be_alive(owner.pid, owner.pidns, owner.start) {
+            if Some(slot) == me {
                 continue;
             }
+            match proc::liveness_in(owner.pid, owner.pidns, owner.start) {
+                Liveness::Dead => {}
+                Liveness::Alive | Liveness::Unknown => continue,
+            }
+            // `release_step` rechecks that the slot still has this owner.
+            // A dead process stays dead, so the answer cannot go stale.
             while self.with_arena(|a| a.release_step(slot, owner))? {}
         }
         Ok(())

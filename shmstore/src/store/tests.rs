@@ -26,8 +26,11 @@ fn a_slot_whose_pid_was_reused_is_released_and_ours_is_kept() {
     store.insert_slice("x", &[1u64; 1024]).unwrap();
     // A process that had our pid before us (same pid, another start
     // time) pinned "x" and died.
+    let StartTime::Known(start) = proc::own_start_time() else {
+        panic!("this test needs a readable /proc/self/stat");
+    };
     let ghost = Owner {
-        start: proc::own_start_time() + 1,
+        start: StartTime::Known(start + 1),
         ..own_identity()
     };
     store
@@ -65,7 +68,7 @@ fn a_slot_of_another_pid_namespace_is_never_released_from_here() {
     let stranger = Owner {
         pid: u32::MAX - 1,
         pidns: proc::own_pid_namespace().wrapping_add(1),
-        start: 1,
+        start: StartTime::Known(1),
     };
     store
         .with_arena(|a| {
@@ -82,6 +85,56 @@ fn a_slot_of_another_pid_namespace_is_never_released_from_here() {
     assert!(report.is_ok(), "{report}");
     assert_eq!(report.processes, 2, "the stranger's slot is kept");
     assert_eq!(store.stats().unwrap().used, pinned, "x is still pinned");
+}
+
+#[test]
+fn a_creator_is_taken_for_dead_only_when_it_is_known_to_be_gone() {
+    struct Unlink(String);
+    impl Drop for Unlink {
+        fn drop(&mut self) {
+            let _ = Store::unlink(&self.0);
+        }
+    }
+    let name = format!("shmstore-unit-creator-{}", std::process::id());
+    let _ = Store::unlink(&name);
+    let store = Store::create(&name, 1 << 20).unwrap();
+    let _unlink = Unlink(name.clone());
+    let StartTime::Known(start) = proc::own_start_time() else {
+        panic!("this test needs a readable /proc/self/stat");
+    };
+    let mem = store.inner.mem;
+    // The header as a creator leaves it before it is ready: `(pid, low 32
+    // bits of its start time)`.
+    let creating = |pid: u32, started: u32| {
+        mem.set_u32(OFF_CREATOR, pid).unwrap();
+        mem.set_u32(OFF_CREATOR_START, started).unwrap();
+        mem.atomic_u32(OFF_STATE)
+            .unwrap()
+            .store(STATE_CREATING, Ordering::Release);
+        match Store::options()
+            .open_timeout(Duration::from_millis(50))
+            .open(&name)
+        {
+            Err(e @ Error::Corrupted { .. }) => e.to_string(),
+            other => panic!("expected Corrupted, got {other:?}"),
+        }
+    };
+    let me = std::process::id();
+    let waited = "still being initialised";
+    let died = "which died";
+    // Alive: waited for until the open timeout.
+    assert!(creating(me, start as u32).contains(waited));
+    // Start time unknown (the sentinel): alive while the pid exists.
+    let unknown = StartTime::Unknown.low32_word();
+    assert!(creating(me, unknown).contains(waited));
+    // The pid now belongs to a process that started at another time.
+    assert!(creating(me, start as u32 ^ 1).contains(died));
+    // No process has the pid.
+    assert!(creating(i32::MAX as u32, start as u32).contains(died));
+    assert!(creating(i32::MAX as u32, unknown).contains(died));
+    mem.atomic_u32(OFF_STATE)
+        .unwrap()
+        .store(STATE_READY, Ordering::Release);
 }
 
 #[test]

@@ -1,25 +1,256 @@
-//! Process identity from `/proc`: a pid plus the process's start time, so
+//! Process identity and liveness: a pid plus the process's start time, so
 //! that a pid the kernel reused is not mistaken for the process that had it.
+//!
+//! # Liveness is a three-way answer
+//!
+//! Whether a recorded process `(pid, start time)` still runs is
+//! [`Liveness::Alive`], [`Liveness::Dead`] or [`Liveness::Unknown`], and
+//! only `Dead` may release what the process holds (its pins, its
+//! reservations): `Unknown` counts as alive everywhere. The answer is
+//! `Dead` only when it is definite:
+//!
+//! | `kill(pid, 0)`  | start time in `/proc/<pid>/stat`          | answer    |
+//! |-----------------|-------------------------------------------|-----------|
+//! | `ESRCH`         | —                                         | `Dead`    |
+//! | `0` or `EPERM`  | the recorded one                          | `Alive`   |
+//! | `0` or `EPERM`  | another one (the pid was reused)          | `Dead`    |
+//! | `0` or `EPERM`  | unreadable, and the pid is still there    | `Unknown` |
+//! | `0` or `EPERM`  | not asked: recorded [`StartTime::Unknown`] | `Unknown` |
+//! | any other error | —                                         | `Unknown` |
+//!
+//! `/proc` is not asked whether a pid exists: it can fail for reasons that
+//! say nothing about the process (no file descriptor left, `/proc` mounted
+//! with `hidepid` and the process belongs to another user, no `/proc` at
+//! all), and `hidepid` even answers `ENOENT` for a process that runs. Only
+//! `kill(pid, 0)` answers that, and only `ESRCH` means "no such process".
+//! (`EPERM` means it exists but belongs to another user.)
+//!
+//! A zombie still exists: it counts as alive until its parent reaps it,
+//! which errs on the side of not reclaiming.
 
+use std::io;
 use std::sync::OnceLock;
 
-/// The start time of process `pid` (field 22 of `/proc/<pid>/stat`, clock
-/// ticks after boot), or `None` if there is no such process (or `/proc`
-/// cannot tell). A zombie still has its entry: it counts as alive until
-/// its parent reaps it, which errs on the side of not reclaiming.
-pub(crate) fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces or
-    // parentheses itself: count fields after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // `rest` starts with field 3 (state); field 22 is the 20th after it.
-    rest.split_whitespace().nth(19)?.parse().ok()
+use nix::errno::Errno;
+
+/// A process's start time: field 22 of `/proc/<pid>/stat`, clock ticks
+/// after boot — or `Unknown`, for a process that could not read its own
+/// when it recorded itself.
+///
+/// It is an enum rather than a bare `u64` so that the "unknown" sentinel of
+/// the segment's words can never be compared with a real start time by
+/// accident: the words are decoded with [`StartTime::from_word`] /
+/// [`StartTime::from_low32_word`] and only [`liveness`] compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StartTime {
+    /// Read from `/proc`.
+    Known(u64),
+    /// Could not be read. A process recorded with it is "alive while its
+    /// pid exists": a reused pid cannot be told from it.
+    Unknown,
 }
 
-/// This process's start time, read once.
-pub(crate) fn own_start_time() -> u64 {
-    static START: OnceLock<u64> = OnceLock::new();
-    *START.get_or_init(|| start_time(std::process::id()).unwrap_or(0))
+impl StartTime {
+    /// How a 64-bit start-time word (the process table's) says "unknown".
+    /// No real start time comes near it (2^64 clock ticks are billions of
+    /// years); if one did, it would only be taken for unknown, which errs
+    /// on the side of "alive".
+    pub(crate) const UNKNOWN_WORD: u64 = u64::MAX;
+    /// How a 32-bit start-time word (the header's creator field, which
+    /// keeps the low 32 bits) says "unknown". A real start time whose low
+    /// 32 bits are all ones reads back as unknown: "alive while the pid
+    /// exists", which again errs on the side of "alive".
+    pub(crate) const UNKNOWN_LOW32_WORD: u32 = u32::MAX;
+
+    /// Decodes a 64-bit start-time word.
+    pub(crate) fn from_word(word: u64) -> StartTime {
+        if word == Self::UNKNOWN_WORD {
+            StartTime::Unknown
+        } else {
+            StartTime::Known(word)
+        }
+    }
+
+    /// The 64-bit word that stores this start time.
+    pub(crate) fn word(self) -> u64 {
+        match self {
+            StartTime::Known(t) => t,
+            StartTime::Unknown => Self::UNKNOWN_WORD,
+        }
+    }
+
+    /// Decodes a 32-bit start-time word (low 32 bits of the start time).
+    /// Compare the result with [`liveness_low32`], never [`liveness`].
+    pub(crate) fn from_low32_word(word: u32) -> StartTime {
+        if word == Self::UNKNOWN_LOW32_WORD {
+            StartTime::Unknown
+        } else {
+            StartTime::Known(word as u64)
+        }
+    }
+
+    /// The 32-bit word that stores the low 32 bits of this start time.
+    pub(crate) fn low32_word(self) -> u32 {
+        match self {
+            StartTime::Known(t) => t as u32,
+            StartTime::Unknown => Self::UNKNOWN_LOW32_WORD,
+        }
+    }
+}
+
+/// Whether a recorded process still runs. Only `Dead` is definite enough
+/// to release what the process holds; `Unknown` counts as alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Liveness {
+    /// The pid exists and has the recorded start time.
+    Alive,
+    /// No process has the pid, or the one that has it started at another
+    /// time (the pid was reused).
+    Dead,
+    /// The pid exists (or may) but this process cannot tell whether it is
+    /// the recorded one: treat it as alive.
+    Unknown,
+}
+
+/// Whether a process with id `pid` exists, from `kill(pid, 0)`, which
+/// checks without sending anything: `Ok(true)` on success or `EPERM` (it
+/// exists but belongs to another user), `Ok(false)` on `ESRCH`, and the
+/// errno of any other failure.
+///
+/// `0` and ids above `i32::MAX` are never passed to `kill` (they would
+/// address a process group): no process has them, so they are `Ok(false)`.
+pub(crate) fn pid_exists(pid: u32) -> Result<bool, Errno> {
+    let Ok(id) = libc::pid_t::try_from(pid) else {
+        return Ok(false);
+    };
+    if id <= 0 {
+        return Ok(false);
+    }
+    // SAFETY: kill(2) has no memory-safety preconditions; signal 0 sends
+    // nothing (it only checks that `id`, a positive pid, exists and may be
+    // signalled).
+    let rc = unsafe { libc::kill(id, 0) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    match Errno::last() {
+        Errno::EPERM => Ok(true),
+        Errno::ESRCH => Ok(false),
+        other => Err(other),
+    }
+}
+
+/// Reads the start time of process `pid` (field 22 of `/proc/<pid>/stat`,
+/// clock ticks after boot). Every failure, including "no such file", is an
+/// error: it says nothing definite about the process (see the module doc).
+///
+/// A `/proc` mounted for another pid namespace (a process started with
+/// `unshare --pid --fork` but without a `/proc` of its own) would answer
+/// for another process of the same number: that is an error too.
+pub(crate) fn start_time(pid: u32) -> io::Result<u64> {
+    if !proc_is_ours() {
+        return Err(io::Error::other(
+            "/proc belongs to another pid namespace than this process",
+        ));
+    }
+    parse_start_time(&std::fs::read_to_string(format!("/proc/{pid}/stat"))?)
+}
+
+/// Whether `/proc` numbers processes as this process's pid namespace does:
+/// `/proc/self` names our own pid (it names our pid in the namespace
+/// `/proc` was mounted for, and is missing if we are not in it). Read once:
+/// `readlink` needs no file descriptor, and `/proc` is not remounted under
+/// a running store.
+fn proc_is_ours() -> bool {
+    static OURS: OnceLock<bool> = OnceLock::new();
+    *OURS.get_or_init(|| {
+        std::fs::read_link("/proc/self")
+            .is_ok_and(|target| target.as_os_str() == std::process::id().to_string().as_str())
+    })
+}
+
+fn parse_start_time(stat: &str) -> io::Result<u64> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc stat format");
+    // The command name (field 2) is in parentheses and may hold spaces or
+    // parentheses itself: count fields after the last ')'.
+    let rest = &stat[stat.rfind(')').ok_or_else(bad)? + 1..];
+    // `rest` starts with field 3 (state); field 22 is the 20th after it.
+    rest.split_whitespace()
+        .nth(19)
+        .ok_or_else(bad)?
+        .parse()
+        .map_err(|_| bad())
+}
+
+/// Whether the process recorded as `(pid, start)` still runs.
+pub(crate) fn liveness(pid: u32, start: StartTime) -> Liveness {
+    judge(pid, start, u64::MAX, pid_exists, start_time)
+}
+
+/// [`liveness`] for a start time of which only the low 32 bits were
+/// recorded ([`StartTime::from_low32_word`]).
+pub(crate) fn liveness_low32(pid: u32, start: StartTime) -> Liveness {
+    judge(pid, start, u32::MAX as u64, pid_exists, start_time)
+}
+
+/// [`liveness`] of a process recorded with its pid namespace: a process of
+/// another namespace (or of one that could not be read, recorded as 0) is
+/// not visible to this one's `kill` and `/proc`, so it is `Unknown` — never
+/// released from here (a process of its own namespace will release it).
+pub(crate) fn liveness_in(pid: u32, pidns: u32, start: StartTime) -> Liveness {
+    if pidns == 0 || pidns != own_pid_namespace() {
+        return Liveness::Unknown;
+    }
+    liveness(pid, start)
+}
+
+/// The decision of the module doc's table, with the two OS calls passed in
+/// (so that every row can be tested). `mask` selects the bits of the start
+/// time that were recorded.
+fn judge(
+    pid: u32,
+    start: StartTime,
+    mask: u64,
+    exists: impl Fn(u32) -> Result<bool, Errno>,
+    read_start: impl FnOnce(u32) -> io::Result<u64>,
+) -> Liveness {
+    match exists(pid) {
+        Ok(true) => {}
+        Ok(false) => return Liveness::Dead,
+        Err(_) => return Liveness::Unknown,
+    }
+    let StartTime::Known(recorded) = start else {
+        // Alive while the pid exists, which it does.
+        return Liveness::Unknown;
+    };
+    match read_start(pid) {
+        Ok(now) if now & mask == recorded & mask => Liveness::Alive,
+        // The pid exists (we asked before reading) with another start
+        // time: it was reused, and the recorded process is gone for good.
+        Ok(_) => Liveness::Dead,
+        // The process may have exited between the two calls: then the pid
+        // no longer exists. Anything else leaves us not knowing.
+        Err(_) => match exists(pid) {
+            Ok(false) => Liveness::Dead,
+            Ok(true) | Err(_) => Liveness::Unknown,
+        },
+    }
+}
+
+/// This process's start time, read once (from `/proc/self/stat`).
+///
+/// A process's identity in a store's process table must not change while
+/// it is attached, so the first answer is kept, [`StartTime::Unknown`] too
+/// (which only means that a process that gets this pid after this one
+/// exits cannot be told from it: what this one held is then kept until
+/// that pid is free again).
+pub(crate) fn own_start_time() -> StartTime {
+    static START: OnceLock<StartTime> = OnceLock::new();
+    *START.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/stat")
+            .and_then(|stat| parse_start_time(&stat))
+            .map_or(StartTime::Unknown, StartTime::from_word)
+    })
 }
 
 /// This process's pid namespace: the inode of `/proc/self/ns/pid`
@@ -34,37 +265,154 @@ pub(crate) fn own_pid_namespace() -> u32 {
     })
 }
 
-/// `true` if `pid` is the same process that started at `start`.
-pub(crate) fn is_alive(pid: u32, start: u64) -> bool {
-    start_time(pid) == Some(start)
-}
-
-/// `true` unless the process `(pid, pidns, start)` is known to be gone: a
-/// process of another pid namespace cannot be looked up in this one's
-/// `/proc`, so it is taken to be alive (its resources are never reclaimed
-/// from here; a process of its own namespace will).
-pub(crate) fn may_be_alive(pid: u32, pidns: u32, start: u64) -> bool {
-    pidns != own_pid_namespace() || is_alive(pid, start)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn own_start() -> u64 {
+        match own_start_time() {
+            StartTime::Known(t) => t,
+            StartTime::Unknown => panic!("this test needs a readable /proc/self/stat"),
+        }
+    }
+
+    /// A pid no process has: `i32::MAX` is above every Linux `pid_max`
+    /// (at most 2^22), yet a valid positive `pid_t`, so `kill` answers
+    /// `ESRCH` itself.
+    const NO_SUCH_PID: u32 = i32::MAX as u32;
+
     #[test]
-    fn this_process_is_alive_and_a_reused_pid_is_not_it() {
+    fn this_process_is_alive() {
         let me = std::process::id();
-        let start = own_start_time();
-        assert!(start > 0);
-        assert!(is_alive(me, start));
-        assert!(!is_alive(me, start + 1), "same pid, other start time");
-        assert!(!is_alive(u32::MAX - 1, start), "no such pid");
+        let start = own_start();
+        assert_eq!(start_time(me).unwrap(), start);
+        assert_eq!(liveness(me, StartTime::Known(start)), Liveness::Alive);
+        assert_eq!(
+            liveness_low32(me, StartTime::from_low32_word(start as u32)),
+            Liveness::Alive
+        );
+        assert_eq!(pid_exists(me), Ok(true));
+        assert!(proc_is_ours());
+        // pid 1 always exists; as another user, kill says EPERM.
+        assert_eq!(pid_exists(1), Ok(true));
+    }
+
+    #[test]
+    fn a_pid_that_does_not_exist_is_dead() {
+        let start = StartTime::Known(own_start());
+        assert_eq!(pid_exists(NO_SUCH_PID), Ok(false));
+        assert_eq!(liveness(NO_SUCH_PID, start), Liveness::Dead);
+        assert_eq!(liveness(NO_SUCH_PID, StartTime::Unknown), Liveness::Dead);
+        // Ids that are not pids (0, or negative as a pid_t) never reach
+        // kill, which would take them for process groups.
+        for pid in [0, u32::MAX, u32::MAX - 1, i32::MAX as u32 + 1] {
+            assert_eq!(pid_exists(pid), Ok(false), "{pid}");
+            assert_eq!(liveness(pid, start), Liveness::Dead, "{pid}");
+        }
+        // A child that exited and was reaped is gone.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert_eq!(liveness(pid, start), Liveness::Dead);
+    }
+
+    #[test]
+    fn the_same_pid_with_another_start_time_is_dead() {
+        let me = std::process::id();
+        let start = own_start();
+        assert_eq!(liveness(me, StartTime::Known(start + 1)), Liveness::Dead);
+        assert_eq!(
+            liveness_low32(me, StartTime::from_low32_word(start as u32 ^ 1)),
+            Liveness::Dead
+        );
+    }
+
+    #[test]
+    fn an_unknown_start_time_is_alive_while_the_pid_exists() {
+        let me = std::process::id();
+        assert_eq!(liveness(me, StartTime::Unknown), Liveness::Unknown);
+        assert_eq!(liveness_low32(me, StartTime::Unknown), Liveness::Unknown);
+        // The sentinel words decode to Unknown, never to a start time.
+        assert_eq!(
+            StartTime::from_word(StartTime::UNKNOWN_WORD),
+            StartTime::Unknown
+        );
+        assert_eq!(
+            StartTime::from_low32_word(StartTime::UNKNOWN_LOW32_WORD),
+            StartTime::Unknown
+        );
+        assert_eq!(StartTime::Unknown.word(), StartTime::UNKNOWN_WORD);
+        assert_eq!(StartTime::Unknown.low32_word(), u32::MAX);
+        // A real start time round-trips, 0 included: 0 is a start time,
+        // not "unknown".
+        for t in [0, 1, own_start(), u32::MAX as u64 + 5] {
+            assert_eq!(
+                StartTime::from_word(StartTime::Known(t).word()),
+                StartTime::Known(t)
+            );
+        }
+        assert_eq!(StartTime::from_low32_word(0), StartTime::Known(0));
+    }
+
+    #[test]
+    fn an_unreadable_start_time_is_unknown_never_dead() {
+        let start = StartTime::Known(own_start());
+        let exists = |_| Ok(true);
+        for err in [
+            io::Error::from_raw_os_error(libc::EMFILE),
+            io::Error::from_raw_os_error(libc::ENOENT), // hidepid
+            io::Error::from_raw_os_error(libc::EACCES),
+            io::Error::from(io::ErrorKind::InvalidData),
+        ] {
+            let kind = err.to_string();
+            assert_eq!(
+                judge(42, start, u64::MAX, exists, |_| Err(err)),
+                Liveness::Unknown,
+                "{kind}"
+            );
+        }
+        // kill itself failing oddly is unknown too.
+        assert_eq!(
+            judge(42, start, u64::MAX, |_| Err(Errno::EINVAL), |_| Ok(1)),
+            Liveness::Unknown
+        );
+        // The pid vanished between kill and the read: dead.
+        let calls = std::cell::Cell::new(0);
+        let vanishing = |_| {
+            calls.set(calls.get() + 1);
+            Ok(calls.get() == 1)
+        };
+        assert_eq!(
+            judge(42, start, u64::MAX, vanishing, |_| Err(
+                io::Error::from_raw_os_error(libc::ESRCH)
+            )),
+            Liveness::Dead
+        );
+    }
+
+    #[test]
+    fn another_or_an_unreadable_pid_namespace_is_never_dead() {
         let ns = own_pid_namespace();
         assert_ne!(ns, 0);
-        assert!(!may_be_alive(u32::MAX - 1, ns, start));
-        assert!(
-            may_be_alive(u32::MAX - 1, ns.wrapping_add(1), start),
+        let start = StartTime::Known(own_start());
+        assert_eq!(liveness_in(NO_SUCH_PID, ns, start), Liveness::Dead);
+        assert_eq!(
+            liveness_in(NO_SUCH_PID, ns.wrapping_add(1), start),
+            Liveness::Unknown,
             "another namespace"
         );
+        assert_eq!(
+            liveness_in(NO_SUCH_PID, 0, start),
+            Liveness::Unknown,
+            "a namespace its process could not read"
+        );
+    }
+
+    #[test]
+    fn start_times_parse_after_the_last_parenthesis() {
+        let stat = "7 (a) b) (c) S 1 7 7 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 12345 0 0";
+        assert_eq!(parse_start_time(stat).unwrap(), 12345);
+        assert!(parse_start_time("7 (x) S 1").is_err());
+        assert!(parse_start_time("no parenthesis").is_err());
     }
 }
