@@ -49,6 +49,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::arena::mem::Backed;
 use crate::sys::shm::{self, OpenHow};
 use crate::{Error, Result};
 
@@ -132,9 +133,8 @@ pub(crate) struct Region {
     base: NonNull<u8>,
     len: usize,
     name: SegmentName,
-    /// Bytes from the start known to be committed (boxed: `Mem`s point at
-    /// it, so its address must not change when the region moves).
-    backed: Box<AtomicU64>,
+    /// Bytes from the start known to be committed (`Mem`s point at it).
+    backed: Backed,
     /// Unique among this process's regions.
     id: u64,
 }
@@ -190,7 +190,7 @@ impl Region {
             base,
             len,
             name: name.clone(),
-            backed: Box::new(AtomicU64::new(0)),
+            backed: Backed::new(0),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         })
     }
@@ -218,7 +218,7 @@ impl Region {
             base,
             len,
             name: name.clone(),
-            backed: Box::new(AtomicU64::new(0)),
+            backed: Backed::new(0),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         };
         // The header page is read before anything says it was committed:
@@ -253,7 +253,7 @@ impl Region {
     /// The backed limit, for [`Mem::new`](crate::arena::mem::Mem::new):
     /// valid for as long as the region lives.
     pub(crate) fn backed(&self) -> NonNull<AtomicU64> {
-        NonNull::from(&*self.backed)
+        self.backed.ptr()
     }
 
     /// Allocates the pages of `offset..offset + len` (`fallocate`, mode 0),
@@ -288,9 +288,9 @@ impl Region {
             },
             e => e,
         })?;
-        let backed = self.backed.load(Ordering::Acquire);
-        if offset <= backed {
-            self.backed.fetch_max(offset + len, Ordering::AcqRel);
+        let backed = self.backed.get();
+        if offset <= backed.load(Ordering::Acquire) {
+            backed.fetch_max(offset + len, Ordering::AcqRel);
         }
         Ok(())
     }

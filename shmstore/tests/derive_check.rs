@@ -56,18 +56,54 @@ struct Plain {
 #[repr(C)]
 struct TupleOfBools(u8, bool, bool);
 
-/// Runs `T::check_bytes` on a copy of `bytes` in properly aligned storage.
+/// A zeroed heap buffer that starts on a page boundary, like a mapping.
+struct PageBuf {
+    ptr: *mut u8,
+    layout: std::alloc::Layout,
+}
+
+impl PageBuf {
+    fn new(len: usize) -> PageBuf {
+        let layout = std::alloc::Layout::from_size_align(len.max(1), 4096).unwrap();
+        // SAFETY: a non-zero size and a power-of-two alignment.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        assert!(!ptr.is_null());
+        PageBuf { ptr, layout }
+    }
+}
+
+impl Drop for PageBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout, freed once.
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) };
+    }
+}
+
+/// Runs `T::check_bytes` on copies of `bytes` placed as a store places
+/// values: in a page-aligned buffer (a mapping's base is only
+/// page-aligned), at offset 0 and at the next offset aligned for `T`. Both
+/// placements must agree.
 fn check<T: ShmSafe>(bytes: &[u8]) -> Result<(), InvalidBitPattern> {
     assert_eq!(bytes.len(), size_of::<T>());
-    let mut buf = MaybeUninit::<T>::uninit();
-    // SAFETY: `buf` has room for exactly `size_of::<T>()` bytes, and
-    // `bytes` has that many.
-    unsafe {
-        core::ptr::copy_nonoverlapping(bytes.as_ptr(), buf.as_mut_ptr().cast::<u8>(), bytes.len())
-    };
-    // SAFETY: `buf` is aligned for `T` and all of its bytes were initialised
-    // just above; nothing else touches it.
-    unsafe { T::check_bytes(buf.as_ptr()) }
+    let step = size_of::<T>()
+        .next_multiple_of(core::mem::align_of::<T>())
+        .max(1);
+    let buf = PageBuf::new(2 * step);
+    let mut results = Vec::new();
+    for at in [0, step] {
+        // SAFETY: `at + size_of::<T>() <= 2 * step`: the copy stays inside
+        // the buffer, which cannot overlap `bytes`.
+        let dst = unsafe { buf.ptr.add(at) };
+        // SAFETY: as above.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) };
+        assert_eq!(dst as usize % core::mem::align_of::<T>(), 0);
+        // SAFETY: `dst` is aligned for `T` (page-aligned base plus a
+        // multiple of its alignment) and its `size_of::<T>()` bytes were
+        // initialised just above; nothing else touches them.
+        results.push(unsafe { T::check_bytes(dst.cast::<T>()) });
+    }
+    assert_eq!(results[0], results[1], "the placement changed the verdict");
+    results.pop().unwrap()
 }
 
 /// The bytes of a valid value (all bytes initialised, padding zeroed).

@@ -69,6 +69,45 @@ scalar!(u16, AtomicU16);
 scalar!(u32, AtomicU32);
 scalar!(u64, AtomicU64);
 
+/// The owner of a region's backed limit: a heap-allocated atomic that
+/// [`Mem`]s point at. It is reached only through its raw pointer (never
+/// through a `Box`, whose uniqueness would invalidate the `Mem`s'
+/// pointers), and freed when dropped.
+pub(crate) struct Backed(NonNull<AtomicU64>);
+
+// SAFETY: it owns a heap-allocated atomic; sharing and sending it shares
+// and sends an `&AtomicU64`, which is Send + Sync.
+unsafe impl Send for Backed {}
+// SAFETY: as above.
+unsafe impl Sync for Backed {}
+
+impl Backed {
+    /// A limit of `bytes`.
+    pub(crate) fn new(bytes: u64) -> Backed {
+        Backed(NonNull::from(Box::leak(Box::new(AtomicU64::new(bytes)))))
+    }
+
+    /// The atomic, for [`Mem::new`]: valid as long as `self`.
+    pub(crate) fn ptr(&self) -> NonNull<AtomicU64> {
+        self.0
+    }
+
+    /// The atomic.
+    pub(crate) fn get(&self) -> &AtomicU64 {
+        // SAFETY: allocated in `new`, freed only in `drop`, never
+        // accessed mutably.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl Drop for Backed {
+    fn drop(&mut self) {
+        // SAFETY: made by `Box::leak` in `new` and freed once, here; the
+        // owner guarantees no `Mem` using it outlives it.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+}
+
 /// A region of bytes, shared or not, addressed by offsets from its start.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Mem {
@@ -286,7 +325,7 @@ pub(crate) struct HeapRegion {
     layout: std::alloc::Layout,
     skew: usize,
     len: usize,
-    backed: Box<AtomicU64>,
+    backed: Backed,
 }
 
 #[cfg(test)]
@@ -310,7 +349,7 @@ impl HeapRegion {
             layout,
             skew,
             len,
-            backed: Box::new(AtomicU64::new(len as u64)),
+            backed: Backed::new(len as u64),
         }
     }
 
@@ -321,9 +360,9 @@ impl HeapRegion {
         let base = unsafe { NonNull::new_unchecked(self.alloc.as_ptr().add(self.skew)) };
         // SAFETY: the allocation holds `len` bytes after `base`, 8-aligned
         // (skew is a multiple of 8 from a page boundary); it and `backed`
-        // (boxed: its address is stable) live as long as `self`, and every
-        // test drops its `Mem`s before the `HeapRegion`.
-        unsafe { Mem::new(base, self.len, NonNull::from(&*self.backed)) }
+        // live as long as `self`, and every test drops its `Mem`s before the
+        // `HeapRegion`.
+        unsafe { Mem::new(base, self.len, self.backed.ptr()) }
     }
 }
 
@@ -386,7 +425,7 @@ mod tests {
     fn bytes_past_the_backed_limit_are_never_touched() {
         let region = HeapRegion::new(4 * 4096);
         let mem = region.mem();
-        region.backed.store(4096, Ordering::Relaxed);
+        region.backed.get().store(4096, Ordering::Relaxed);
         assert!(mem.u64(4096 - 8).is_ok());
         assert!(matches!(mem.u64(4096), Err(Error::Corrupted { .. })));
         assert!(mem.read_bytes(4000, 200).is_err());
