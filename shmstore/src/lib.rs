@@ -5,7 +5,8 @@
 //! serialization, no copy, no server.
 //!
 //! - [`ShmSafe`] and `#[derive(ShmSafe)]`: what may live in shared memory,
-//!   with its compile-time [`TypeLayout`] and fingerprint.
+//!   with its compile-time [`TypeLayout`] and fingerprint; [`ShmMovable`]
+//!   for the types that may be moved or overwritten once stored.
 //! - [`Store`]: create, open and unlink stores; insert, get, remove named
 //!   objects and slices. [`StoreOptions`] sets capacity, mode and patience.
 //! - [`Handle`] / [`SliceHandle`]: zero-copy views that deref to `&T` /
@@ -42,6 +43,20 @@
 //!     Ok(())
 //! }
 //! ```
+//!
+//! # What safe code can rely on
+//!
+//! Nothing another process writes into a store can make safe code here
+//! reach undefined behaviour: every offset is checked (bounds, committed
+//! pages, address alignment) before a pointer is formed, sizes from the
+//! segment are compared with the compiler's, and values with invalid bit
+//! patterns are checked before a reference exists; a bad segment is an
+//! [`Error`]. Locks in a segment are robust: a holder's death is reported
+//! ([`Error::OwnerDied`]) until someone marks the data consistent, and a
+//! store is never unmapped while this process may still hold a lock in it
+//! (a guard passed to `mem::forget`). The processes sharing a store are
+//! trusted not to write over a lock's bytes while it is held, and not to
+//! shrink the segment.
 #![warn(missing_docs)]
 
 mod arena;
