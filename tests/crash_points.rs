@@ -47,7 +47,8 @@ use shmstore_tests::{report, role, role_arg, role_command_with_arg, Child, Finis
 /// Crash points of each operation (its test, and how many), asserted
 /// exactly: a change to the journal or to an operation that adds or
 /// removes a step fails its test here, and this table is then updated on
-/// purpose.
+/// purpose — with the README, which quotes the number of operations and the
+/// total (checked by `the_readme_quotes_the_asserted_crash_point_counts`).
 const CRASH_POINTS: &[(&str, u64)] = &[
     ("an_insert_of_a_new_type_survives_a_crash_at_every_step", 40),
     ("an_insert_of_a_known_type_survives_a_crash_at_every_step", 10),
@@ -1462,4 +1463,25 @@ fn a_creator_killed_at_any_step_of_creation_is_detected_not_waited_on() {
         k - 1
     );
     assert_crash_points(CREATION_TEST, k - 1);
+}
+
+// ---------------------------------------------------------------------------
+// The README.
+
+/// The README quotes the number of operations and of crash points: both
+/// must be those [`CRASH_POINTS`] asserts.
+#[test]
+fn the_readme_quotes_the_asserted_crash_point_counts() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+    let readme = std::fs::read_to_string(path).expect("README.md");
+    let text = readme.split_whitespace().collect::<Vec<_>>().join(" ");
+    let total: u64 = CRASH_POINTS.iter().map(|&(_, n)| n).sum();
+    let quoted = format!(
+        "every step of {} operations ({total} crash points",
+        CRASH_POINTS.len()
+    );
+    assert!(
+        text.contains(&quoted),
+        "README.md should say \"{quoted}\": its figures come from CRASH_POINTS"
+    );
 }
