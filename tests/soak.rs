@@ -19,6 +19,27 @@
 //! name (must fail), `H` get and keep the handle (held handles are checked
 //! again later, also after their object was removed), `L` ledger update.
 //!
+//! The run proves recovery only if recovery happened, so it asserts
+//! minimums, scaled with its length: per 3 s, 20 random kills with an
+//! operation in flight, one owner-died recovery of the ledger's mutex and
+//! one recovery of the header lock. Random kills alone did not reach them
+//! reliably on the 2-core machine (a kill every 1–60 ms: 0 to 5 header-lock
+//! recoveries in 3 s, 2 to 7 of the ledger's; and with another build
+//! running, as few as 23 kills, 17 of them in flight; a worker spends about
+//! as long writing its report lines as inside operations, so only about
+//! two kills in three land in one), so the schedule aims:
+//! - a kill every 1–40 ms, three in four once the worker has read its state
+//!   and started operating (the others land at any moment, often while it
+//!   opens the store);
+//! - some incarnations are planned to die on their own at a chosen point:
+//!   at a random step of the metadata operations they run (through the
+//!   `crash-points` feature; a step is taken holding the header lock, but
+//!   for the copy of a large insert) or half-way through their first ledger
+//!   update (`SIGKILL` to itself, holding the ledger's mutex);
+//! - should the minimums still not be met when the time is up (a very busy
+//!   machine), the parent goes on killing until they are, for at most
+//!   [`PATIENCE`] more.
+//!
 //! `SHMSTORE_SOAK_SECS` sets how long the parent kills (default 3 s);
 //! `SHMSTORE_SOAK_SEED` its random seed.
 
@@ -239,8 +260,9 @@ fn linger() {
 }
 
 /// One ledger update by worker `w`, adding `x`: redo record, `dirty`,
-/// apply, clear (see [`Ledger`]).
-fn update_ledger(g: &mut Ledger, w: usize, x: u64) {
+/// apply, clear (see [`Ledger`]). With `die_half_way`, the worker kills
+/// itself once the update is half applied, holding the lock.
+fn update_ledger(g: &mut Ledger, w: usize, x: u64, die_half_way: bool) {
     g.redo_total = g.total + x;
     g.redo_updates = g.updates + 1;
     g.redo_worker = w as u32;
@@ -251,6 +273,9 @@ fn update_ledger(g: &mut Ledger, w: usize, x: u64) {
     linger();
     g.total = g.redo_total;
     compiler_fence(Ordering::SeqCst);
+    if die_half_way {
+        die();
+    }
     linger();
     g.updates = g.redo_updates;
     compiler_fence(Ordering::SeqCst);
@@ -259,6 +284,66 @@ fn update_ledger(g: &mut Ledger, w: usize, x: u64) {
     g.last_writer = w as u32;
     compiler_fence(Ordering::SeqCst);
     g.dirty = 0;
+}
+
+/// `SIGKILL` to this process: it dies as if the parent had killed it.
+fn die() -> ! {
+    // SAFETY: raise has no memory-safety preconditions.
+    unsafe { libc::raise(libc::SIGKILL) };
+    unreachable!("SIGKILL returned")
+}
+
+/// No core files for the planned aborts.
+fn no_core_dumps() {
+    let no_core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit reads the struct we pass; no other preconditions.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
+}
+
+/// How an incarnation ends when the parent does not kill it at random.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// It runs until it is killed or stopped.
+    Run,
+    /// It aborts (`SIGABRT`) at the k-th step of the metadata operations it
+    /// runs once it has read its state: inside an operation, holding the
+    /// header lock (unless the step is a large insert's copy).
+    Step(u64),
+    /// It kills itself half-way through its first ledger update.
+    Ledger,
+}
+
+impl Plan {
+    fn arg(self) -> String {
+        match self {
+            Plan::Run => "run".into(),
+            Plan::Step(k) => format!("step={k}"),
+            Plan::Ledger => "ledger".into(),
+        }
+    }
+
+    fn parse(s: &str) -> Plan {
+        match s {
+            "run" => Plan::Run,
+            "ledger" => Plan::Ledger,
+            _ => Plan::Step(
+                s.strip_prefix("step=")
+                    .and_then(|k| k.parse().ok())
+                    .unwrap_or_else(|| panic!("plan {s:?}")),
+            ),
+        }
+    }
+
+    /// The signal it dies of.
+    fn signal(self) -> i32 {
+        match self {
+            Plan::Run | Plan::Ledger => libc::SIGKILL,
+            Plan::Step(_) => libc::SIGABRT,
+        }
+    }
 }
 
 enum Held {
@@ -279,9 +364,12 @@ fn verify_held(w: usize, held: &VecDeque<Held>) {
 
 /// Child: one incarnation of worker `w`.
 fn worker(name: &str) {
+    no_core_dumps();
     let arg = role_arg();
-    let mut it = arg.split_whitespace().map(|s| s.parse::<u64>().unwrap());
-    let (w, inc) = (it.next().unwrap() as usize, it.next().unwrap());
+    let mut it = arg.split_whitespace();
+    let mut number = || it.next().unwrap().parse::<u64>().unwrap();
+    let (w, inc) = (number() as usize, number());
+    let plan = Plan::parse(it.next().unwrap());
     // SAFETY: getppid has no preconditions.
     let parent = unsafe { libc::getppid() };
     let store = Store::open(name).unwrap();
@@ -302,6 +390,9 @@ fn worker(name: &str) {
         .map(|s| s.map_or("-".to_string(), |v| format!("{v:x}")))
         .collect();
     report("state", format!("{count} {}", shown.join(" ")));
+    if let Plan::Step(k) = plan {
+        shmstore::crash_after_steps(k);
+    }
 
     let mut rng = Rng(mix((w as u64) << 32 ^ inc ^ 0xc0ffee));
     let mut held: VecDeque<Held> = VecDeque::new();
@@ -320,7 +411,7 @@ fn worker(name: &str) {
             if let Some(dirty) = died {
                 report("died", dirty as u8);
             }
-            update_ledger(&mut g, w, x);
+            update_ledger(&mut g, w, x, plan == Plan::Ledger);
             drop(g);
             report("k", seq);
             continue;
@@ -431,12 +522,17 @@ struct Model {
 #[derive(Default)]
 struct Totals {
     incarnations: u64,
+    /// Random kills by the parent, and those with an operation in flight.
     kills: u64,
+    in_flight: u64,
+    /// Planned deaths (always with an operation in flight).
+    planned_step: u64,
+    planned_ledger: u64,
     committed: u64,
     mutations: u64,
     ledger_updates: u64,
     full: u64,
-    in_flight: u64,
+    /// Of all deaths with an operation in flight.
     in_flight_happened: u64,
     in_flight_mutating: u64,
     owner_died: u64,
@@ -452,9 +548,19 @@ fn parse_hex_version(s: &str) -> Option<u64> {
     }
 }
 
+/// How an incarnation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The parent killed it at random.
+    Killed,
+    /// It died as planned.
+    Planned(Plan),
+    /// It stopped cleanly when told to.
+    Stopped,
+}
+
 /// Applies one finished incarnation's output to the model of worker `w`.
-/// `killed`: it was killed (else it must have stopped cleanly).
-fn apply(w: usize, model: &mut Model, totals: &mut Totals, stdout: &str, killed: bool) {
+fn apply(w: usize, model: &mut Model, totals: &mut Totals, stdout: &str, end: End) {
     // Only complete lines: a killed worker may have died mid-line.
     let complete = match stdout.rfind('\n') {
         Some(end) => &stdout[..=end],
@@ -576,13 +682,26 @@ fn apply(w: usize, model: &mut Model, totals: &mut Totals, stdout: &str, killed:
             _ => {}
         }
     }
-    if killed {
+    if end != End::Stopped {
+        if let End::Planned(plan) = end {
+            // A planned death is in an operation: the plan did what it says.
+            let code = open.as_ref().map(|(_, op)| op.code);
+            assert!(
+                code.is_some() && (plan != Plan::Ledger || code == Some('L')),
+                "worker {w}: planned death {plan:?} with {code:?} in flight:\n{stdout}"
+            );
+            match plan {
+                Plan::Step(_) => totals.planned_step += 1,
+                Plan::Ledger => totals.planned_ledger += 1,
+                Plan::Run => unreachable!(),
+            }
+        }
         if let Some((_, op)) = open {
             assert!(
                 model.pending.is_none(),
                 "worker {w}: two operations in flight"
             );
-            totals.in_flight += 1;
+            totals.in_flight += (end == End::Killed) as u64;
             totals.in_flight_mutating += (op.code == 'L' || effect(&op, None).is_some()) as u64;
             model.pending = Some(op);
         }
@@ -615,18 +734,48 @@ fn soak_secs() -> f64 {
         .unwrap_or(3.0)
 }
 
-fn spawn_worker(name: &str, w: usize, inc: u64) -> Child {
-    spawn_role_with_arg(TEST, "worker", name, &format!("{w} {inc}"))
+fn spawn_worker(name: &str, w: usize, inc: u64, plan: Plan) -> Child {
+    spawn_role_with_arg(TEST, "worker", name, &format!("{w} {inc} {}", plan.arg()))
 }
 
-/// Waits for a worker the parent killed and applies its output.
-fn reap_killed(w: usize, child: Child, model: &mut Model, totals: &mut Totals) {
+/// The plan of the `n`-th incarnation: one in eight dies at a random step,
+/// one in eight half-way through a ledger update.
+fn plan_of(n: u64, rng: &mut Rng) -> Plan {
+    match n % 8 {
+        3 => Plan::Step(1 + rng.below(300)),
+        7 => Plan::Ledger,
+        _ => Plan::Run,
+    }
+}
+
+/// Ends worker `w`'s incarnation as `end` says — a random kill, or waiting
+/// for its planned death — and applies its output.
+fn finish(w: usize, mut child: Child, end: End, model: &mut Model, totals: &mut Totals) {
+    let signal = match end {
+        End::Killed => {
+            child.kill9();
+            totals.kills += 1;
+            libc::SIGKILL
+        }
+        End::Planned(plan) => plan.signal(),
+        End::Stopped => unreachable!("stopped workers are waited for together"),
+    };
     let done = child.wait_timeout(PATIENCE);
     assert!(
-        done.status.signal() == Some(libc::SIGKILL),
-        "worker {w} ended on its own before it was killed\n{done}"
+        done.status.signal() == Some(signal),
+        "worker {w} ({end:?}) should have died of signal {signal}\n{done}"
     );
-    apply(w, model, totals, &done.stdout, true);
+    apply(w, model, totals, &done.stdout, end);
+}
+
+/// The minimums a run of `secs` seconds must reach (see the module docs):
+/// in-flight kills, and owner-died recoveries of the ledger and of the
+/// header lock.
+fn minimums(secs: f64) -> (u64, u64) {
+    (
+        (20.0 * secs / 3.0).floor() as u64,
+        (secs / 3.0).ceil() as u64,
+    )
 }
 
 /// Stores the key types, the ledger and the flag, as the soak store has.
@@ -660,30 +809,70 @@ fn several_processes_doing_random_operations_and_random_kills_leave_a_consistent
         })
         .collect();
     let mut incs = [0u64; W];
-    let mut workers: Vec<Option<Child>> = (0..W)
-        .map(|w| Some(spawn_worker(guard.name(), w, 0)))
-        .collect();
-    totals.incarnations = W as u64;
-
-    while start.elapsed().as_secs_f64() < secs {
-        std::thread::sleep(Duration::from_millis(1 + rng.below(60)));
-        let w = rng.below(W as u64) as usize;
-        let mut child = workers[w].take().unwrap();
-        child.kill9();
-        totals.kills += 1;
-        reap_killed(w, child, &mut models[w], &mut totals);
-        incs[w] += 1;
-        workers[w] = Some(spawn_worker(guard.name(), w, incs[w]));
+    let mut plans = [Plan::Run; W];
+    let mut workers: Vec<Option<Child>> = Vec::new();
+    for (w, plan) in plans.iter_mut().enumerate() {
+        *plan = plan_of(totals.incarnations, &mut rng);
+        workers.push(Some(spawn_worker(guard.name(), w, 0, *plan)));
         totals.incarnations += 1;
     }
 
-    // Stop every worker cleanly (bounded).
+    let (min_in_flight, min_recoveries) = minimums(secs);
+    let recoveries = || store.stats().unwrap().recoveries;
+    loop {
+        let elapsed = start.elapsed().as_secs_f64();
+        if elapsed >= secs {
+            let met = totals.in_flight >= min_in_flight
+                && totals.owner_died >= min_recoveries
+                && recoveries() >= min_recoveries;
+            if met || elapsed >= secs + PATIENCE.as_secs_f64() {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1 + rng.below(40)));
+        let w = rng.below(W as u64) as usize;
+        let mut child = workers[w].take().unwrap();
+        let end = match plans[w] {
+            Plan::Run => {
+                if rng.below(4) != 0 {
+                    child.wait_for_line(PATIENCE, |l| l.contains("REPORT state "));
+                }
+                End::Killed
+            }
+            plan => End::Planned(plan),
+        };
+        finish(w, child, end, &mut models[w], &mut totals);
+        incs[w] += 1;
+        plans[w] = plan_of(totals.incarnations, &mut rng);
+        workers[w] = Some(spawn_worker(guard.name(), w, incs[w], plans[w]));
+        totals.incarnations += 1;
+    }
+    let killing = start.elapsed();
+
+    // Stop every worker cleanly (bounded). One still planned to die is
+    // first let die, and replaced by one that runs.
+    for w in 0..W {
+        if plans[w] != Plan::Run {
+            let child = workers[w].take().unwrap();
+            finish(
+                w,
+                child,
+                End::Planned(plans[w]),
+                &mut models[w],
+                &mut totals,
+            );
+            incs[w] += 1;
+            plans[w] = Plan::Run;
+            workers[w] = Some(spawn_worker(guard.name(), w, incs[w], Plan::Run));
+            totals.incarnations += 1;
+        }
+    }
     let stop = store.get::<AtomicU32>("stop").unwrap();
     stop.store(1, Ordering::Release);
     let children: Vec<Child> = workers.iter_mut().map(|c| c.take().unwrap()).collect();
     let finished = Child::wait_all_success(children);
     for (w, done) in finished.iter().enumerate() {
-        apply(w, &mut models[w], &mut totals, &done.stdout, false);
+        apply(w, &mut models[w], &mut totals, &done.stdout, End::Stopped);
     }
     let duration = start.elapsed();
     for (w, m) in models.iter().enumerate() {
@@ -812,11 +1001,13 @@ fn several_processes_doing_random_operations_and_random_kills_leave_a_consistent
     );
     assert_eq!(store.stats().unwrap().objects, 2);
 
+    let header_recoveries = store.stats().unwrap().recoveries;
     println!(
         "soak summary: processes {W}, incarnations {}, operations committed {} ({} changed state, \
-         {} ledger updates, {} refused as full), kills {} ({} with an operation in flight, {} of them \
-         mutating, {} of those took effect), ledger owner-died recoveries {} ({} mid-update), \
-         header-lock recoveries {}, duration {:.1}s (seed {seed})",
+         {} ledger updates, {} refused as full), kills {} ({} with an operation in flight), \
+         planned deaths {} at a step and {} in a ledger update; of all deaths in flight {} \
+         mutating, {} of those took effect; ledger owner-died recoveries {} ({} mid-update), \
+         header-lock recoveries {}; killing for {:.1}s (asked {secs}s), {:.1}s in all (seed {seed})",
         totals.incarnations,
         totals.committed,
         totals.mutations,
@@ -824,11 +1015,30 @@ fn several_processes_doing_random_operations_and_random_kills_leave_a_consistent
         totals.full,
         totals.kills,
         totals.in_flight,
+        totals.planned_step,
+        totals.planned_ledger,
         totals.in_flight_mutating,
         totals.in_flight_happened,
         totals.owner_died,
         totals.owner_died_dirty,
-        store.stats().unwrap().recoveries,
+        header_recoveries,
+        killing.as_secs_f64(),
         duration.as_secs_f64()
+    );
+
+    // Recovery happened, as often as the run's length promises.
+    assert!(
+        totals.in_flight >= min_in_flight,
+        "{} random kills with an operation in flight, fewer than {min_in_flight}",
+        totals.in_flight
+    );
+    assert!(
+        totals.owner_died >= min_recoveries,
+        "{} owner-died recoveries of the ledger's mutex, fewer than {min_recoveries}",
+        totals.owner_died
+    );
+    assert!(
+        header_recoveries >= min_recoveries,
+        "{header_recoveries} recoveries of the header lock, fewer than {min_recoveries}"
     );
 }
