@@ -58,12 +58,6 @@ pub(crate) fn generate(input: &Container<'_>) -> TokenStream {
     let generics = bounded_generics(input);
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
     let name = &input.name;
-    let drop_message = format!(
-        "`{ident}` implements `Drop`, but a value in shared memory is never dropped (other \
-         processes may still use it, and a crash skips drop glue); remove the `Drop` impl and \
-         release resources explicitly"
-    );
-
     let align_message = format!(
         "`{ident}` is aligned to more than 4096 bytes (a page); a store's mappings are only \
          page-aligned, so such an alignment cannot hold in every process: use at most align(4096)"
@@ -81,7 +75,7 @@ pub(crate) fn generate(input: &Container<'_>) -> TokenStream {
         Body::Enum { repr, variants } => enum_items(krate, *repr, variants),
     };
 
-    let drop_guard = drop_guard(input, &generics, &drop_message);
+    let drop_guard = drop_guard(input, &generics);
     let movable = movable_impl(input, &generics);
     let align_guard = align_guard(input, &align_message);
 
@@ -113,7 +107,6 @@ pub(crate) fn generate(input: &Container<'_>) -> TokenStream {
             #[automatically_derived]
             unsafe impl #impl_generics #krate::ShmSafe for #ident #ty_generics #where_clause {
                 const LAYOUT: &'static #krate::TypeLayout = {
-                    ::core::assert!(!::core::mem::needs_drop::<Self>(), #drop_message);
                     ::core::assert!(::core::mem::align_of::<Self>() <= 4096, #align_message);
                     &#krate::TypeLayout {
                         name: #name,
@@ -179,9 +172,20 @@ fn bounded_generics(input: &Container<'_>) -> Generics {
     for param in generics.type_params_mut() {
         param.bounds.push(syn::parse_quote!(#krate::ShmSafe));
     }
+    let params: Vec<String> = input
+        .generics
+        .type_params()
+        .map(|p| p.ident.to_string())
+        .collect();
     if let Body::Struct { fields, .. } = &input.body {
         let predicates: Vec<WherePredicate> = fields
             .iter()
+            // A field of a concrete type needs no bound: the impl's body
+            // (its `LAYOUT`, spanned at the field) requires it, with the
+            // same error. A bound on it would be evaluated where the impl is
+            // chosen, which recurses forever for a type that holds a
+            // container of itself (`next: RelPtr<Self>`).
+            .filter(|field| mentions_any(field.ty.to_token_stream(), &params))
             .map(|field| {
                 let ty = field.ty;
                 // Every token of the predicate carries the field type's span
@@ -196,26 +200,55 @@ fn bounded_generics(input: &Container<'_>) -> Generics {
     generics
 }
 
+/// `true` if `tokens` name one of `params` (a type parameter).
+fn mentions_any(tokens: TokenStream, params: &[String]) -> bool {
+    tokens.into_iter().any(|t| match t {
+        TokenTree::Ident(i) => params.iter().any(|p| i == p),
+        TokenTree::Group(g) => mentions_any(g.stream(), params),
+        _ => false,
+    })
+}
+
 /// Refuses a type with its own `Drop` impl when the type is defined, not
 /// only when its `LAYOUT` is first evaluated.
 ///
-/// For a non-generic type a free constant asserts
-/// `!needs_drop::<Type>()`; constants are evaluated by every build, and the
-/// message is the assertion's. A generic type cannot be named without its
-/// parameters outside the impl, so it gets the coherence trick of
-/// `pin-project`: a blanket impl of a local trait for every `T: Drop`
+/// Drop glue from fields is fine (shmstore's containers free their buffers
+/// when dropped); only the type's own `Drop` impl is refused, with the
+/// coherence trick of `pin-project`: a blanket impl of a local trait for
+/// every `T: Drop`
 /// conflicts with the impl for the type exactly when the type implements
 /// `Drop` (for some or all parameters). The trait's name carries the
-/// message.
-fn drop_guard(input: &Container<'_>, generics: &Generics, message: &str) -> TokenStream {
+/// message: a value in shared memory is never dropped by the store (other
+/// processes may still use it, and a crash skips drop glue).
+///
+/// A non-generic type also gets a free constant with a readable message:
+/// the type needs dropping though none of its fields does, so it implements
+/// `Drop` itself.
+fn drop_guard(input: &Container<'_>, generics: &Generics) -> TokenStream {
     let ident = input.ident;
-    if input.generics.params.is_empty() {
-        return quote_spanned! {ident.span()=>
-            const _: () = ::core::assert!(!::core::mem::needs_drop::<#ident>(), #message);
-        };
-    }
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
+    let message = format!(
+        "`{ident}` implements `Drop`, but a value in shared memory is never dropped by the store \
+         (other processes may still use it, and a crash skips drop glue); remove the `Drop` \
+         impl and release resources explicitly"
+    );
+    let readable = if input.generics.params.is_empty() {
+        let field_tys: Vec<&Type> = match &input.body {
+            Body::Struct { fields, .. } => fields.iter().map(|f| f.ty).collect(),
+            Body::Enum { .. } => Vec::new(),
+        };
+        quote_spanned! {ident.span()=>
+            const _: () = ::core::assert!(
+                !(::core::mem::needs_drop::<#ident>()
+                    && !(false #(|| ::core::mem::needs_drop::<#field_tys>())*)),
+                #message
+            );
+        }
+    } else {
+        TokenStream::new()
+    };
     quote_spanned! {ident.span()=>
+        #readable
         #[allow(dead_code)]
         trait ShmSafeTypesMustNotImplementDrop {}
         #[allow(drop_bounds)]

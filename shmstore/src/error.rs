@@ -42,6 +42,16 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// A container (a `ShmVec`, `ShmString`, `ShmMap` or `RelPtr`) lives in
+    /// the segment of another store than the one it allocates from: it was
+    /// moved there (`mem::swap` through guards of two stores). Its offsets
+    /// mean nothing here, so it refuses to follow them.
+    ForeignContainer {
+        /// The container's type.
+        container: &'static str,
+        /// The store whose segment it now lives in.
+        store: String,
+    },
     /// The store's arena has no free block large enough.
     OutOfMemory {
         /// Bytes requested (including the block's bookkeeping).
@@ -141,6 +151,12 @@ impl fmt::Display for Error {
             ),
             Error::InvalidName { name, reason } => write!(f, "invalid name {name:?}: {reason}"),
             Error::InvalidArgument { reason } => write!(f, "invalid argument: {reason}"),
+            Error::ForeignContainer { container, store } => write!(
+                f,
+                "this {container} was moved into store \"{store}\" from another store: its \
+                 offsets belong to the store it was created in; move it back, or build a new \
+                 one in this store"
+            ),
             Error::OutOfMemory {
                 requested,
                 free,

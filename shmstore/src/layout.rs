@@ -68,6 +68,69 @@ pub enum LayoutKind {
         /// Layouts of the type parameters (for `ShmMutex<T>`, `T`'s layout).
         params: &'static [&'static TypeLayout],
     },
+    /// One of shmstore's containers (`ShmVec`, `ShmString`, `ShmMap`,
+    /// `RelPtr`): words of its own that point into the store, and type
+    /// parameters reached *lazily*, so that a type may hold containers of
+    /// itself (`struct Node { next: RelPtr<Node> }`).
+    ///
+    /// The compile-time fingerprint hashes only each parameter's size and
+    /// alignment (a parameter's full layout is not a constant the compiler
+    /// can reach without recursing); the store identifies types by the
+    /// fingerprint of their whole layout graph, which follows the parameters
+    /// (see [`TypeLayout::graph_fingerprint`]), and every container checks
+    /// the element type of its buffer at every use.
+    Container {
+        /// The type parameters.
+        params: &'static [LazyLayout],
+    },
+}
+
+/// A type parameter of a container, reached through functions (see
+/// [`LayoutKind::Container`]).
+#[derive(Clone, Copy)]
+pub struct LazyLayout {
+    /// `size_of` the parameter.
+    pub size: usize,
+    /// `align_of` the parameter.
+    pub align: usize,
+    /// The parameter's layout.
+    pub layout: fn() -> &'static TypeLayout,
+    /// The parameter's `TypeId`: how a walk of a layout graph recognises a
+    /// type it is already inside of.
+    pub type_id: fn() -> core::any::TypeId,
+}
+
+impl LazyLayout {
+    /// The lazy layout of `T`.
+    pub const fn of<T: ShmSafe>() -> LazyLayout {
+        fn layout<T: ShmSafe>() -> &'static TypeLayout {
+            T::LAYOUT
+        }
+        LazyLayout {
+            size: core::mem::size_of::<T>(),
+            align: core::mem::align_of::<T>(),
+            layout: layout::<T>,
+            type_id: core::any::TypeId::of::<T>,
+        }
+    }
+}
+
+impl PartialEq for LazyLayout {
+    fn eq(&self, other: &Self) -> bool {
+        (self.type_id)() == (other.type_id)()
+    }
+}
+
+impl Eq for LazyLayout {}
+
+impl fmt::Debug for LazyLayout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LazyLayout")
+            .field("type", &(self.layout)().type_expr())
+            .field("size", &self.size)
+            .field("align", &self.align)
+            .finish()
+    }
 }
 
 /// One field of a struct layout.
@@ -212,6 +275,17 @@ impl TypeLayout {
                 }
                 h
             }
+            LayoutKind::Container { params } => {
+                h = hash_u64(h, 7);
+                h = hash_u64(h, params.len() as u64);
+                let mut i = 0;
+                while i < params.len() {
+                    h = hash_u64(h, params[i].size as u64);
+                    h = hash_u64(h, params[i].align as u64);
+                    i += 1;
+                }
+                h
+            }
         }
     }
 
@@ -221,6 +295,10 @@ impl TypeLayout {
             LayoutKind::Array { elem, len } => format!("[{}; {len}]", elem.type_expr()),
             LayoutKind::Opaque { params } if !params.is_empty() => {
                 let inner: Vec<String> = params.iter().map(|p| p.type_expr()).collect();
+                format!("{}<{}>", self.name, inner.join(", "))
+            }
+            LayoutKind::Container { params } if !params.is_empty() => {
+                let inner: Vec<String> = params.iter().map(|p| (p.layout)().type_expr()).collect();
                 format!("{}<{}>", self.name, inner.join(", "))
             }
             _ => self.name.to_string(),
@@ -265,7 +343,10 @@ impl TypeLayout {
                 }
                 Ok(())
             }
-            LayoutKind::Primitive => Ok(()),
+            // A container's parameters are named in its type expression;
+            // their fields are not rendered again (a type may contain
+            // containers of itself).
+            LayoutKind::Primitive | LayoutKind::Container { .. } => Ok(()),
         }
     }
 }

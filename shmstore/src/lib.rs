@@ -60,6 +60,7 @@
 #![warn(missing_docs)]
 
 mod arena;
+pub mod containers;
 mod crash;
 mod error;
 pub mod layout;
@@ -69,12 +70,16 @@ pub mod sync;
 pub(crate) mod sys;
 
 pub use arena::Stats;
+pub use containers::{
+    FixedString, FixedVec, Ref, RefMut, RelPtr, ShmKey, ShmMap, ShmString, ShmVec,
+};
 #[cfg(feature = "crash-points")]
 #[doc(hidden)]
 pub use crash::{crash_after_steps, steps_left};
 pub use error::{Error, Result};
 pub use layout::{
-    FieldLayout, InvalidBitPattern, LayoutKind, ShmMovable, ShmSafe, TypeLayout, VariantLayout,
+    FieldLayout, InvalidBitPattern, LayoutKind, LazyLayout, ShmMovable, ShmSafe, TypeLayout,
+    VariantLayout,
 };
 pub use shmstore_derive::ShmSafe;
 pub use store::{

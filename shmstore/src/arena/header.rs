@@ -33,6 +33,8 @@
 //! | 160    | 8    | intent journal: entries in use (0 = nothing to undo)      |
 //! | 168    | 8    | process table: offset of its slot array                   |
 //! | 176    | 8    | process table: slots                                      |
+//! | 184    | 8    | store id: a random non-zero word drawn at creation, which |
+//! |        |      | containers record to tell their own store from another    |
 //! | 192    | 64   | the header lock (process-shared robust pthread mutex)     |
 //! | 256    | 24   | bitmap of non-empty free-list bins                        |
 //! | 320    | 8×N  | free-list bin heads ([`NBINS`](super::alloc::NBINS))      |
@@ -86,6 +88,7 @@ pub(crate) const OFF_JOURNAL_CAP: u64 = 152;
 pub(crate) const OFF_JOURNAL_LEN: u64 = 160;
 pub(crate) const OFF_PROCS: u64 = 168;
 pub(crate) const OFF_PROCS_LEN: u64 = 176;
+pub(crate) const OFF_STORE_ID: u64 = 184;
 pub(crate) const OFF_LOCK: u64 = 192;
 pub(crate) const LOCK_SPACE: u64 = 64;
 pub(crate) const OFF_BITMAP: u64 = 256;

@@ -11,6 +11,7 @@ pub(crate) mod dir;
 pub(crate) mod header;
 pub(crate) mod journal;
 pub(crate) mod mem;
+pub(crate) mod nested;
 pub(crate) mod procs;
 pub(crate) mod registry;
 

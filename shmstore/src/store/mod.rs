@@ -41,7 +41,7 @@
 use core::fmt;
 use core::ops::Deref;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,7 +67,7 @@ mod raw;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use mappings::describe_address;
+pub(crate) use mappings::{describe_address, located, store_with_id};
 
 pub use check::CheckReport;
 pub use handle::{Handle, SliceHandle};
@@ -95,12 +95,14 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
-pub(super) struct Inner {
+pub(crate) struct Inner {
     region: Region,
     mem: Mem,
     /// This process's slot in the store's process table ([`NO_SLOT`] if
     /// the table was full: pins are then not released if we die).
     slot: AtomicU32,
+    /// The store's id (header word), read once it is known to be valid.
+    store_id: AtomicU64,
 }
 
 const NO_SLOT: u32 = u32::MAX;
@@ -160,7 +162,7 @@ impl Inner {
     /// its fast lists, the operation is undone, the parked blocks are
     /// merged (in short committed steps: merging changes no contents) and
     /// the operation runs once more; so `f` may run twice.
-    pub(super) fn with_arena<R>(&self, mut f: impl FnMut(&Arena<'_>) -> Result<R>) -> Result<R> {
+    pub(crate) fn with_arena<R>(&self, mut f: impl FnMut(&Arena<'_>) -> Result<R>) -> Result<R> {
         let _guard = self.lock()?;
         let commit = |from: u64, to: u64| self.region.commit(from, to - from);
         let arena = Arena::journaled(self.mem, &commit);
@@ -196,7 +198,42 @@ impl Inner {
             region,
             mem,
             slot: AtomicU32::new(NO_SLOT),
+            store_id: AtomicU64::new(0),
         }
+    }
+
+    /// The store's id (0 until the store was validated or created).
+    pub(crate) fn store_id(&self) -> u64 {
+        self.store_id.load(Ordering::Relaxed)
+    }
+
+    /// The word a nested block's pending mark holds for this process: its
+    /// process slot plus one (all ones without a slot) and its pid (see
+    /// `arena::nested`).
+    pub(crate) fn pending_word(&self) -> u64 {
+        let slot = self.slot().map_or(u32::MAX as u64, |s| s as u64 + 1);
+        slot << 32 | std::process::id() as u64
+    }
+
+    /// The bytes of this store's mapping, checked.
+    pub(crate) fn mem(&self) -> Mem {
+        self.mem
+    }
+
+    /// The store's name, with its leading slash.
+    pub(crate) fn name(&self) -> &str {
+        self.region.name().as_str()
+    }
+
+    /// Commits here whatever the header says another process committed, so
+    /// that this process may read it (see `Arena::sync_backed`). Needs no
+    /// lock: it reads one word atomically, and committing is idempotent.
+    pub(crate) fn sync_backed(&self) -> Result<()> {
+        if self.mem.u64(OFF_COMMITTED)? <= self.mem.backed() {
+            return Ok(());
+        }
+        let commit = |from: u64, to: u64| self.region.commit(from, to - from);
+        Arena::new(self.mem, &commit).sync_backed()
     }
 
     fn slot(&self) -> Option<u32> {
@@ -309,6 +346,11 @@ impl Store {
 
     pub(super) fn with_arena<R>(&self, f: impl FnMut(&Arena<'_>) -> Result<R>) -> Result<R> {
         self.inner.with_arena(f)
+    }
+
+    /// The store's state (for containers).
+    pub(crate) fn inner_ref(&self) -> &Inner {
+        &self.inner
     }
 
     /// A store over `inner`, known to this process's table of mappings.

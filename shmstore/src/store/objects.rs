@@ -266,10 +266,21 @@ impl Store {
     /// Stores `value` under `name`. [`Error::AlreadyExists`] if the name is
     /// taken. The value is copied into the segment and initialised there
     /// (for example a [`ShmMutex`](crate::ShmMutex) becomes process-shared).
+    ///
+    /// A value holding containers ([`ShmVec`](crate::ShmVec), ...) hands
+    /// their buffers over to the stored copy; if the insert fails, the value
+    /// is dropped here, which frees them.
     pub fn insert<T: ShmSafe>(&self, name: &str, value: T) -> Result<()> {
-        let items = core::slice::from_ref(&value);
-        self.put::<T>(name, false, 1, false, false, &mut |dst| copy_in(dst, items))
-            .map(|_| ())
+        // Not dropped once copied in: the stored copy owns what it holds.
+        let value = core::mem::ManuallyDrop::new(value);
+        let items = core::slice::from_ref(&*value);
+        match self.put::<T>(name, false, 1, false, false, &mut |dst| copy_in(dst, items)) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                drop(core::mem::ManuallyDrop::into_inner(value));
+                Err(e)
+            }
+        }
     }
 
     /// Stores a copy of `items` under `name` as a slice.
@@ -308,11 +319,17 @@ impl Store {
         name: &str,
         items: impl IntoIterator<Item = T>,
     ) -> Result<()> {
-        let items: Vec<T> = items.into_iter().collect();
-        self.put::<T>(name, true, items.len() as u64, false, false, &mut |dst| {
+        let mut items: Vec<T> = items.into_iter().collect();
+        let put = self.put::<T>(name, true, items.len() as u64, false, false, &mut |dst| {
             copy_in(dst, &items)
-        })
-        .map(|_| ())
+        });
+        if put.is_ok() {
+            // SAFETY: the stored copies own what the values held; the
+            // originals must not be dropped (a length of 0 forgets them
+            // and frees only the `Vec`'s own buffer).
+            unsafe { items.set_len(0) };
+        }
+        put.map(|_| ())
     }
 
     /// A handle to the object `name`, checked to be a `T`.
@@ -354,9 +371,20 @@ impl Store {
             Err(Error::NotFound { .. }) => {}
             other => return other,
         }
-        let value = init();
-        let items = core::slice::from_ref(&value);
-        let (r, _) = self.put::<T>(name, false, 1, true, true, &mut |dst| copy_in(dst, items))?;
+        let value = core::mem::ManuallyDrop::new(init());
+        let items = core::slice::from_ref(&*value);
+        let (r, new) =
+            match self.put::<T>(name, false, 1, true, true, &mut |dst| copy_in(dst, items)) {
+                Ok(done) => done,
+                Err(e) => {
+                    drop(core::mem::ManuallyDrop::into_inner(value));
+                    return Err(e);
+                }
+            };
+        if !new {
+            // Another process published first: this value was not stored.
+            drop(core::mem::ManuallyDrop::into_inner(value));
+        }
         // Owned first: if the check fails, dropping it gives the pin back.
         let pin = self.pin_of(&r);
         let ptr = self.check_value::<T>(name, &r)?;

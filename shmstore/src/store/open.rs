@@ -31,6 +31,11 @@ impl Store {
         // offset is a multiple of 64 and the mapping page-aligned), and no
         // other process uses it: the state word still says "creating".
         unsafe { RawMutex::init(lock) }?;
+        // After `format` (which zeroes the header's words): the id is read
+        // only once the state says ready.
+        let store_id = new_store_id();
+        mem.set_u64(OFF_STORE_ID, store_id)?;
+        inner.store_id.store(store_id, Ordering::Relaxed);
         crate::crash::step();
         mem.atomic_u32(OFF_STATE)?
             .store(STATE_READY, Ordering::Release);
@@ -165,6 +170,14 @@ impl Store {
                 "header says capacity {capacity}, but the segment is {len} bytes"
             )));
         }
+        let store_id = mem.u64(OFF_STORE_ID)?;
+        if store_id == 0 {
+            return Err(Error::corrupted(format!(
+                "store \"{}\" has no store id",
+                name.as_str()
+            )));
+        }
+        inner.store_id.store(store_id, Ordering::Relaxed);
         let store = Store::from_inner(inner);
         // Validate the roots only: opening must not touch every page (a
         // reader's resident memory grows with what it reads). Each record is
@@ -189,4 +202,18 @@ impl Store {
         let _ = self.reap();
         Ok(())
     }
+}
+
+/// A fresh, non-zero store id: a hash, with this process's random SipHash
+/// keys (seeded from the OS), of the time, the pid and a counter.
+fn new_store_id() -> u64 {
+    use std::hash::BuildHasher;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let id =
+        std::collections::hash_map::RandomState::new().hash_one((nanos, std::process::id(), n));
+    id.max(1)
 }

@@ -1,0 +1,234 @@
+//! In-process tests of the containers: vectors, strings, maps, relative
+//! pointers, fixed containers; building values outside a store; moves
+//! through guards; drops.
+
+use shmstore::{
+    Error, FixedString, FixedVec, RelPtr, ShmMap, ShmMutex, ShmSafe, ShmString, ShmVec, Store,
+};
+
+/// A store with a unique name, unlinked on drop (even when a test fails).
+struct Temp {
+    store: Store,
+}
+
+impl Temp {
+    fn new(tag: &str) -> Temp {
+        let name = format!("shmstore-ct-{tag}-{}", std::process::id());
+        let _ = Store::unlink(&name);
+        Temp {
+            store: Store::create(&name, 8 << 20).expect("create store"),
+        }
+    }
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        let _ = Store::unlink(self.store.name());
+    }
+}
+
+#[derive(ShmSafe)]
+#[repr(C)]
+struct Job {
+    id: u64,
+    name: ShmString,
+    tags: ShmVec<u32>,
+    next: RelPtr<Job>,
+}
+
+#[test]
+fn a_vector_behind_a_mutex_grows_and_shrinks_in_place() {
+    let t = Temp::new("vec");
+    let s = &t.store;
+    let v = s
+        .get_or_insert_with("v", || ShmMutex::new(ShmVec::<u64>::new()))
+        .unwrap();
+    let used0 = s.stats().unwrap().used;
+    {
+        let mut g = v.lock().unwrap();
+        for i in 0..1000 {
+            g.push(i).unwrap();
+        }
+        assert_eq!(g.len().unwrap(), 1000);
+        assert_eq!(g.as_slice().unwrap().iter().sum::<u64>(), 499_500);
+        assert_eq!(g.pop().unwrap(), Some(999));
+        g.insert(0, 42).unwrap();
+        assert_eq!(*g.get(0).unwrap().unwrap(), 42);
+        assert_eq!(g.remove(0).unwrap(), 42);
+        assert_eq!(g.swap_remove(0).unwrap(), 0);
+        assert_eq!(*g.get(0).unwrap().unwrap(), 998);
+        g.as_mut_slice().unwrap()[1] = 7;
+        assert_eq!(g.as_slice().unwrap()[1], 7);
+        g.truncate(10).unwrap();
+        assert_eq!(g.len().unwrap(), 10);
+    }
+    // Another handle (as another process would) sees the same elements.
+    let again = s.get::<ShmMutex<ShmVec<u64>>>("v").unwrap();
+    assert_eq!(again.lock().unwrap().len().unwrap(), 10);
+    // Replacing the vector through the guard frees its buffer.
+    *v.lock().unwrap() = ShmVec::new();
+    assert_eq!(s.stats().unwrap().used, used0);
+    assert!(s.check().unwrap().is_ok());
+}
+
+#[test]
+fn a_value_with_containers_is_built_outside_the_store_and_published() {
+    let t = Temp::new("build");
+    let s = &t.store;
+    let used0 = s.stats().unwrap().used;
+    let tail = RelPtr::new_in(
+        s,
+        Job {
+            id: 2,
+            name: ShmString::from_str_in(s, "link").unwrap(),
+            tags: ShmVec::new(),
+            next: RelPtr::null(),
+        },
+    )
+    .unwrap();
+    let job = Job {
+        id: 1,
+        name: ShmString::from_str_in(s, "compile").unwrap(),
+        tags: ShmVec::from_slice_in(s, &[7, 9]).unwrap(),
+        next: tail,
+    };
+    // Readable before it is published.
+    assert_eq!(job.name.as_str().unwrap(), "compile");
+    s.insert("job", job).unwrap();
+    let h = s.get::<Job>("job").unwrap();
+    assert_eq!(h.id, 1);
+    assert_eq!(h.name.as_str().unwrap(), "compile");
+    assert_eq!(h.tags.as_slice().unwrap(), &[7, 9][..]);
+    let next = h.next.get().unwrap().unwrap();
+    assert_eq!(next.name.as_str().unwrap(), "link");
+    assert!(next.next.is_null());
+    drop(next);
+    drop(h);
+    // A value that cannot be inserted frees what it holds.
+    let dup = Job {
+        id: 3,
+        name: ShmString::from_str_in(s, "duplicate").unwrap(),
+        tags: ShmVec::from_slice_in(s, &[1, 2, 3]).unwrap(),
+        next: RelPtr::null(),
+    };
+    let before = s.stats().unwrap().used;
+    assert!(matches!(
+        s.insert("job", dup),
+        Err(Error::AlreadyExists { .. })
+    ));
+    assert!(s.stats().unwrap().used < before);
+    let _ = used0;
+}
+
+#[test]
+fn a_map_keyed_by_strings_and_by_integers() {
+    let t = Temp::new("map");
+    let s = &t.store;
+    let m = s
+        .get_or_insert_with("m", || ShmMutex::new(ShmMap::<ShmString, u64>::new()))
+        .unwrap();
+    let mut g = m.lock().unwrap();
+    for i in 0..500u64 {
+        assert_eq!(g.insert(&format!("key{i}"), i).unwrap(), None);
+    }
+    assert_eq!(g.len().unwrap(), 500);
+    for i in 0..500u64 {
+        assert_eq!(*g.get(&format!("key{i}")).unwrap().unwrap(), i);
+    }
+    assert!(g.get("absent").unwrap().is_none());
+    assert_eq!(g.insert("key7", 70).unwrap(), Some(7));
+    for i in (0..500u64).step_by(2) {
+        assert!(g.remove(&format!("key{i}")).unwrap().is_some());
+    }
+    assert_eq!(g.len().unwrap(), 250);
+    *g.get_mut("key1").unwrap().unwrap() += 100;
+    assert_eq!(*g.get("key1").unwrap().unwrap(), 101);
+    drop(g);
+
+    let ints = s
+        .get_or_insert_with("ints", || ShmMutex::new(ShmMap::<u64, u64>::new()))
+        .unwrap();
+    let mut g = ints.lock().unwrap();
+    for i in 0..10_000u64 {
+        g.insert(&(i.wrapping_mul(0x9E37_79B9_7F4A_7C15)), i)
+            .unwrap();
+    }
+    for i in 0..10_000u64 {
+        assert_eq!(
+            *g.get(&(i.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+                .unwrap()
+                .unwrap(),
+            i
+        );
+    }
+    drop(g);
+    assert!(s.check().unwrap().is_ok());
+}
+
+#[test]
+fn fixed_containers_need_no_store() {
+    let t = Temp::new("fixed");
+    let s = &t.store;
+    let mut v = FixedVec::<u16, 3>::new();
+    v.push(1).unwrap();
+    v.push(2).unwrap();
+    let mut name = FixedString::<8>::new();
+    name.push_str("abc").unwrap();
+    s.insert("v", v).unwrap();
+    s.insert("name", name).unwrap();
+    assert_eq!(s.get::<FixedVec<u16, 3>>("v").unwrap().as_slice(), &[1, 2]);
+    assert_eq!(s.get::<FixedString<8>>("name").unwrap().as_str(), "abc");
+    assert!(matches!(
+        s.get::<FixedString<9>>("name"),
+        Err(Error::TypeMismatch { .. })
+    ));
+}
+
+#[test]
+fn a_container_swapped_into_another_store_refuses_and_swapping_back_restores_it() {
+    let a = Temp::new("swap-a");
+    let b = Temp::new("swap-b");
+    let va = a
+        .store
+        .get_or_insert_with("v", || ShmMutex::new(ShmVec::<u64>::new()))
+        .unwrap();
+    let vb = b
+        .store
+        .get_or_insert_with("v", || ShmMutex::new(ShmVec::<u64>::new()))
+        .unwrap();
+    va.lock().unwrap().extend(0..10).unwrap();
+    vb.lock().unwrap().extend(100..103).unwrap();
+    {
+        let (mut ga, mut gb) = (va.lock().unwrap(), vb.lock().unwrap());
+        std::mem::swap(&mut *ga, &mut *gb);
+        assert!(matches!(ga.len(), Err(Error::ForeignContainer { .. })));
+        assert!(matches!(gb.push(1), Err(Error::ForeignContainer { .. })));
+        std::mem::swap(&mut *ga, &mut *gb);
+    }
+    assert_eq!(va.lock().unwrap().len().unwrap(), 10);
+    assert_eq!(vb.lock().unwrap().as_slice().unwrap(), &[100, 101, 102][..]);
+    assert!(a.store.check().unwrap().is_ok());
+    assert!(b.store.check().unwrap().is_ok());
+}
+
+#[test]
+fn a_container_moved_out_onto_the_stack_works_there_and_back() {
+    let t = Temp::new("take");
+    let s = &t.store;
+    let v = s
+        .get_or_insert_with("v", || ShmMutex::new(ShmVec::<u64>::new()))
+        .unwrap();
+    v.lock().unwrap().extend(0..5).unwrap();
+    let mut out = std::mem::take(&mut *v.lock().unwrap());
+    out.push(5).unwrap();
+    assert_eq!(out.len().unwrap(), 6);
+    *v.lock().unwrap() = out;
+    assert_eq!(
+        v.lock().unwrap().as_slice().unwrap(),
+        &[0, 1, 2, 3, 4, 5][..]
+    );
+    // Dropping a taken vector frees its buffer.
+    let used = s.stats().unwrap().used;
+    drop(std::mem::take(&mut *v.lock().unwrap()));
+    assert!(s.stats().unwrap().used < used);
+}
