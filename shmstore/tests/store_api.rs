@@ -397,3 +397,56 @@ fn nested_mutexes_are_used_through_the_outer_guard() {
     drop(b);
     assert_eq!(*acct.history[1].lock().unwrap(), 1);
 }
+
+#[test]
+fn replace_publishes_a_new_value_while_old_handles_keep_theirs() {
+    let t = Temp::new("replace", 1 << 20);
+    let s = &t.store;
+    assert!(matches!(
+        s.replace("absent", 1u64),
+        Err(Error::NotFound { .. })
+    ));
+    s.insert("v", 1u64).unwrap();
+    let objects = s.stats().unwrap().objects;
+    let old = s.get::<u64>("v").unwrap();
+    s.replace("v", 2u64).unwrap();
+    assert_eq!(*old, 1);
+    assert_eq!(*s.get::<u64>("v").unwrap(), 2);
+    // Another type under the same name.
+    s.replace("v", [7u8; 3]).unwrap();
+    assert_eq!(*s.get::<[u8; 3]>("v").unwrap(), [7; 3]);
+    assert!(matches!(s.get::<u64>("v"), Err(Error::TypeMismatch { .. })));
+    assert_eq!(s.stats().unwrap().objects, objects);
+    let pinned = s.stats().unwrap().used;
+    drop(old);
+    assert!(
+        s.stats().unwrap().used < pinned,
+        "the old value is freed at its last unpin"
+    );
+    // Slices, small and large (copied outside the lock).
+    s.insert_slice("xs", &[1u32, 2]).unwrap();
+    s.replace_slice("xs", &[3u32, 4, 5]).unwrap();
+    assert_eq!(&s.get_slice::<u32>("xs").unwrap()[..], &[3, 4, 5]);
+    let big: Vec<u64> = (0..20_000).collect();
+    s.replace_slice("xs", &big).unwrap();
+    assert_eq!(s.get_slice::<u64>("xs").unwrap().len(), 20_000);
+    assert!(s.check().unwrap().is_ok());
+}
+
+#[test]
+fn get_or_insert_slice_with_inserts_once() {
+    let t = Temp::new("slice-with", 1 << 20);
+    let s = &t.store;
+    let a = s
+        .get_or_insert_slice_with("counters", || (0..4).map(|_| AtomicU64::new(0)))
+        .unwrap();
+    a[2].fetch_add(5, Ordering::Relaxed);
+    let b = s
+        .get_or_insert_slice_with("counters", || -> Vec<AtomicU64> { panic!("not called") })
+        .unwrap();
+    assert_eq!(b[2].load(Ordering::Relaxed), 5);
+    assert!(matches!(
+        s.get_or_insert_slice_with("counters", || vec![0u8; 4]),
+        Err(Error::TypeMismatch { .. })
+    ));
+}

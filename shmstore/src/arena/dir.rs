@@ -278,6 +278,19 @@ impl Arena<'_> {
         self.free(old)
     }
 
+    /// Points the slot `found.slot` at `rec` instead (a record under the
+    /// same name: same hash).
+    pub(crate) fn dir_repoint(&self, found: &Found, hash: u64, rec: u64) -> Result<()> {
+        let (table, cap) = self.table()?;
+        if found.slot >= cap {
+            return Err(Error::corrupted(format!(
+                "directory slot {} is past the table's {cap} slots",
+                found.slot
+            )));
+        }
+        self.set_u64(table + found.slot * 8, slot_for(hash, rec))
+    }
+
     /// Removes the slot `found.slot`.
     pub(crate) fn dir_remove(&self, found: &Found) -> Result<()> {
         let hdr = Header(self);

@@ -366,6 +366,21 @@ impl<'a> Arena<'a> {
         Ok(())
     }
 
+    /// Publishes the filled record `rec` under the name found at `found`,
+    /// in place of the record there, which is marked removed and freed now
+    /// if no handle pins it (else by its last unpin). One directory word
+    /// switches readers from the old value to the new one.
+    pub(crate) fn replace(&self, found: &Found, hash: u64, rec: u64) -> Result<()> {
+        self.record(found.rec)?;
+        self.dir_repoint(found, hash, rec)?;
+        let old = self.mem.u32(pins_word(found.rec)?)?;
+        self.set_u32(pins_word(found.rec)?, old | PIN_REMOVED)?;
+        if old & PIN_COUNT == 0 {
+            self.free(found.rec)?;
+        }
+        Ok(())
+    }
+
     /// The name of a record (lossy UTF-8: names are validated UTF-8 when
     /// written).
     pub(crate) fn record_name(&self, rec: u64) -> Result<String> {

@@ -144,54 +144,63 @@ impl Store {
 
     /// [`Store::put_once`], and once more if the store was full and
     /// releasing what dead processes held may have made room.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn put<T: ShmSafe>(
         &self,
         name: &str,
         slice: bool,
         len: u64,
-        pin: bool,
-        existing_ok: bool,
+        mode: Put,
         fill: &mut dyn FnMut(*mut T) -> Result<()>,
     ) -> Result<(Record, bool)> {
-        match self.put_once(name, slice, len, pin, existing_ok, fill) {
+        match self.put_once(name, slice, len, mode, fill) {
             Err(Error::OutOfMemory { .. }) => {
                 self.reap()?;
-                self.put_once(name, slice, len, pin, existing_ok, fill)
+                self.put_once(name, slice, len, mode, fill)
             }
             other => other,
         }
     }
 
     /// Reserves a record, fills it with `fill` (our own copy and in-place
-    /// initialisation, never user code) and publishes it under `name`.
-    /// With `existing_ok`, a name already present returns its record
-    /// (pinned, type-checked) instead of an error. Returns the record and
-    /// whether it is new; the record is pinned when `pin` is set.
-    #[allow(clippy::too_many_arguments)]
+    /// initialisation, never user code) and publishes it under `name` as
+    /// `mode` says. Returns the record (pinned if the mode asks) and
+    /// whether it is the new one.
     pub(super) fn put_once<T: ShmSafe>(
         &self,
         name: &str,
         slice: bool,
         len: u64,
-        pin: bool,
-        existing_ok: bool,
+        mode: Put,
         fill: &mut dyn FnMut(*mut T) -> Result<()>,
     ) -> Result<(Record, bool)> {
         let key = validate_object_name(name)?;
         let hash = hash_name(key);
         let bytes = (core::mem::size_of::<T>() as u64).saturating_mul(len);
-        let exists = |a: &Arena<'_>, rec: u64| -> Result<(Record, bool)> {
-            if existing_ok {
-                Ok((self.typed_pin::<T>(a, name, rec, slice)?, false))
-            } else {
-                Err(Error::AlreadyExists {
+        let pin = mode == Put::GetOrInsert;
+        // What a name found already present means: the existing record (to
+        // return) or an error, or, for a replacement, go on.
+        let exists = |a: &Arena<'_>, rec: u64| -> Result<Option<(Record, bool)>> {
+            match mode {
+                Put::GetOrInsert => Ok(Some((self.typed_pin::<T>(a, name, rec, slice)?, false))),
+                Put::Insert => Err(Error::AlreadyExists {
                     what: format!("object \"{name}\""),
-                })
+                }),
+                Put::Replace => Ok(None),
             }
         };
-        let finish = |a: &Arena<'_>, rec: u64| -> Result<(Record, bool)> {
-            a.publish(hash, rec)?;
+        let missing = || -> Result<()> {
+            match mode {
+                Put::Replace => Err(Error::NotFound {
+                    what: format!("object \"{name}\""),
+                }),
+                _ => Ok(()),
+            }
+        };
+        let finish = |a: &Arena<'_>, rec: u64, found: Option<Found>| -> Result<(Record, bool)> {
+            match found {
+                Some(found) => a.replace(&found, hash, rec)?,
+                None => a.publish(hash, rec)?,
+            }
             let counted = if pin { self.pin_in(a, rec)? } else { false };
             Ok((
                 Record {
@@ -210,15 +219,21 @@ impl Store {
         };
         if bytes <= COPY_UNDER_LOCK {
             return self.with_type(T::LAYOUT, |a, idx| {
-                if let Some(f) = a.lookup(key, hash)? {
-                    return exists(a, f.rec);
+                let found = a.lookup(key, hash)?;
+                match &found {
+                    Some(f) => {
+                        if let Some(done) = exists(a, f.rec)? {
+                            return Ok(done);
+                        }
+                    }
+                    None => missing()?,
                 }
                 let (rec, value) = a.new_record(key, idx, slice, len)?;
                 if let Err(e) = fill_at(value, fill) {
                     a.free(rec)?;
                     return Err(e);
                 }
-                finish(a, rec)
+                finish(a, rec, found)
             });
         }
         // Large: reserve under the lock, copy without it, publish under it.
@@ -227,15 +242,21 @@ impl Store {
         // note it, copy under the lock instead.
         let slot = self.inner.slot();
         let reserved = self.with_type(T::LAYOUT, |a, idx| {
-            if let Some(f) = a.lookup(key, hash)? {
-                return exists(a, f.rec).map(Err);
+            let found = a.lookup(key, hash)?;
+            match &found {
+                Some(f) => {
+                    if let Some(done) = exists(a, f.rec)? {
+                        return Ok(Err(done));
+                    }
+                }
+                None => missing()?,
             }
             let (rec, value) = a.new_record(key, idx, slice, len)?;
             match slot {
                 Some(slot) if a.reserve(slot, rec)? => Ok(Ok((slot, rec, value))),
                 _ => {
                     fill_at(value, fill)?;
-                    finish(a, rec).map(Err)
+                    finish(a, rec, found).map(Err)
                 }
             }
         })?;
@@ -251,15 +272,27 @@ impl Store {
             return Err(e);
         }
         crate::crash::step();
-        // The name may have been taken while we copied: then our record is
-        // freed and that commits, whatever `exists` answers.
+        // The name may have been taken (or removed, for a replacement)
+        // while we copied: then our record is freed and that commits,
+        // whatever `exists` or `missing` answers.
         self.with_arena(|a| {
             a.unreserve(slot, rec)?;
-            if let Some(f) = a.lookup(key, hash)? {
-                a.free(rec)?;
-                return Ok(exists(a, f.rec));
+            let found = a.lookup(key, hash)?;
+            let outcome = match &found {
+                Some(f) => exists(a, f.rec).map(|d| d.ok_or(())),
+                None => missing().map(|()| Err(())),
+            };
+            match outcome {
+                Ok(Err(())) => finish(a, rec, found).map(Ok),
+                Ok(Ok(done)) => {
+                    a.free(rec)?;
+                    Ok(Ok(done))
+                }
+                Err(e) => {
+                    a.free(rec)?;
+                    Ok(Err(e))
+                }
             }
-            finish(a, rec).map(Ok)
         })?
     }
 
@@ -274,7 +307,7 @@ impl Store {
         // Not dropped once copied in: the stored copy owns what it holds.
         let value = core::mem::ManuallyDrop::new(value);
         let items = core::slice::from_ref(&*value);
-        match self.put::<T>(name, false, 1, false, false, &mut |dst| copy_in(dst, items)) {
+        match self.put::<T>(name, false, 1, Put::Insert, &mut |dst| copy_in(dst, items)) {
             Ok(_) => Ok(()),
             Err(e) => {
                 drop(core::mem::ManuallyDrop::into_inner(value));
@@ -291,7 +324,7 @@ impl Store {
     /// hand them over by value with
     /// [`insert_slice_from_iter`](Store::insert_slice_from_iter).
     pub fn insert_slice<T: ShmSafe + Copy>(&self, name: &str, items: &[T]) -> Result<()> {
-        self.put::<T>(name, true, items.len() as u64, false, false, &mut |dst| {
+        self.put::<T>(name, true, items.len() as u64, Put::Insert, &mut |dst| {
             copy_in(dst, items)
         })
         .map(|_| ())
@@ -320,7 +353,7 @@ impl Store {
         items: impl IntoIterator<Item = T>,
     ) -> Result<()> {
         let mut items: Vec<T> = items.into_iter().collect();
-        let put = self.put::<T>(name, true, items.len() as u64, false, false, &mut |dst| {
+        let put = self.put::<T>(name, true, items.len() as u64, Put::Insert, &mut |dst| {
             copy_in(dst, &items)
         });
         if put.is_ok() {
@@ -330,6 +363,83 @@ impl Store {
             unsafe { items.set_len(0) };
         }
         put.map(|_| ())
+    }
+
+    /// Publishes `value` under `name` in place of its current value, in
+    /// one step (read-copy-update): every `get` from then on sees the new
+    /// value, while handles to the old one keep reading it intact until
+    /// they are dropped; the old value (and what its containers hold) is
+    /// freed at its last unpin. The new value may be of another type.
+    /// [`Error::NotFound`] if `name` does not exist.
+    ///
+    /// ```
+    /// # fn main() -> shmstore::Result<()> {
+    /// # let name = format!("doc-replace-{}", std::process::id());
+    /// # let store = shmstore::Store::create(&name, 1 << 20)?;
+    /// store.insert("config", [1u32, 2, 3])?;
+    /// let old = store.get::<[u32; 3]>("config")?;
+    /// store.replace("config", [4u32, 5, 6])?;
+    /// assert_eq!(*old, [1, 2, 3]); // a reader keeps what it had
+    /// assert_eq!(*store.get::<[u32; 3]>("config")?, [4, 5, 6]);
+    /// # shmstore::Store::unlink(&name)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn replace<T: ShmSafe>(&self, name: &str, value: T) -> Result<()> {
+        let value = core::mem::ManuallyDrop::new(value);
+        let items = core::slice::from_ref(&*value);
+        match self.put::<T>(name, false, 1, Put::Replace, &mut |dst| copy_in(dst, items)) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                drop(core::mem::ManuallyDrop::into_inner(value));
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Store::replace`] for a slice: publishes copies of `items` in place
+    /// of `name`'s current value.
+    pub fn replace_slice<T: ShmSafe + Copy>(&self, name: &str, items: &[T]) -> Result<()> {
+        self.put::<T>(name, true, items.len() as u64, Put::Replace, &mut |dst| {
+            copy_in(dst, items)
+        })
+        .map(|_| ())
+    }
+
+    /// The slice `name`, stored from the values `init()` yields if it does
+    /// not exist yet. Atomic across processes, like
+    /// [`get_or_insert_with`](Store::get_or_insert_with): `init` runs
+    /// without any lock held, perhaps in several racing processes, and the
+    /// values of the losers are dropped.
+    pub fn get_or_insert_slice_with<T: ShmSafe, I: IntoIterator<Item = T>>(
+        &self,
+        name: &str,
+        init: impl FnOnce() -> I,
+    ) -> Result<SliceHandle<T>> {
+        match self.get_slice::<T>(name) {
+            Err(Error::NotFound { .. }) => {}
+            other => return other,
+        }
+        let mut items: Vec<T> = init().into_iter().collect();
+        let (r, new) = self.put::<T>(
+            name,
+            true,
+            items.len() as u64,
+            Put::GetOrInsert,
+            &mut |dst| copy_in(dst, &items),
+        )?;
+        if new {
+            // SAFETY: the stored copies own what the values held (see
+            // `insert_slice_from_iter`).
+            unsafe { items.set_len(0) };
+        }
+        let pin = self.pin_of(&r);
+        let ptr = self.check_value::<T>(name, &r)?;
+        Ok(SliceHandle {
+            pin,
+            ptr,
+            len: r.len as usize,
+        })
     }
 
     /// A handle to the object `name`, checked to be a `T`.
@@ -373,14 +483,15 @@ impl Store {
         }
         let value = core::mem::ManuallyDrop::new(init());
         let items = core::slice::from_ref(&*value);
-        let (r, new) =
-            match self.put::<T>(name, false, 1, true, true, &mut |dst| copy_in(dst, items)) {
-                Ok(done) => done,
-                Err(e) => {
-                    drop(core::mem::ManuallyDrop::into_inner(value));
-                    return Err(e);
-                }
-            };
+        let (r, new) = match self.put::<T>(name, false, 1, Put::GetOrInsert, &mut |dst| {
+            copy_in(dst, items)
+        }) {
+            Ok(done) => done,
+            Err(e) => {
+                drop(core::mem::ManuallyDrop::into_inner(value));
+                return Err(e);
+            }
+        };
         if !new {
             // Another process published first: this value was not stored.
             drop(core::mem::ManuallyDrop::into_inner(value));
@@ -429,6 +540,18 @@ impl Store {
             Ok(out)
         })
     }
+}
+
+/// How [`Store::put`] treats a name that is already taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Put {
+    /// [`Error::AlreadyExists`].
+    Insert,
+    /// Return the existing record, type-checked and pinned; a new one is
+    /// pinned too.
+    GetOrInsert,
+    /// Publish the new record in its place ([`Error::NotFound`] if absent).
+    Replace,
 }
 
 /// Copies `items` bit for bit to `dst` and initialises them in place.
