@@ -71,7 +71,7 @@ pub(crate) mod sys;
 
 pub use arena::Stats;
 pub use containers::{
-    FixedString, FixedVec, Ref, RefMut, RelPtr, ShmKey, ShmMap, ShmString, ShmVec,
+    FixedString, FixedVec, Pod, Ref, RefMut, RelPtr, ShmKey, ShmMap, ShmString, ShmVec,
 };
 #[cfg(feature = "crash-points")]
 #[doc(hidden)]

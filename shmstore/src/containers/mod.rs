@@ -100,6 +100,7 @@
 mod ctx;
 mod fixed;
 mod map;
+mod pod;
 mod raw;
 mod rel;
 mod string;
@@ -107,6 +108,7 @@ mod vec;
 
 pub use fixed::{FixedString, FixedVec};
 pub use map::{ShmKey, ShmMap};
+pub use pod::Pod;
 pub use rel::RelPtr;
 pub use string::ShmString;
 pub use vec::ShmVec;

@@ -25,6 +25,21 @@ impl<T: ShmSafe> Deref for Handle<T> {
     }
 }
 
+impl<T: ShmSafe + bytemuck::NoUninit> Handle<T> {
+    /// The value's bytes, without copying (for a type without padding or
+    /// uninitialised bytes: `bytemuck::NoUninit`).
+    pub fn as_bytes(&self) -> &[u8] {
+        bytemuck::bytes_of(&**self)
+    }
+}
+
+impl<T: ShmSafe + bytemuck::NoUninit> SliceHandle<T> {
+    /// The elements' bytes, without copying.
+    pub fn as_bytes(&self) -> &[u8] {
+        bytemuck::cast_slice(&self[..])
+    }
+}
+
 impl<T: ShmSafe> Clone for Handle<T> {
     fn clone(&self) -> Self {
         Handle {
