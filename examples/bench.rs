@@ -27,7 +27,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use shmstore::{ShmMutex, Store};
+use shmstore::{ShmMap, ShmMutex, ShmVec, Store};
 
 type AnyResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
@@ -39,7 +39,15 @@ const WORKLOADS: &[&str] = &[
     "counter_2proc",
     "read_bandwidth",
     "read_bandwidth_local",
+    "vec_push",
+    "map_insert",
+    "map_lookup",
 ];
+
+/// Elements pushed in `vec_push`; entries in `map_insert`/`map_lookup`.
+const CONTAINER_OPS: u64 = 1_000_000;
+/// Map keys: `i * 2^64/phi` (odd, so distinct), as the Boost peer does.
+const KEY_MUL: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Objects in `insert` and `lookup`.
 const OBJECTS: u64 = 1_000_000;
@@ -84,6 +92,9 @@ fn run(workload: &str) -> AnyResult {
         "counter_2proc" => counter_2proc(),
         "read_bandwidth" => read_bandwidth(),
         "read_bandwidth_local" => read_bandwidth_local(),
+        "vec_push" => vec_push(),
+        "map_insert" => map_insert(),
+        "map_lookup" => map_lookup(),
         other => Err(format!("unknown workload {other:?}; one of {WORKLOADS:?}").into()),
     }
 }
@@ -545,5 +556,106 @@ fn child(kind: &str, store_name: &str) -> AnyResult {
         }
         other => return Err(format!("unknown child kind {other:?}").into()),
     }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Containers
+// ---------------------------------------------------------------------------
+
+/// `vec_push`: a `ShmVec<u64>` behind a `ShmMutex`, N pushes each under
+/// its own lock/unlock, from empty (growth included), as the Boost peer's
+/// `bip::vector` behind an `interprocess_mutex`.
+fn vec_push() -> AnyResult {
+    let bs = BenchStore::create("vec_push", 256 << 20)?;
+    let v = bs
+        .store
+        .get_or_insert_with("vec", || ShmMutex::new(ShmVec::<u64>::new()))?;
+    let start = Instant::now();
+    for i in 0..CONTAINER_OPS {
+        v.lock()?.push(black_box(i))?;
+    }
+    let elapsed = start.elapsed();
+    let g = v.lock()?;
+    let ok = g.len()? == CONTAINER_OPS as usize
+        && g.as_slice()?.iter().sum::<u64>() == CONTAINER_OPS * (CONTAINER_OPS - 1) / 2;
+    drop(g);
+    report(
+        "vec_push",
+        CONTAINER_OPS,
+        elapsed,
+        CONTAINER_OPS,
+        &format!(",\"ok\":{ok}"),
+    );
+    Ok(())
+}
+
+type U64Map = ShmMutex<ShmMap<u64, u64>>;
+
+/// Fills a fresh map with `CONTAINER_OPS` entries, one lock per insert;
+/// returns the store, the map and the time it took.
+fn filled_map(workload: &str) -> AnyResult<(BenchStore, shmstore::Handle<U64Map>, Duration, bool)> {
+    let bs = BenchStore::create(workload, 512 << 20)?;
+    let m = bs
+        .store
+        .get_or_insert_with("map", || ShmMutex::new(ShmMap::<u64, u64>::new()))?;
+    let mut all_new = true;
+    let start = Instant::now();
+    for i in 0..CONTAINER_OPS {
+        all_new &= m
+            .lock()?
+            .insert(&black_box(i.wrapping_mul(KEY_MUL)), i)?
+            .is_none();
+    }
+    let elapsed = start.elapsed();
+    Ok((bs, m, elapsed, all_new))
+}
+
+/// `map_insert`: N inserts of `i * KEY_MUL -> i` into a `ShmMap<u64, u64>`
+/// behind a `ShmMutex`, one lock per insert, from empty.
+fn map_insert() -> AnyResult {
+    let (_bs, m, elapsed, all_new) = filled_map("map_insert")?;
+    let mut sum = 0u64;
+    let g = m.lock()?;
+    g.for_each(|_, v| sum = sum.wrapping_add(*v))?;
+    let ok = all_new
+        && g.len()? == CONTAINER_OPS as usize
+        && sum == CONTAINER_OPS * (CONTAINER_OPS - 1) / 2;
+    drop(g);
+    report(
+        "map_insert",
+        CONTAINER_OPS,
+        elapsed,
+        CONTAINER_OPS,
+        &format!(",\"ok\":{ok}"),
+    );
+    Ok(())
+}
+
+/// `map_lookup`: fills as `map_insert` (untimed), then N lookups in
+/// shuffled order, one lock per lookup, summing the values.
+fn map_lookup() -> AnyResult {
+    let (_bs, m, _, _) = filled_map("map_lookup")?;
+    let mut order: Vec<u64> = (0..CONTAINER_OPS).collect();
+    XorShift(0x5eed_1234).shuffle(&mut order);
+    let mut sum = 0u64;
+    let mut found = 0u64;
+    let start = Instant::now();
+    for &i in &order {
+        let g = m.lock()?;
+        if let Some(v) = g.get(&black_box(i.wrapping_mul(KEY_MUL)))? {
+            sum = sum.wrapping_add(*v);
+            found += 1;
+        }
+    }
+    let elapsed = start.elapsed();
+    let ok = found == CONTAINER_OPS && sum == CONTAINER_OPS * (CONTAINER_OPS - 1) / 2;
+    report(
+        "map_lookup",
+        CONTAINER_OPS,
+        elapsed,
+        CONTAINER_OPS,
+        &format!(",\"ok\":{ok}"),
+    );
     Ok(())
 }

@@ -45,11 +45,11 @@ use super::header::{Header, HEAP_START, OFF_BINS, OFF_BITMAP, OFF_COMMITTED, OFF
 use super::Arena;
 use crate::{Error, Result};
 
-const INUSE: u64 = 1;
+pub(crate) const INUSE: u64 = 1;
 const PREV_INUSE: u64 = 2;
 /// With `INUSE`: the block is free, parked on a fast list.
-const FAST: u64 = 4;
-const FLAGS: u64 = 7;
+pub(crate) const FAST: u64 = 4;
+pub(crate) const FLAGS: u64 = 7;
 /// Smallest block: header, two links, footer.
 pub(crate) const MIN_BLOCK: u64 = 32;
 /// Largest size with an exact bin.

@@ -262,6 +262,21 @@ impl Mem {
         Ok(unsafe { &*p.cast::<AtomicU64>() })
     }
 
+    /// Reads `N` consecutive `u64` words at `off` after one check (bounds,
+    /// backed limit, alignment), each atomically.
+    /// Returns them with a pointer to the first, checked for all `N`.
+    pub(crate) fn words<const N: usize>(&self, off: u64) -> Result<([u64; N], *mut AtomicU64)> {
+        let p = self.ptr(off, 8 * N as u64, 8)?.cast::<AtomicU64>();
+        let mut out = [0u64; N];
+        for (i, w) in out.iter_mut().enumerate() {
+            // SAFETY: `ptr` checked `8 * N` backed bytes at `p`, 8-aligned:
+            // word `i < N` lies inside; metadata words are only accessed
+            // atomically, and the region outlives `self`.
+            *w = unsafe { &*p.add(i) }.load(Ordering::Relaxed);
+        }
+        Ok((out, p))
+    }
+
     /// Copies `bytes` to `off`.
     pub(crate) fn write_bytes(&self, off: u64, bytes: &[u8]) -> Result<()> {
         let p = self.ptr(off, bytes.len() as u64, 1)?;

@@ -45,6 +45,8 @@
 //! its pid (bits 0..32); 0 means "linked": reachable, or free to collect
 //! once unreachable.
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use super::Arena;
 use crate::{Error, Result};
 
@@ -82,6 +84,33 @@ pub(crate) struct Nested {
     pub(crate) len: u64,
     /// The pending word (see the module docs).
     pub(crate) pending: u64,
+    /// The first element, checked to be valid for `cap` elements (inside
+    /// the mapping's committed bytes, aligned). Valid while the mapping
+    /// lives and the block is not freed.
+    pub(crate) ptr: *mut u8,
+    /// The length word.
+    len_word: *const AtomicU64,
+}
+
+impl Nested {
+    /// Publishes a new length (a release store, after the elements it
+    /// covers), checked against the capacity. The caller owns the block
+    /// (it holds the container's lock, or the container is outside the
+    /// store) and the mapping is alive.
+    pub(crate) fn set_len(&self, len: u64) -> Result<()> {
+        if len > self.cap {
+            return Err(Error::corrupted(format!(
+                "nested block: length {len} exceeds the capacity {}",
+                self.cap
+            )));
+        }
+        // SAFETY: `len_word` was checked (inside the mapping's committed
+        // bytes, 8-aligned) when this `Nested` was read, and the block it
+        // lies in is still allocated and mapped (the caller's contract);
+        // the word is only accessed atomically.
+        unsafe { &*self.len_word }.store(len, Ordering::Release);
+        Ok(())
+    }
 }
 
 /// The check word of a header.
@@ -106,6 +135,70 @@ pub(crate) fn payload_bytes(ty: ElemType, cap: u64) -> Option<u64> {
     NESTED_HEADER
         .checked_add(pad)?
         .checked_add(ty.size.checked_mul(cap)?)
+}
+
+/// Reads and checks the nested block at `blk` straight from `mem`, without
+/// the allocator's header: one bounds check for the block's header word
+/// and the nested header together (they are adjacent), then plain
+/// comparisons. The block must be allocated (`INUSE`, not parked), large
+/// enough for its capacity and inside the bytes this process knows are
+/// committed; its header must be intact (magic and check word), for `ty`,
+/// owned by `token`, with a length no larger than its capacity.
+///
+/// This is the check every container operation makes; it needs no lock
+/// (every word is read atomically, and the caller knows the block cannot
+/// be freed meanwhile: it holds the container's lock, or the block is
+/// marked as held by this process).
+pub(crate) fn read_nested(
+    mem: &super::mem::Mem,
+    blk: u64,
+    ty: ElemType,
+    token: u64,
+) -> Result<Nested> {
+    let bad = |what: &str| {
+        Error::corrupted(format!(
+            "nested block {blk:#x}: {what} (a container's buffer was reclaimed, corrupted, \
+             or belongs to another container)"
+        ))
+    };
+    let head = blk.checked_sub(8).ok_or_else(|| bad("not a block"))?;
+    let (words, hp) = mem.words::<8>(head)?;
+    let [word, magic, fp, cap, owner, pending, check, len] = words;
+    if magic != NESTED_MAGIC || check != check_word(fp, cap, owner) {
+        return Err(bad("no nested-block header"));
+    }
+    if owner != token {
+        return Err(bad("owned by another container"));
+    }
+    if fp != ty.fingerprint {
+        return Err(bad("holds elements of another type"));
+    }
+    let size = word & !super::alloc::FLAGS;
+    let allocated = word & super::alloc::INUSE != 0 && word & super::alloc::FAST == 0;
+    let fits = payload_bytes(ty, cap).is_some_and(|need| need <= size.saturating_sub(8))
+        && head
+            .checked_add(size)
+            .is_some_and(|end| end <= mem.backed());
+    if !allocated || !fits {
+        return Err(bad("not an allocated block large enough for its capacity"));
+    }
+    if len > cap {
+        return Err(bad("length larger than the capacity"));
+    }
+    let elems = elems_offset(blk, ty.align).ok_or_else(|| bad("overflows"))?;
+    let ptr = mem.ptr(elems, ty.size.saturating_mul(cap), ty.align.max(1))?;
+    // The elements a length covers were written before it (a release
+    // store): order the reads of them after this one.
+    core::sync::atomic::fence(Ordering::Acquire);
+    Ok(Nested {
+        elems,
+        cap,
+        len,
+        pending,
+        ptr,
+        // Word 7 of the eight `words` checked at `hp`.
+        len_word: hp.wrapping_add(7).cast_const(),
+    })
 }
 
 impl Arena<'_> {
@@ -148,48 +241,7 @@ impl Arena<'_> {
     /// caller knows the block cannot be freed meanwhile (it holds the
     /// container's lock or the block is pending for this process).
     pub(crate) fn nested(&self, blk: u64, ty: ElemType, token: u64) -> Result<Nested> {
-        let bad = |what: &str| {
-            Error::corrupted(format!(
-                "nested block {blk:#x}: {what} (a container's buffer was reclaimed, corrupted, \
-                 or belongs to another container)"
-            ))
-        };
-        let payload = self
-            .payload_size(blk)
-            .map_err(|_| bad("not an allocated block"))?;
-        let magic = self.mem.u64(blk + N_MAGIC)?;
-        let fp = self.mem.u64(blk + N_FP)?;
-        let cap = self.mem.u64(blk + N_CAP)?;
-        let owner = self.mem.u64(blk + N_TOKEN)?;
-        let check = self.mem.u64(blk + N_CHECK)?;
-        if magic != NESTED_MAGIC || check != check_word(fp, cap, owner) {
-            return Err(bad("no nested-block header"));
-        }
-        if owner != token {
-            return Err(bad("owned by another container"));
-        }
-        if fp != ty.fingerprint {
-            return Err(bad("holds elements of another type"));
-        }
-        let fits = payload_bytes(ty, cap).is_some_and(|need| need <= payload);
-        let elems = elems_offset(blk, ty.align).ok_or_else(|| bad("overflows"))?;
-        if !fits {
-            return Err(bad("capacity larger than the block"));
-        }
-        // Acquire: the elements a length covers were written before it.
-        let len = self
-            .mem
-            .atomic_u64(blk + N_LEN)?
-            .load(core::sync::atomic::Ordering::Acquire);
-        if len > cap {
-            return Err(bad("length larger than the capacity"));
-        }
-        Ok(Nested {
-            elems,
-            cap,
-            len,
-            pending: self.mem.u64(blk + N_PENDING)?,
-        })
+        read_nested(&self.mem, blk, ty, token)
     }
 
     /// The token and element fingerprint of what looks like a nested block
@@ -224,16 +276,8 @@ impl Arena<'_> {
     /// that publishes elements written before it. Checked against the
     /// capacity.
     pub(crate) fn set_nested_len(&self, blk: u64, n: &Nested, len: u64) -> Result<()> {
-        if len > n.cap {
-            return Err(Error::corrupted(format!(
-                "nested block {blk:#x}: length {len} exceeds the capacity {}",
-                n.cap
-            )));
-        }
-        self.mem
-            .atomic_u64(blk + N_LEN)?
-            .store(len, core::sync::atomic::Ordering::Release);
-        Ok(())
+        let _ = blk;
+        n.set_len(len)
     }
 
     /// Frees the nested block at `blk` if it still is the block of the

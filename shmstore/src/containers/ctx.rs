@@ -6,7 +6,7 @@ use std::hash::BuildHasher;
 use std::sync::OnceLock;
 
 use crate::arena::mem::Mem;
-use crate::arena::nested::{ElemType, Nested};
+use crate::arena::nested::{read_nested, ElemType, Nested};
 use crate::arena::Arena;
 use crate::store::{located, store_with_id, Inner};
 use crate::{Error, Result, ShmSafe, Store};
@@ -138,27 +138,27 @@ impl<'a> Ctx<'a> {
     /// once), so that `collect` cannot reclaim it while it is used here.
     pub(crate) fn nested<T: ShmSafe>(&self, blk: u64, token: u64) -> Result<Nested> {
         let ty = elem_type::<T>();
-        let n = self.reader()?.nested(blk, ty, token)?;
+        let mem = self.mem();
+        let n = match read_nested(&mem, blk, ty, token) {
+            Ok(n) => n,
+            // Perhaps in pages another process committed since this one
+            // last looked: commit them here too, and look again.
+            Err(_) => {
+                self.inner().sync_backed()?;
+                read_nested(&mem, blk, ty, token)?
+            }
+        };
         if !self.in_segment && n.pending != self.pending() {
             let mark = self.pending();
             return self.with_arena(|a| {
                 let n = a.nested(blk, ty, token)?;
                 a.set_pending(blk, mark)?;
-                Ok(Nested { pending: mark, ..n })
+                let mut n = n;
+                n.pending = mark;
+                Ok(n)
             });
         }
         Ok(n)
-    }
-
-    /// A pointer to `len` elements of `T` at `elems`, checked.
-    pub(crate) fn elems<T>(&self, elems: u64, len: u64) -> Result<*mut T> {
-        let size = (core::mem::size_of::<T>() as u64)
-            .checked_mul(len)
-            .ok_or_else(|| Error::corrupted(format!("a length of {len} elements overflows")))?;
-        Ok(self
-            .mem()
-            .ptr(elems, size, core::mem::align_of::<T>() as u64)?
-            .cast::<T>())
     }
 }
 

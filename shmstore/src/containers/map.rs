@@ -239,7 +239,7 @@ impl<K: ShmKey, V: ShmMovable> ShmMap<K, V> {
                 b.n.cap
             )));
         }
-        let p = ctx.elems::<Slot<K, V>>(b.n.elems, b.n.cap)?;
+        let p = b.n.ptr.cast::<Slot<K, V>>();
         Ok(Some((p, b)))
     }
 
@@ -489,8 +489,7 @@ impl<K: ShmKey, V: ShmMovable> ShmMap<K, V> {
             let r = self.removed.load(Ordering::Relaxed);
             self.removed.store(r.saturating_sub(1), Ordering::Relaxed);
         }
-        self.raw
-            .set_len(ctx, &b, b.n.len.saturating_add(1).min(b.n.cap))
+        self.raw.set_len(&b, b.n.len.saturating_add(1).min(b.n.cap))
     }
 
     /// Removes `key`'s entry and returns its value.
@@ -520,7 +519,7 @@ impl<K: ShmKey, V: ShmMovable> ShmMap<K, V> {
         };
         crate::crash::step();
         self.removed.fetch_add(1, Ordering::Relaxed);
-        self.raw.set_len(&ctx, &b, b.n.len.saturating_sub(1))?;
+        self.raw.set_len(&b, b.n.len.saturating_sub(1))?;
         drop(k);
         Ok(Some(v))
     }
@@ -554,7 +553,7 @@ impl<K: ShmKey, V: ShmMovable> ShmMap<K, V> {
                 (k, v)
             };
             self.removed.fetch_add(1, Ordering::Relaxed);
-            self.raw.set_len(&ctx, &b, b.n.len.saturating_sub(1))?;
+            self.raw.set_len(&b, b.n.len.saturating_sub(1))?;
             drop((k, v));
         }
         Ok(())
@@ -602,7 +601,7 @@ impl<K: ShmKey, V: ShmMovable> ShmMap<K, V> {
         if core::mem::needs_drop::<K>() || core::mem::needs_drop::<V>() {
             let Ok(ctx) = self.ctx() else { return };
             if let Ok(Some((p, b))) = self.table(&ctx) {
-                let _ = self.raw.set_len(&ctx, &b, 0);
+                let _ = self.raw.set_len(&b, 0);
                 for i in 0..b.n.cap as usize {
                     let s = p.wrapping_add(i);
                     // SAFETY: `i < cap`: a slot of the checked table.

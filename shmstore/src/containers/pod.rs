@@ -76,8 +76,7 @@ impl<T> core::ops::DerefMut for Pod<T> {
 fn pod_param<T: 'static>() -> &'static TypeLayout {
     static MADE: Mutex<Option<HashMap<TypeId, &'static TypeLayout>>> = Mutex::new(None);
     let mut made = MADE.lock();
-    *made
-        .get_or_insert_with(HashMap::new)
+    made.get_or_insert_with(HashMap::new)
         .entry(TypeId::of::<T>())
         .or_insert_with(|| {
             Box::leak(Box::new(TypeLayout {

@@ -81,7 +81,7 @@ impl RawBuf {
         if b.n.len == 0 {
             return Ok((core::ptr::NonNull::<T>::dangling().as_ptr(), 0, Some(b)));
         }
-        let p = ctx.elems::<T>(b.n.elems, b.n.len)?;
+        let p = b.n.ptr.cast::<T>();
         check_all(p, b.n.len as usize)?;
         Ok((p, b.n.len as usize, Some(b)))
     }
@@ -120,16 +120,13 @@ impl RawBuf {
     ) -> Result<Buf> {
         self.bind(ctx);
         let old = self.buffer::<T>(ctx)?;
-        let old_view = match old {
-            Some(b) => Some((ctx.elems::<T>(b.n.elems, b.n.cap)?, b.n)),
-            None => None,
-        };
+        let old_view = old.map(|b| (b.n.ptr.cast::<T>(), b.n));
         let token = self.token.load(Ordering::Relaxed);
         let ty = elem_type::<T>();
         let mark = ctx.inner().pending_word();
         let blk = ctx.with_arena(|a| a.alloc_nested(ty, cap, token, mark))?;
         let n = ctx.nested::<T>(blk, token)?;
-        let new_p = ctx.elems::<T>(n.elems, cap)?;
+        let new_p = n.ptr.cast::<T>();
         let new_len = match fill(old_view, new_p) {
             Ok(len) if len <= cap => len,
             other => {
@@ -157,8 +154,8 @@ impl RawBuf {
 
     /// Publishes a new length for a buffer the caller owns (elements below
     /// it written, elements above it no longer used).
-    pub(crate) fn set_len(&self, ctx: &Ctx<'_>, b: &Buf, len: u64) -> Result<()> {
-        ctx.reader()?.set_nested_len(b.blk, &b.n, len)
+    pub(crate) fn set_len(&self, b: &Buf, len: u64) -> Result<()> {
+        b.n.set_len(len)
     }
 
     /// Drops the elements and frees the buffer (the container's `Drop`).
@@ -176,7 +173,7 @@ impl RawBuf {
         };
         if core::mem::needs_drop::<T>() {
             if let Ok((p, len, _)) = self.elements::<T>(&ctx) {
-                if self.set_len(&ctx, &b, 0).is_ok() {
+                if self.set_len(&b, 0).is_ok() {
                     for i in 0..len {
                         // SAFETY: element `i < len` was checked by `elements`
                         // (valid bytes in this buffer); the length was set to

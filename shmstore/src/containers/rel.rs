@@ -189,7 +189,7 @@ impl<T: ShmMovable> RelPtr<T> {
         // SAFETY: element 0 was checked; it is read before the length drops
         // (a crash in between leaves it in the block), then the copy owns it.
         let value = unsafe { p.read() };
-        self.raw.set_len(&ctx, &b, 0)?;
+        self.raw.set_len(&b, 0)?;
         crate::crash::step();
         Ok(Some(value))
     }

@@ -258,14 +258,14 @@ impl<T: ShmMovable> ShmVec<T> {
             }
         };
         let len = b.n.len;
-        let p = ctx.elems::<T>(b.n.elems, len + 1)?;
+        let p = b.n.ptr.cast::<T>();
         // SAFETY: slot `len` is inside the checked buffer (len < cap) and
         // not covered by the length, so no one reads it and writing it
         // disturbs no element.
         unsafe { p.add(len as usize).write(value) };
         crate::crash::step();
         // The element is written: publish it.
-        self.raw.set_len(&ctx, &b, len + 1)?;
+        self.raw.set_len(&b, len + 1)?;
         crate::crash::step();
         Ok(())
     }
@@ -306,7 +306,7 @@ impl<T: ShmMovable> ShmVec<T> {
         // leaves it in the vector, and after the length drops the copy is
         // its only owner.
         let value = unsafe { p.add(len - 1).read() };
-        self.raw.set_len(&ctx, &b, len as u64 - 1)?;
+        self.raw.set_len(&b, len as u64 - 1)?;
         crate::crash::step();
         Ok(Some(value))
     }
@@ -321,7 +321,7 @@ impl<T: ShmMovable> ShmVec<T> {
         let (p, len, b) = self.raw.elements::<T>(&ctx)?;
         let Some(b) = b else { return Ok(()) };
         for i in (n..len).rev() {
-            self.raw.set_len(&ctx, &b, i as u64)?;
+            self.raw.set_len(&b, i as u64)?;
             crate::crash::step();
             // SAFETY: element `i` was checked by `elements` and is no longer
             // covered by the length, so it is dropped exactly once.
