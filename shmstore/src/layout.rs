@@ -24,6 +24,10 @@
 //! assert_eq!(Point::FINGERPRINT, layout.fingerprint());
 //! println!("{layout}");
 //! ```
+//!
+//! A process that does not have the Rust type sees a layout as a
+//! [`LayoutDesc`]: the same description, owned, with the same fingerprint,
+//! rendering and type expression.
 
 use core::fmt;
 use core::marker::PhantomData;
@@ -33,6 +37,13 @@ use core::sync::atomic::{
 };
 
 use crate::Error;
+
+mod desc;
+mod tree;
+#[cfg(test)]
+mod zoo;
+
+pub use desc::{FieldDesc, LayoutDesc, LayoutDescKind, VariantDesc};
 
 /// The shape of a type's layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,22 +170,33 @@ impl TypeLayout {
     /// It hashes a canonical description: name, size, align, kind, and
     /// recursively every field's name, offset and layout (or every variant's
     /// name and discriminant, or the element layout and length). It is the
-    /// same in every build of the same definition.
+    /// same in every build of the same definition, and equal to the
+    /// [`LayoutDesc::fingerprint`] of the layout's owned copy.
     pub const fn fingerprint(&self) -> u64 {
         fmix(self.hash_into(hash_u64(FNV_OFFSET, FORMAT_SALT)))
     }
 
+    /// Hashes the canonical description: the same tokens, in the same
+    /// order, as the shared walk of `tree::walk` (which cannot be called
+    /// from a `const fn`); the tests compare the two.
     const fn hash_into(&self, mut h: u64) -> u64 {
         h = hash_str(h, self.name);
         h = hash_u64(h, self.size as u64);
         h = hash_u64(h, self.align as u64);
         match self.kind {
-            LayoutKind::Primitive => hash_u64(h, 1),
+            LayoutKind::Primitive => hash_u64(h, tree::KIND_PRIMITIVE as u64),
             LayoutKind::Struct {
                 transparent,
                 fields,
             } => {
-                h = hash_u64(h, if transparent { 3 } else { 2 });
+                h = hash_u64(
+                    h,
+                    if transparent {
+                        tree::KIND_TRANSPARENT
+                    } else {
+                        tree::KIND_STRUCT
+                    } as u64,
+                );
                 h = hash_u64(h, fields.len() as u64);
                 let mut i = 0;
                 while i < fields.len() {
@@ -186,7 +208,7 @@ impl TypeLayout {
                 h
             }
             LayoutKind::Enum { repr, variants } => {
-                h = hash_u64(h, 4);
+                h = hash_u64(h, tree::KIND_ENUM as u64);
                 h = repr.hash_into(h);
                 h = hash_u64(h, variants.len() as u64);
                 let mut i = 0;
@@ -198,12 +220,12 @@ impl TypeLayout {
                 h
             }
             LayoutKind::Array { elem, len } => {
-                h = hash_u64(h, 5);
+                h = hash_u64(h, tree::KIND_ARRAY as u64);
                 h = hash_u64(h, len as u64);
                 elem.hash_into(h)
             }
             LayoutKind::Opaque { params } => {
-                h = hash_u64(h, 6);
+                h = hash_u64(h, tree::KIND_OPAQUE as u64);
                 h = hash_u64(h, params.len() as u64);
                 let mut i = 0;
                 while i < params.len() {
@@ -217,56 +239,12 @@ impl TypeLayout {
 
     /// A short type expression: `Point`, `[u8; 16]`, `ShmMutex<u64>`.
     pub fn type_expr(&self) -> String {
-        match self.kind {
-            LayoutKind::Array { elem, len } => format!("[{}; {len}]", elem.type_expr()),
-            LayoutKind::Opaque { params } if !params.is_empty() => {
-                let inner: Vec<String> = params.iter().map(|p| p.type_expr()).collect();
-                format!("{}<{}>", self.name, inner.join(", "))
-            }
-            _ => self.name.to_string(),
-        }
+        tree::type_expr(self)
     }
 
-    fn render(&self, f: &mut fmt::Formatter<'_>, indent: usize) -> fmt::Result {
-        match self.kind {
-            LayoutKind::Struct { fields, .. } => {
-                for field in fields {
-                    writeln!(
-                        f,
-                        "{:indent$}{}: {} (offset {}, size {}, align {})",
-                        "",
-                        field.name,
-                        field.ty.type_expr(),
-                        field.offset,
-                        field.ty.size,
-                        field.ty.align,
-                    )?;
-                    field.ty.render(f, indent + 2)?;
-                }
-                Ok(())
-            }
-            LayoutKind::Enum { repr, variants } => {
-                for v in variants {
-                    writeln!(
-                        f,
-                        "{:indent$}{} = {} ({})",
-                        "", v.name, v.discriminant, repr.name
-                    )?;
-                }
-                Ok(())
-            }
-            LayoutKind::Array { elem, .. } => elem.render(f, indent),
-            LayoutKind::Opaque { params } => {
-                for p in params {
-                    if matches!(p.kind, LayoutKind::Struct { .. } | LayoutKind::Enum { .. }) {
-                        writeln!(f, "{:indent$}{}:", "", p.type_expr())?;
-                        p.render(f, indent + 2)?;
-                    }
-                }
-                Ok(())
-            }
-            LayoutKind::Primitive => Ok(()),
-        }
+    /// An owned copy of this layout, as a process without the type sees it.
+    pub fn to_desc(&self) -> LayoutDesc {
+        LayoutDesc::from(self)
     }
 }
 
@@ -284,15 +262,7 @@ impl fmt::Display for TypeLayout {
     ///   y: f64 (offset 8, size 8, align 8)
     /// ```
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "{} (size {}, align {}, fingerprint {:#018x})",
-            self.type_expr(),
-            self.size,
-            self.align,
-            self.fingerprint()
-        )?;
-        self.render(f, 2)
+        tree::display(self, self.fingerprint(), f)
     }
 }
 
