@@ -26,8 +26,56 @@
 //! ```
 //!
 //! A process that does not have the Rust type sees a layout as a
-//! [`LayoutDesc`]: the same description, owned, with the same fingerprint,
-//! rendering and type expression.
+//! [`LayoutDesc`]: the same description, owned. A store's type registry
+//! keeps every stored type's layout in the binary form of
+//! [`encode_layout`], so that any process can read it back with
+//! [`decode_layout`] and walk a value by it.
+//!
+//! # Format
+//!
+//! An encoded layout is a version byte, then the root layout as a tree of
+//! nodes in depth-first order. Every item appears in the order in which
+//! the fingerprint hashes it, so a decoded layout's fingerprint is that of
+//! the layout it was encoded from. Version 1 ([`LAYOUT_FORMAT_VERSION`]):
+//!
+//! | item | encoding |
+//! |------|----------|
+//! | layout | the version byte `1`, then the root node; nothing may follow |
+//! | node | name, size (`uvar`), alignment (`uvar`), kind tag (one byte), then the kind's body |
+//! | kind 1: primitive | nothing |
+//! | kind 2: `#[repr(C)]` struct, kind 3: `#[repr(transparent)]` struct | field count (`uvar`), then for each field: name, offset (`uvar`), node |
+//! | kind 4: enum | the integer repr's node, variant count (`uvar`), then for each variant: name, discriminant (`ivar`) |
+//! | kind 5: array | length (`uvar`), then the element's node |
+//! | kind 6: opaque | parameter count (`uvar`), then each type parameter's node |
+//! | name | byte length (`uvar`), then that many bytes of UTF-8 |
+//! | `uvar` | a `u64` in unsigned LEB128: 7 bits a byte, least significant first, the high bit set on every byte but the last; at most 10 bytes, in the shortest form |
+//! | `ivar` | an `i128` zigzag-mapped to a `u128` (0, -1, 1, -2, … become 0, 1, 2, 3, …), then LEB128 as for `uvar`: at most 19 bytes, in the shortest form |
+//!
+//! Nothing in it depends on the machine (byte order, pointer width). Every
+//! layout has exactly one encoding: [`decode_layout`] refuses integers that
+//! are not in their shortest form and bytes after the root, so bytes that
+//! decode re-encode to themselves.
+//!
+//! For example `[u16; 2]` (a [`LayoutKind::Array`] named `array`, 4 bytes,
+//! aligned to 2, of 2 `u16`s) is
+//! `01 | 05 "array" 04 02 05 02 | 03 "u16" 02 02 01`.
+//!
+//! # Limits
+//!
+//! [`decode_layout`] reads bytes from a segment that any process may have
+//! written, so it refuses, with an error and never a panic:
+//!
+//! - nesting deeper than [`MAX_LAYOUT_DEPTH`] (32) levels;
+//! - more than [`MAX_LAYOUT_NODES`] (4096) nodes in all;
+//! - more than [`MAX_LAYOUT_VARIANTS`] (65,536) enum variants in all;
+//! - names longer than [`MAX_LAYOUT_NAME_LEN`] (1024) bytes, or not UTF-8;
+//! - counts larger than the bytes left could hold (checked before anything
+//!   is allocated for them), unknown versions and kind tags, truncation.
+//!
+//! Its recursion is bounded by the depth limit, and the memory it allocates
+//! by the input's length. [`encode_layout`] refuses a layout beyond these
+//! limits, so everything it writes can be read back; a store refuses to
+//! hold a type whose layout it cannot encode ([`Error::InvalidArgument`]).
 
 use core::fmt;
 use core::marker::PhantomData;
@@ -38,11 +86,16 @@ use core::sync::atomic::{
 
 use crate::Error;
 
+mod codec;
 mod desc;
 mod tree;
 #[cfg(test)]
 mod zoo;
 
+pub use codec::{
+    decode_layout, encode_layout, LayoutDecodeError, LayoutEncodeError, LAYOUT_FORMAT_VERSION,
+    MAX_LAYOUT_DEPTH, MAX_LAYOUT_NAME_LEN, MAX_LAYOUT_NODES, MAX_LAYOUT_VARIANTS,
+};
 pub use desc::{FieldDesc, LayoutDesc, LayoutDescKind, VariantDesc};
 
 /// The shape of a type's layout.
@@ -171,7 +224,8 @@ impl TypeLayout {
     /// recursively every field's name, offset and layout (or every variant's
     /// name and discriminant, or the element layout and length). It is the
     /// same in every build of the same definition, and equal to the
-    /// [`LayoutDesc::fingerprint`] of the layout's owned copy.
+    /// [`LayoutDesc::fingerprint`] of the layout's owned copy or of its
+    /// decoded encoding.
     pub const fn fingerprint(&self) -> u64 {
         fmix(self.hash_into(hash_u64(FNV_OFFSET, FORMAT_SALT)))
     }

@@ -2,19 +2,22 @@
 
 use core::fmt;
 
+use super::codec::{encode_tree, LayoutEncodeError};
 use super::tree;
 use super::TypeLayout;
 
 /// An owned description of a type's layout: what a [`TypeLayout`] says,
 /// held in `String`s, `Vec`s and `Box`es instead of `'static` references.
 ///
-/// It is how a process that does not have the Rust type sees a type. Its
+/// It is how a process that does not have the Rust type sees a type:
+/// [`decode_layout`](super::decode_layout) builds one from the bytes
+/// [`encode_layout`](super::encode_layout) wrote. Its
 /// [`fingerprint`](LayoutDesc::fingerprint), [`Display`](fmt::Display) and
 /// [`type_expr`](LayoutDesc::type_expr) are those of the [`TypeLayout`] it
 /// was made from.
 ///
 /// ```
-/// use shmstore::layout::{LayoutDesc, LayoutDescKind};
+/// use shmstore::layout::{decode_layout, encode_layout, LayoutDesc, LayoutDescKind};
 /// use shmstore::ShmSafe;
 ///
 /// #[derive(ShmSafe)]
@@ -24,7 +27,9 @@ use super::TypeLayout;
 ///     y: f64,
 /// }
 ///
-/// let desc: LayoutDesc = Point::LAYOUT.to_desc();
+/// let bytes = encode_layout(Point::LAYOUT)?;
+/// let desc: LayoutDesc = decode_layout(&bytes)?;
+/// assert_eq!(desc, Point::LAYOUT.to_desc());
 /// assert_eq!(desc.fingerprint(), Point::FINGERPRINT);
 /// assert_eq!(desc.to_string(), Point::LAYOUT.to_string());
 /// match &desc.kind {
@@ -33,7 +38,15 @@ use super::TypeLayout;
 ///     }
 ///     other => panic!("not a struct: {other:?}"),
 /// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// A decoded layout is well formed (see the limits in the
+/// [module docs](super#limits)) but not checked for consistency with
+/// itself: nothing guarantees that a field lies inside its struct, that an
+/// alignment is a power of two or that an array's size is its length times
+/// its element's size. Code that walks bytes by a layout from a segment
+/// checks every offset against the bytes it has.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LayoutDesc {
     /// The recorded type name (see [`TypeLayout::name`]).
@@ -109,7 +122,7 @@ pub struct VariantDesc {
 
 impl LayoutDesc {
     /// The stable 64-bit fingerprint of this layout: for a layout made from
-    /// a [`TypeLayout`], that layout's
+    /// (or encoded from) a [`TypeLayout`], that layout's
     /// [`fingerprint`](TypeLayout::fingerprint).
     pub fn fingerprint(&self) -> u64 {
         tree::fingerprint(self)
@@ -118,6 +131,15 @@ impl LayoutDesc {
     /// A short type expression: `Point`, `[u8; 16]`, `ShmMutex<u64>`.
     pub fn type_expr(&self) -> String {
         tree::type_expr(self)
+    }
+
+    /// The layout in the binary encoding that
+    /// [`decode_layout`](super::decode_layout) reads (see the
+    /// [format](super#format)). Fails only if the layout is beyond the
+    /// [limits](super#limits) that decoding enforces, so whatever it
+    /// returns decodes to an equal layout.
+    pub fn encode(&self) -> Result<Vec<u8>, LayoutEncodeError> {
+        encode_tree(self)
     }
 }
 

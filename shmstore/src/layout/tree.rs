@@ -1,7 +1,7 @@
 //! One walk over a layout tree, written once for [`TypeLayout`] (borrowed
 //! from the compiler) and [`LayoutDesc`] (owned, decoded from a segment):
-//! rendering, the canonical token stream that the fingerprint hashes, and
-//! conversion to an owned tree.
+//! rendering, the canonical token stream that the encoding writes and the
+//! fingerprint hashes, and conversion to an owned tree.
 //!
 //! Only [`TypeLayout::fingerprint`] walks on its own, because it is a
 //! `const fn` and trait methods cannot be called in one. It hashes the same
@@ -15,7 +15,8 @@ use super::{
     TypeLayout, VariantDesc, FNV_OFFSET, FORMAT_SALT,
 };
 
-/// Kind tags, hashed (as a `u64`) into the fingerprint.
+/// Kind tags: written in the encoding, hashed (as a `u64`) into the
+/// fingerprint.
 pub(super) const KIND_PRIMITIVE: u8 = 1;
 pub(super) const KIND_STRUCT: u8 = 2;
 pub(super) const KIND_TRANSPARENT: u8 = 3;
