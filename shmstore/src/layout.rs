@@ -24,6 +24,58 @@
 //! assert_eq!(Point::FINGERPRINT, layout.fingerprint());
 //! println!("{layout}");
 //! ```
+//!
+//! A process that does not have the Rust type sees a layout as a
+//! [`LayoutDesc`]: the same description, owned. A store's type registry
+//! keeps every stored type's layout in the binary form of
+//! [`encode_layout`], so that any process can read it back with
+//! [`decode_layout`] and walk a value by it.
+//!
+//! # Format
+//!
+//! An encoded layout is a version byte, then the root layout as a tree of
+//! nodes in depth-first order. Every item appears in the order in which
+//! the fingerprint hashes it, so a decoded layout's fingerprint is that of
+//! the layout it was encoded from. Version 1 ([`LAYOUT_FORMAT_VERSION`]):
+//!
+//! | item | encoding |
+//! |------|----------|
+//! | layout | the version byte `1`, then the root node; nothing may follow |
+//! | node | name, size (`uvar`), alignment (`uvar`), kind tag (one byte), then the kind's body |
+//! | kind 1: primitive | nothing |
+//! | kind 2: `#[repr(C)]` struct, kind 3: `#[repr(transparent)]` struct | field count (`uvar`), then for each field: name, offset (`uvar`), node |
+//! | kind 4: enum | the integer repr's node, variant count (`uvar`), then for each variant: name, discriminant (`ivar`) |
+//! | kind 5: array | length (`uvar`), then the element's node |
+//! | kind 6: opaque | parameter count (`uvar`), then each type parameter's node |
+//! | name | byte length (`uvar`), then that many bytes of UTF-8 |
+//! | `uvar` | a `u64` in unsigned LEB128: 7 bits a byte, least significant first, the high bit set on every byte but the last; at most 10 bytes, in the shortest form |
+//! | `ivar` | an `i128` zigzag-mapped to a `u128` (0, -1, 1, -2, … become 0, 1, 2, 3, …), then LEB128 as for `uvar`: at most 19 bytes, in the shortest form |
+//!
+//! Nothing in it depends on the machine (byte order, pointer width). Every
+//! layout has exactly one encoding: [`decode_layout`] refuses integers that
+//! are not in their shortest form and bytes after the root, so bytes that
+//! decode re-encode to themselves.
+//!
+//! For example `[u16; 2]` (a [`LayoutKind::Array`] named `array`, 4 bytes,
+//! aligned to 2, of 2 `u16`s) is
+//! `01 | 05 "array" 04 02 05 02 | 03 "u16" 02 02 01`.
+//!
+//! # Limits
+//!
+//! [`decode_layout`] reads bytes from a segment that any process may have
+//! written, so it refuses, with an error and never a panic:
+//!
+//! - nesting deeper than [`MAX_LAYOUT_DEPTH`] (32) levels;
+//! - more than [`MAX_LAYOUT_NODES`] (4096) nodes in all;
+//! - more than [`MAX_LAYOUT_VARIANTS`] (65,536) enum variants in all;
+//! - names longer than [`MAX_LAYOUT_NAME_LEN`] (1024) bytes, or not UTF-8;
+//! - counts larger than the bytes left could hold (checked before anything
+//!   is allocated for them), unknown versions and kind tags, truncation.
+//!
+//! Its recursion is bounded by the depth limit, and the memory it allocates
+//! by the input's length. [`encode_layout`] refuses a layout beyond these
+//! limits, so everything it writes can be read back; a store refuses to
+//! hold a type whose layout it cannot encode ([`Error::InvalidArgument`]).
 
 use core::fmt;
 use core::marker::PhantomData;
@@ -33,6 +85,18 @@ use core::sync::atomic::{
 };
 
 use crate::Error;
+
+mod codec;
+mod desc;
+mod tree;
+#[cfg(test)]
+mod zoo;
+
+pub use codec::{
+    decode_layout, encode_layout, LayoutDecodeError, LayoutEncodeError, LAYOUT_FORMAT_VERSION,
+    MAX_LAYOUT_DEPTH, MAX_LAYOUT_NAME_LEN, MAX_LAYOUT_NODES, MAX_LAYOUT_VARIANTS,
+};
+pub use desc::{FieldDesc, LayoutDesc, LayoutDescKind, VariantDesc};
 
 /// The shape of a type's layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,22 +286,34 @@ impl TypeLayout {
     /// It hashes a canonical description: name, size, align, kind, and
     /// recursively every field's name, offset and layout (or every variant's
     /// name and discriminant, or the element layout and length). It is the
-    /// same in every build of the same definition.
+    /// same in every build of the same definition, and equal to the
+    /// [`LayoutDesc::fingerprint`] of the layout's owned copy or of its
+    /// decoded encoding.
     pub const fn fingerprint(&self) -> u64 {
         fmix(self.hash_into(hash_u64(FNV_OFFSET, FORMAT_SALT)))
     }
 
+    /// Hashes the canonical description: the same tokens, in the same
+    /// order, as the shared walk of `tree::walk` (which cannot be called
+    /// from a `const fn`); the tests compare the two.
     const fn hash_into(&self, mut h: u64) -> u64 {
         h = hash_str(h, self.name);
         h = hash_u64(h, self.size as u64);
         h = hash_u64(h, self.align as u64);
         match self.kind {
-            LayoutKind::Primitive => hash_u64(h, 1),
+            LayoutKind::Primitive => hash_u64(h, tree::KIND_PRIMITIVE as u64),
             LayoutKind::Struct {
                 transparent,
                 fields,
             } => {
-                h = hash_u64(h, if transparent { 3 } else { 2 });
+                h = hash_u64(
+                    h,
+                    if transparent {
+                        tree::KIND_TRANSPARENT
+                    } else {
+                        tree::KIND_STRUCT
+                    } as u64,
+                );
                 h = hash_u64(h, fields.len() as u64);
                 let mut i = 0;
                 while i < fields.len() {
@@ -249,7 +325,7 @@ impl TypeLayout {
                 h
             }
             LayoutKind::Enum { repr, variants } => {
-                h = hash_u64(h, 4);
+                h = hash_u64(h, tree::KIND_ENUM as u64);
                 h = repr.hash_into(h);
                 h = hash_u64(h, variants.len() as u64);
                 let mut i = 0;
@@ -261,12 +337,12 @@ impl TypeLayout {
                 h
             }
             LayoutKind::Array { elem, len } => {
-                h = hash_u64(h, 5);
+                h = hash_u64(h, tree::KIND_ARRAY as u64);
                 h = hash_u64(h, len as u64);
                 elem.hash_into(h)
             }
             LayoutKind::Opaque { params } => {
-                h = hash_u64(h, 6);
+                h = hash_u64(h, tree::KIND_OPAQUE as u64);
                 h = hash_u64(h, params.len() as u64);
                 let mut i = 0;
                 while i < params.len() {
@@ -276,7 +352,7 @@ impl TypeLayout {
                 h
             }
             LayoutKind::Container { params } => {
-                h = hash_u64(h, 7);
+                h = hash_u64(h, tree::KIND_CONTAINER as u64);
                 h = hash_u64(h, params.len() as u64);
                 let mut i = 0;
                 while i < params.len() {
@@ -291,64 +367,78 @@ impl TypeLayout {
 
     /// A short type expression: `Point`, `[u8; 16]`, `ShmMutex<u64>`.
     pub fn type_expr(&self) -> String {
+        tree::type_expr(self)
+    }
+
+    /// The fingerprint of the whole layout graph: equal to
+    /// [`fingerprint`](TypeLayout::fingerprint) for a layout without
+    /// containers; for one with containers, it also covers their type
+    /// parameters' full layouts (which the compile-time fingerprint reaches
+    /// only by size and alignment), with a back reference where a type
+    /// holds containers of itself. The store identifies types by it.
+    /// Computed at run time; see [`graph_fingerprint_of`] for a cached one.
+    pub fn graph_fingerprint(&self) -> u64 {
+        tree::graph_fingerprint(self)
+    }
+
+    /// `true` if the layout holds one of shmstore's containers anywhere
+    /// (then [`graph_fingerprint`](TypeLayout::graph_fingerprint) differs
+    /// from [`fingerprint`](TypeLayout::fingerprint)).
+    pub const fn has_containers(&self) -> bool {
         match self.kind {
-            LayoutKind::Array { elem, len } => format!("[{}; {len}]", elem.type_expr()),
-            LayoutKind::Opaque { params } if !params.is_empty() => {
-                let inner: Vec<String> = params.iter().map(|p| p.type_expr()).collect();
-                format!("{}<{}>", self.name, inner.join(", "))
+            LayoutKind::Primitive | LayoutKind::Enum { .. } => false,
+            LayoutKind::Struct { fields, .. } => {
+                let mut i = 0;
+                while i < fields.len() {
+                    if fields[i].ty.has_containers() {
+                        return true;
+                    }
+                    i += 1;
+                }
+                false
             }
-            LayoutKind::Container { params } if !params.is_empty() => {
-                let inner: Vec<String> = params.iter().map(|p| (p.layout)().type_expr()).collect();
-                format!("{}<{}>", self.name, inner.join(", "))
+            LayoutKind::Array { elem, .. } => elem.has_containers(),
+            LayoutKind::Opaque { params } => {
+                let mut i = 0;
+                while i < params.len() {
+                    if params[i].has_containers() {
+                        return true;
+                    }
+                    i += 1;
+                }
+                false
             }
-            _ => self.name.to_string(),
+            LayoutKind::Container { .. } => true,
         }
     }
 
-    fn render(&self, f: &mut fmt::Formatter<'_>, indent: usize) -> fmt::Result {
-        match self.kind {
-            LayoutKind::Struct { fields, .. } => {
-                for field in fields {
-                    writeln!(
-                        f,
-                        "{:indent$}{}: {} (offset {}, size {}, align {})",
-                        "",
-                        field.name,
-                        field.ty.type_expr(),
-                        field.offset,
-                        field.ty.size,
-                        field.ty.align,
-                    )?;
-                    field.ty.render(f, indent + 2)?;
-                }
-                Ok(())
-            }
-            LayoutKind::Enum { repr, variants } => {
-                for v in variants {
-                    writeln!(
-                        f,
-                        "{:indent$}{} = {} ({})",
-                        "", v.name, v.discriminant, repr.name
-                    )?;
-                }
-                Ok(())
-            }
-            LayoutKind::Array { elem, .. } => elem.render(f, indent),
-            LayoutKind::Opaque { params } => {
-                for p in params {
-                    if matches!(p.kind, LayoutKind::Struct { .. } | LayoutKind::Enum { .. }) {
-                        writeln!(f, "{:indent$}{}:", "", p.type_expr())?;
-                        p.render(f, indent + 2)?;
-                    }
-                }
-                Ok(())
-            }
-            // A container's parameters are named in its type expression;
-            // their fields are not rendered again (a type may contain
-            // containers of itself).
-            LayoutKind::Primitive | LayoutKind::Container { .. } => Ok(()),
-        }
+    /// An owned copy of this layout, as a process without the type sees it.
+    pub fn to_desc(&self) -> LayoutDesc {
+        LayoutDesc::from(self)
     }
+}
+
+/// The [graph fingerprint](TypeLayout::graph_fingerprint) of `T`'s layout,
+/// computed once per type and thread (the compile-time
+/// [`ShmSafe::FINGERPRINT`] for a type without containers).
+pub fn graph_fingerprint_of<T: ShmSafe>() -> u64 {
+    if !T::LAYOUT.has_containers() {
+        return T::FINGERPRINT;
+    }
+    thread_local! {
+        static CACHE: core::cell::RefCell<std::collections::HashMap<core::any::TypeId, u64>> =
+            core::cell::RefCell::new(std::collections::HashMap::new());
+    }
+    let id = core::any::TypeId::of::<T>();
+    let cached = CACHE
+        .try_with(|c| c.borrow().get(&id).copied())
+        .ok()
+        .flatten();
+    cached.unwrap_or_else(|| {
+        let fp = T::LAYOUT.graph_fingerprint();
+        let _ = CACHE.try_with(|c| c.borrow_mut().insert(id, fp));
+        fp
+    })
 }
 
 /// Changes with the fingerprint scheme itself, so that a future change of the
@@ -365,15 +455,7 @@ impl fmt::Display for TypeLayout {
     ///   y: f64 (offset 8, size 8, align 8)
     /// ```
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "{} (size {}, align {}, fingerprint {:#018x})",
-            self.type_expr(),
-            self.size,
-            self.align,
-            self.fingerprint()
-        )?;
-        self.render(f, 2)
+        tree::display(self, self.fingerprint(), f)
     }
 }
 
