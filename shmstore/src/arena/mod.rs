@@ -765,6 +765,81 @@ pub(crate) mod tests {
         }
     }
 
+    // Regression (corruption sweep): a table offset in the header (or a
+    // process slot) was only checked to lie in the committed heap, so one
+    // that pointed into a live object passed, and the next write to the
+    // table (a directory slot, a registry entry, a journal entry, a process
+    // slot, a pin entry) landed in that object's record and value. A table
+    // must be exactly the payload of an allocated block of its size.
+    #[test]
+    fn a_table_offset_into_another_allocation_is_corrupted_not_a_write_into_it() {
+        use crate::sys::proc::StartTime;
+        let s = HeapStore::new(1 << 20);
+        let a = s.arena();
+        let t = a.register_type(1, 8, 8, "u64", "u64").unwrap();
+        let victim = insert(&a, "victim", t);
+        let big = insert(&a, "big", t);
+        let blk = victim - 8;
+        let end = blk + (a.mem.u64(blk).unwrap() & !7);
+        let before = a.mem.read_bytes(blk, end - blk).unwrap();
+        let owner = procs::Owner {
+            pid: 42,
+            pidns: 1,
+            start: StartTime::Known(7),
+        };
+        let slot = a.attach(owner).unwrap().unwrap();
+        let journal = Header(&a).journal().unwrap();
+        // Each word, pointed at the victim's record, then an operation that
+        // writes through it.
+        type Op<'o> = &'o dyn Fn(&Arena<'_>) -> Result<()>;
+        let ops: [(u64, Op<'_>); 4] = [
+            (OFF_DIR_TABLE, &|a| insert_checked(a, "new", t)),
+            (OFF_REG_TABLE, &|a| {
+                a.register_type(2, 4, 4, "u32", "u32").map(|_| ())
+            }),
+            (OFF_JOURNAL, &|a| {
+                let j = Arena::journaled(a.mem, &no_commit);
+                Header(&j).set_recoveries(5)
+            }),
+            (OFF_PROCS, &|a| a.attach(owner).map(|_| ())),
+        ];
+        for (word, op) in ops {
+            let saved = a.mem.u64(word).unwrap();
+            a.mem.set_u64(word, victim).unwrap();
+            let r = op(&a);
+            assert!(
+                matches!(r, Err(Error::Corrupted { .. })),
+                "word {word}: {r:?}"
+            );
+            assert_eq!(
+                a.mem.read_bytes(blk, end - blk).unwrap(),
+                before,
+                "word {word}"
+            );
+            a.mem.set_u64(word, saved).unwrap();
+        }
+        // A process slot's pin table, pointed at the victim.
+        let so = Header(&a).procs().unwrap() + u64::from(slot) * 64;
+        let saved = a.mem.u64(so + 16).unwrap();
+        a.mem.set_u64(so + 16, victim).unwrap();
+        let r = a.count_pin(slot, big, 1);
+        assert!(matches!(r, Err(Error::Corrupted { .. })), "{r:?}");
+        assert_eq!(a.mem.read_bytes(blk, end - blk).unwrap(), before);
+        a.mem.set_u64(so + 16, saved).unwrap();
+        // A table pointed at a larger table: the process table (8 KiB) over
+        // the journal (16 KiB).
+        let saved = Header(&a).procs().unwrap();
+        a.mem.set_u64(OFF_PROCS, journal).unwrap();
+        assert!(matches!(a.attached(), Err(Error::Corrupted { .. })));
+        a.mem.set_u64(OFF_PROCS, saved).unwrap();
+        a.check_heap().unwrap();
+    }
+
+    fn insert_checked(a: &Arena<'_>, name: &str, type_idx: u32) -> Result<()> {
+        let (rec, _) = a.new_record(name.as_bytes(), type_idx, false, 1)?;
+        a.publish(dir::hash_name(name.as_bytes()), rec)
+    }
+
     #[test]
     fn corrupted_directory_slot_is_an_error_not_a_crash() {
         let s = HeapStore::new(1 << 20);

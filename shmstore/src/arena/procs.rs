@@ -506,8 +506,19 @@ mod tests {
         let a = s.arena();
         let slot = a.attach(owner()).unwrap().unwrap();
         let so = a.slot_off(slot).unwrap();
+        // A capacity of 1 over the 16-entry table no longer matches the
+        // table's block (see `Arena::holds`)...
         a.mem.set_u64(so + S_CAP, 1).unwrap();
+        assert!(matches!(
+            a.count_pin(slot, HEAP_START + 64, 1),
+            Err(Error::Corrupted { .. })
+        ));
+        // ...but a one-entry table in a block of its own does.
+        let one = a.alloc(ENTRY).unwrap();
+        a.mem.zero(one, ENTRY).unwrap();
+        a.mem.set_u64(so + S_TABLE, one).unwrap();
         a.mem.set_u64(so + S_USED, 0).unwrap();
+        assert_eq!(home(u64::MAX, 1), 0);
         // Whatever it answers, it answers (no panic), and a second pin of
         // another record finds the one entry taken.
         let first = a.count_pin(slot, HEAP_START + 64, 1);
