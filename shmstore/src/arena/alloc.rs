@@ -509,6 +509,16 @@ impl Arena<'_> {
                 "double free: block {blk:#x} is already free"
             )));
         }
+        // The block after an allocated one says so (`PREV_INUSE`): a size
+        // word that grew would otherwise free the start of the neighbour
+        // with this block, and the next allocation of it would overwrite
+        // that neighbour.
+        let next = blk + size;
+        if next < top && self.block(next, top)?.1 & PREV_INUSE == 0 {
+            return Err(Error::corrupted(format!(
+                "block {blk:#x} of {size} bytes is not followed by a block that knows it is allocated"
+            )));
+        }
         hdr.set_used(hdr.used()?.checked_sub(size).ok_or_else(|| {
             Error::corrupted("allocator's used-bytes counter is below a live block's size")
         })?)?;

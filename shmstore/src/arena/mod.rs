@@ -252,6 +252,16 @@ impl<'a> Arena<'a> {
                 info.size, info.align
             )));
         }
+        // The block must be the one `new_record` allocated: freeing a
+        // block whose size word grew would free its neighbours with it.
+        let need = bytes.and_then(|b| record_payload(name_len, info.align, b));
+        if !need.is_some_and(|need| alloc::is_block_for(payload + 8, need)) {
+            return Err(Error::corrupted(format!(
+                "record {rec:#x}: its {payload}-byte block is not the one allocated for a name of \
+                 {name_len} bytes and {len} × {} bytes aligned to {}",
+                info.size, info.align
+            )));
+        }
         if flags & FLAG_SLICE == 0 && len != 1 {
             return Err(Error::corrupted(format!(
                 "record {rec:#x}: a single object with element count {len}"
@@ -343,6 +353,8 @@ impl<'a> Arena<'a> {
     /// returned `true`) if it is still removed and unpinned.
     pub(crate) fn free_released(&self, rec: u64) -> Result<()> {
         if self.mem.u32(pins_word(rec)?)? == PIN_REMOVED {
+            // Its block size is checked before the block is freed.
+            self.record(rec)?;
             self.free(rec)?;
         }
         Ok(())
@@ -392,6 +404,7 @@ impl<'a> Arena<'a> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::arena::alloc::MIN_BLOCK;
     use crate::arena::header::OFF_JOURNAL_LEN;
 
     /// A heap buffer formatted as a store, for tests of the arena alone
@@ -833,6 +846,58 @@ pub(crate) mod tests {
         assert!(matches!(a.attached(), Err(Error::Corrupted { .. })));
         a.mem.set_u64(OFF_PROCS, saved).unwrap();
         a.check_heap().unwrap();
+    }
+
+    // Regression (corruption sweep): a record's block header whose size
+    // was changed (to reach `top`, or over its neighbour) was trusted when
+    // the record was freed: `remove` then freed the neighbours with it (or
+    // lowered `top` below them), and the next inserts overwrote them. A
+    // record's block must be the one `new_record` allocated for it.
+    #[test]
+    fn a_record_whose_block_size_was_changed_is_corrupted_not_freed_with_its_neighbours() {
+        let s = HeapStore::new(1 << 20);
+        let a = s.arena();
+        let t = a.register_type(1, 8, 8, "u64", "u64").unwrap();
+        let b = insert(&a, "b", t);
+        let c = insert(&a, "c", t);
+        let _d = insert(&a, "d", t);
+        let top = Header(&a).top().unwrap();
+        let blk = b - 8;
+        let head = a.mem.u64(blk).unwrap();
+        let (size, flags) = (head & !7, head & 7);
+        let c_bytes = a.mem.read_bytes(c - 8, 40).unwrap();
+        // Grown past the allocator's slack: the record itself is invalid.
+        // Grown within it (8..32 bytes): freeing finds the next block's
+        // header in the wrong place.
+        for (bad, record_fails) in [
+            (top - blk, true),
+            (size + 48, true),
+            (size + MIN_BLOCK, true),
+            (size + 8, false),
+            (size + 24, false),
+        ] {
+            a.mem.set_u64(blk, bad | flags).unwrap();
+            assert_eq!(a.record(b).is_err(), record_fails, "{bad}");
+            let found = a.lookup(b"b", dir::hash_name(b"b")).unwrap().unwrap();
+            let j = Arena::journaled(s.mem, &no_commit);
+            assert!(
+                matches!(j.remove(&found), Err(Error::Corrupted { .. })),
+                "{bad}"
+            );
+            j.rollback().unwrap();
+            assert_eq!(Header(&a).top().unwrap(), top, "{bad}");
+            assert_eq!(a.mem.read_bytes(c - 8, 40).unwrap(), c_bytes, "{bad}");
+        }
+        a.mem.set_u64(blk, head).unwrap();
+        // A removed record whose last pin goes, with a block that grew.
+        a.pin(b).unwrap();
+        let found = a.lookup(b"b", dir::hash_name(b"b")).unwrap().unwrap();
+        a.remove(&found).unwrap();
+        a.mem.set_u64(blk, (top - blk) | flags).unwrap();
+        assert!(a.drop_pins(b, 1).unwrap());
+        assert!(matches!(a.free_released(b), Err(Error::Corrupted { .. })));
+        assert_eq!(Header(&a).top().unwrap(), top);
+        assert_eq!(a.mem.read_bytes(c - 8, 40).unwrap(), c_bytes);
     }
 
     fn insert_checked(a: &Arena<'_>, name: &str, type_idx: u32) -> Result<()> {
