@@ -124,7 +124,11 @@ impl Arena<'_> {
 
     /// The owner of `slot`, if it is in use.
     pub(crate) fn slot_owner(&self, slot: u32) -> Result<Option<Owner>> {
-        let s = self.slot_off(slot)?;
+        self.owner_at(self.slot_off(slot)?)
+    }
+
+    /// The owner of the slot at offset `s` (inside the validated table).
+    fn owner_at(&self, s: u64) -> Result<Option<Owner>> {
         let pid = self.mem.u32(s + S_PID)?;
         if pid == 0 {
             return Ok(None);
@@ -137,11 +141,14 @@ impl Arena<'_> {
     }
 
     /// Every slot in use, with its owner.
+    ///
+    /// The table is validated once, then walked: slot `i` lies at
+    /// `table + i * SLOT`, inside the range `procs` checked.
     pub(crate) fn attached(&self) -> Result<Vec<(u32, Owner)>> {
-        let (_, len) = self.procs()?;
+        let (table, len) = self.procs()?;
         let mut out = Vec::new();
         for slot in 0..len as u32 {
-            if let Some(owner) = self.slot_owner(slot)? {
+            if let Some(owner) = self.owner_at(table + slot as u64 * SLOT)? {
                 out.push((slot, owner));
             }
         }
@@ -151,9 +158,10 @@ impl Arena<'_> {
     /// Takes a free slot for `owner`; `None` if the table is full (the
     /// process then runs untracked: its pins are not released if it dies).
     pub(crate) fn attach(&self, owner: Owner) -> Result<Option<u32>> {
-        let (_, len) = self.procs()?;
+        let (table, len) = self.procs()?;
         for slot in 0..len as u32 {
-            let s = self.slot_off(slot)?;
+            // Inside the range `procs` checked, as in `attached`.
+            let s = table + slot as u64 * SLOT;
             if self.mem.u32(s + S_PID)? == 0 {
                 self.set_u64(s + S_START, owner.start.word())?;
                 self.set_u32(s + S_PIDNS, owner.pidns)?;
