@@ -631,6 +631,64 @@ pub(crate) mod tests {
         setup.check_heap().unwrap();
     }
 
+    // Regression (corruption sweep): rollback wrote a journal entry's old
+    // value wherever the entry pointed, outside the header lock and below
+    // `committed`: an entry that targeted the magic, version or capacity
+    // (which no operation journals) turned the store into "not a store"
+    // for every process. And it applied entries one by one, so an invalid
+    // older entry stopped it half-way. Now every entry is checked first,
+    // and the header's identity words are refused like the lock.
+    #[test]
+    fn rollback_never_writes_the_identity_words_and_applies_all_or_nothing() {
+        use crate::arena::header::{OFF_CAPACITY, OFF_MAGIC, OFF_VERSION};
+        let s = HeapStore::new(1 << 20);
+        let a = s.arena();
+        let t = a.register_type(1, 8, 8, "u64", "u64").unwrap();
+        let x = insert(&a, "x", t);
+        let header = a.mem.read_bytes(0, 64).unwrap();
+        let area = Header(&a).journal().unwrap();
+        let entry = |i: u64, off: u64, kind: u64, old: u64| {
+            a.mem.set_u64(area + 16 * i, kind << 60 | off).unwrap();
+            a.mem.set_u64(area + 16 * i + 8, old).unwrap();
+        };
+        let pins = x + dir::REC_PINS;
+        let x_bytes = a.mem.read_bytes(x - 8, 48).unwrap();
+        for (off, kind) in [
+            (OFF_MAGIC, 3),
+            (OFF_VERSION, 2),
+            (OFF_VERSION, 3),
+            (12, 2),
+            (OFF_CAPACITY, 3),
+            (OFF_CAPACITY + 4, 2),
+            (OFF_LOCK, 3),
+            (OFF_TOP + 1, 1),
+        ] {
+            // Entry 1 (applied first, newest) is valid; entry 0 is not.
+            entry(1, pins, 2, 77);
+            entry(0, off, kind, 0);
+            a.mem.set_u64(OFF_JOURNAL_LEN, 2).unwrap();
+            assert!(
+                matches!(a.rollback(), Err(Error::Corrupted { .. })),
+                "{off} kind {kind}"
+            );
+            assert_eq!(
+                a.mem.read_bytes(0, 64).unwrap(),
+                header,
+                "{off} kind {kind}"
+            );
+            assert_eq!(
+                a.mem.read_bytes(x - 8, 48).unwrap(),
+                x_bytes,
+                "{off} kind {kind}"
+            );
+        }
+        // A valid journal still rolls back.
+        entry(0, pins, 2, 5);
+        a.mem.set_u64(OFF_JOURNAL_LEN, 1).unwrap();
+        assert_eq!(a.rollback().unwrap(), 1);
+        assert_eq!(a.mem.u32(pins).unwrap(), 5);
+    }
+
     #[test]
     fn exhaustion_is_out_of_memory_with_sizes() {
         let s = HeapStore::new(1 << 16);
