@@ -82,6 +82,14 @@ pub(crate) fn block_size(payload: u64) -> Option<u64> {
     Some(s.max(MIN_BLOCK))
 }
 
+/// `true` if a block of `size` bytes can be the one `alloc(payload)`
+/// returned: at least [`block_size`], and less than a minimum block more
+/// (the slack `take_free` hands out rather than split off a block too small
+/// to stand alone; the fast lists and `top` give exact sizes).
+pub(crate) fn is_block_for(size: u64, payload: u64) -> bool {
+    block_size(payload).is_some_and(|need| size >= need && size - need < MIN_BLOCK)
+}
+
 impl Arena<'_> {
     fn bin_head_off(idx: usize) -> u64 {
         OFF_BINS + 8 * idx as u64
@@ -453,17 +461,27 @@ impl Arena<'_> {
         Ok(top)
     }
 
-    /// `true` if `[off, off + len)` lies in the heap's committed pages and
-    /// `off` is 8-aligned: where every table the header points to lives.
-    /// Checking this (rather than only the mapping's bounds) keeps a
-    /// corrupted pointer from reaching pages that were never committed,
-    /// which could fault on a full `/dev/shm`. Committed pages are never
-    /// given back, so a range that passed stays valid.
+    /// `true` if `[off, off + len)` is a table the header (or a process
+    /// slot) may point to: the payload of an allocated block of exactly
+    /// that size (give or take the allocator's slack), in the heap's
+    /// committed pages, 8-aligned.
+    ///
+    /// Every table is one allocation of its own (`alloc(len)`), so an
+    /// offset that is not (it points into an object, into another table,
+    /// or into free space) is corrupted: without this check, the table's
+    /// next write would land in whatever lies there. Checking "committed"
+    /// (rather than only the mapping's bounds) keeps a corrupted pointer
+    /// from reaching pages that were never committed, which could fault on
+    /// a full `/dev/shm`; committed pages are never given back, so a range
+    /// that passed stays valid.
     pub(crate) fn holds(&self, off: u64, len: u64) -> bool {
         let committed = self.mem.u64(OFF_COMMITTED).unwrap_or(0);
         off >= HEAP_START
             && off % 8 == 0
             && off.checked_add(len).is_some_and(|end| end <= committed)
+            && self
+                .payload_size(off)
+                .is_ok_and(|payload| is_block_for(payload + 8, len))
     }
 
     /// The payload size of the allocated block whose payload is at `payload`.
@@ -489,6 +507,16 @@ impl Arena<'_> {
         if flags & INUSE == 0 || flags & FAST != 0 {
             return Err(Error::corrupted(format!(
                 "double free: block {blk:#x} is already free"
+            )));
+        }
+        // The block after an allocated one says so (`PREV_INUSE`): a size
+        // word that grew would otherwise free the start of the neighbour
+        // with this block, and the next allocation of it would overwrite
+        // that neighbour.
+        let next = blk + size;
+        if next < top && self.block(next, top)?.1 & PREV_INUSE == 0 {
+            return Err(Error::corrupted(format!(
+                "block {blk:#x} of {size} bytes is not followed by a block that knows it is allocated"
             )));
         }
         hdr.set_used(hdr.used()?.checked_sub(size).ok_or_else(|| {

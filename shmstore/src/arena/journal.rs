@@ -180,6 +180,14 @@ impl Arena<'_> {
 
     /// Undoes every logged write, newest first, and empties the journal.
     /// Returns how many entries were undone.
+    ///
+    /// The entries come from the segment, so every one is checked before
+    /// any is applied (a bad one leaves the store as it was, and the error
+    /// says so): a known kind, and a target inside the committed pages,
+    /// aligned, that an operation can have journalled — never the
+    /// header's identity words (magic, version, creator, ABI, state,
+    /// capacity: written only while the store is formatted) nor the
+    /// header lock.
     pub(crate) fn rollback(&self) -> Result<u64> {
         let (area, cap) = self.journal_area()?;
         let len = self.mem.u64(OFF_JOURNAL_LEN)?;
@@ -188,34 +196,48 @@ impl Arena<'_> {
                 "intent journal claims {len} entries of {cap}"
             )));
         }
-        for i in (0..len).rev() {
-            let e = area + i * ENTRY;
-            let (tagged, old) = (self.mem.u64(e)?, self.mem.u64(e + 8)?);
-            let off = tagged & OFF_MASK;
-            // Entries come from the segment: never let one write into the
-            // header lock or into pages that were never committed.
-            let committed = self.mem.u64(OFF_COMMITTED)?;
-            if (off < OFF_LOCK + LOCK_SPACE && off + 8 > OFF_LOCK)
-                || off.saturating_add(8) > committed
-            {
+        let committed = self.mem.u64(OFF_COMMITTED)?;
+        for i in 0..len {
+            let (off, width, _) = self.journal_entry(area, i)?;
+            let journalled = off >= OFF_COMMITTED
+                && (off >= OFF_LOCK + LOCK_SPACE || off + width <= OFF_LOCK)
+                && off.saturating_add(width) <= committed;
+            if !journalled || self.mem.ptr(off, width, width).is_err() {
                 return Err(Error::corrupted(format!(
-                    "intent journal entry {i} targets offset {off:#x}, outside the metadata"
+                    "intent journal entry {i} targets offset {off:#x} ({width} bytes), outside the metadata"
                 )));
             }
-            match tagged >> KIND_SHIFT {
-                KIND_U16 => self.mem.set_u16(off, old as u16)?,
-                KIND_U32 => self.mem.set_u32(off, old as u32)?,
-                KIND_U64 => self.mem.set_u64(off, old)?,
-                kind => {
-                    return Err(Error::corrupted(format!(
-                        "intent journal entry {i} has unknown kind {kind}"
-                    )))
-                }
+        }
+        for i in (0..len).rev() {
+            let (off, width, old) = self.journal_entry(area, i)?;
+            match width {
+                2 => self.mem.set_u16(off, old as u16)?,
+                4 => self.mem.set_u32(off, old as u32)?,
+                _ => self.mem.set_u64(off, old)?,
             }
         }
         self.mem.set_u64(OFF_JOURNAL_LEN, 0)?;
         self.forget_fresh();
         Ok(len)
+    }
+
+    /// Entry `i` of the journal at `area`: (target offset, width in bytes,
+    /// old value). An unknown kind is corrupted.
+    fn journal_entry(&self, area: u64, i: u64) -> Result<(u64, u64, u64)> {
+        // `i` is below the capacity `journal_area` checked the area for.
+        let e = area + i * ENTRY;
+        let (tagged, old) = (self.mem.u64(e)?, self.mem.u64(e + 8)?);
+        let width = match tagged >> KIND_SHIFT {
+            KIND_U16 => 2,
+            KIND_U32 => 4,
+            KIND_U64 => 8,
+            kind => {
+                return Err(Error::corrupted(format!(
+                    "intent journal entry {i} has unknown kind {kind}"
+                )))
+            }
+        };
+        Ok((tagged & OFF_MASK, width, old))
     }
 
     /// Starts a new operation's notion of fresh memory.

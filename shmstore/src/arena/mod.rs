@@ -253,6 +253,16 @@ impl<'a> Arena<'a> {
                 info.size, info.align
             )));
         }
+        // The block must be the one `new_record` allocated: freeing a
+        // block whose size word grew would free its neighbours with it.
+        let need = bytes.and_then(|b| record_payload(name_len, info.align, b));
+        if !need.is_some_and(|need| alloc::is_block_for(payload + 8, need)) {
+            return Err(Error::corrupted(format!(
+                "record {rec:#x}: its {payload}-byte block is not the one allocated for a name of \
+                 {name_len} bytes and {len} × {} bytes aligned to {}",
+                info.size, info.align
+            )));
+        }
         if flags & FLAG_SLICE == 0 && len != 1 {
             return Err(Error::corrupted(format!(
                 "record {rec:#x}: a single object with element count {len}"
@@ -344,6 +354,8 @@ impl<'a> Arena<'a> {
     /// returned `true`) if it is still removed and unpinned.
     pub(crate) fn free_released(&self, rec: u64) -> Result<()> {
         if self.mem.u32(pins_word(rec)?)? == PIN_REMOVED {
+            // Its block size is checked before the block is freed.
+            self.record(rec)?;
             self.free(rec)?;
         }
         Ok(())
@@ -408,6 +420,7 @@ impl<'a> Arena<'a> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::arena::alloc::MIN_BLOCK;
     use crate::arena::header::OFF_JOURNAL_LEN;
 
     /// A heap buffer formatted as a store, for tests of the arena alone
@@ -634,6 +647,64 @@ pub(crate) mod tests {
         setup.check_heap().unwrap();
     }
 
+    // Regression (corruption sweep): rollback wrote a journal entry's old
+    // value wherever the entry pointed, outside the header lock and below
+    // `committed`: an entry that targeted the magic, version or capacity
+    // (which no operation journals) turned the store into "not a store"
+    // for every process. And it applied entries one by one, so an invalid
+    // older entry stopped it half-way. Now every entry is checked first,
+    // and the header's identity words are refused like the lock.
+    #[test]
+    fn rollback_never_writes_the_identity_words_and_applies_all_or_nothing() {
+        use crate::arena::header::{OFF_CAPACITY, OFF_MAGIC, OFF_VERSION};
+        let s = HeapStore::new(1 << 20);
+        let a = s.arena();
+        let t = a.register_type(1, 8, 8, "u64", "u64").unwrap();
+        let x = insert(&a, "x", t);
+        let header = a.mem.read_bytes(0, 64).unwrap();
+        let area = Header(&a).journal().unwrap();
+        let entry = |i: u64, off: u64, kind: u64, old: u64| {
+            a.mem.set_u64(area + 16 * i, kind << 60 | off).unwrap();
+            a.mem.set_u64(area + 16 * i + 8, old).unwrap();
+        };
+        let pins = x + dir::REC_PINS;
+        let x_bytes = a.mem.read_bytes(x - 8, 48).unwrap();
+        for (off, kind) in [
+            (OFF_MAGIC, 3),
+            (OFF_VERSION, 2),
+            (OFF_VERSION, 3),
+            (12, 2),
+            (OFF_CAPACITY, 3),
+            (OFF_CAPACITY + 4, 2),
+            (OFF_LOCK, 3),
+            (OFF_TOP + 1, 1),
+        ] {
+            // Entry 1 (applied first, newest) is valid; entry 0 is not.
+            entry(1, pins, 2, 77);
+            entry(0, off, kind, 0);
+            a.mem.set_u64(OFF_JOURNAL_LEN, 2).unwrap();
+            assert!(
+                matches!(a.rollback(), Err(Error::Corrupted { .. })),
+                "{off} kind {kind}"
+            );
+            assert_eq!(
+                a.mem.read_bytes(0, 64).unwrap(),
+                header,
+                "{off} kind {kind}"
+            );
+            assert_eq!(
+                a.mem.read_bytes(x - 8, 48).unwrap(),
+                x_bytes,
+                "{off} kind {kind}"
+            );
+        }
+        // A valid journal still rolls back.
+        entry(0, pins, 2, 5);
+        a.mem.set_u64(OFF_JOURNAL_LEN, 1).unwrap();
+        assert_eq!(a.rollback().unwrap(), 1);
+        assert_eq!(a.mem.u32(pins).unwrap(), 5);
+    }
+
     #[test]
     fn exhaustion_is_out_of_memory_with_sizes() {
         let s = HeapStore::new(1 << 16);
@@ -779,6 +850,133 @@ pub(crate) mod tests {
             let r = a.record(rec).unwrap();
             assert_eq!((r.value, r.len), (value, 3));
         }
+    }
+
+    // Regression (corruption sweep): a table offset in the header (or a
+    // process slot) was only checked to lie in the committed heap, so one
+    // that pointed into a live object passed, and the next write to the
+    // table (a directory slot, a registry entry, a journal entry, a process
+    // slot, a pin entry) landed in that object's record and value. A table
+    // must be exactly the payload of an allocated block of its size.
+    #[test]
+    fn a_table_offset_into_another_allocation_is_corrupted_not_a_write_into_it() {
+        use crate::sys::proc::StartTime;
+        let s = HeapStore::new(1 << 20);
+        let a = s.arena();
+        let t = a.register_type(1, 8, 8, "u64", "u64").unwrap();
+        let victim = insert(&a, "victim", t);
+        let big = insert(&a, "big", t);
+        let blk = victim - 8;
+        let end = blk + (a.mem.u64(blk).unwrap() & !7);
+        let before = a.mem.read_bytes(blk, end - blk).unwrap();
+        let owner = procs::Owner {
+            pid: 42,
+            pidns: 1,
+            start: StartTime::Known(7),
+        };
+        let slot = a.attach(owner).unwrap().unwrap();
+        let journal = Header(&a).journal().unwrap();
+        // Each word, pointed at the victim's record, then an operation that
+        // writes through it.
+        type Op<'o> = &'o dyn Fn(&Arena<'_>) -> Result<()>;
+        let ops: [(u64, Op<'_>); 4] = [
+            (OFF_DIR_TABLE, &|a| insert_checked(a, "new", t)),
+            (OFF_REG_TABLE, &|a| {
+                a.register_type(2, 4, 4, "u32", "u32").map(|_| ())
+            }),
+            (OFF_JOURNAL, &|a| {
+                let j = Arena::journaled(a.mem, &no_commit);
+                Header(&j).set_recoveries(5)
+            }),
+            (OFF_PROCS, &|a| a.attach(owner).map(|_| ())),
+        ];
+        for (word, op) in ops {
+            let saved = a.mem.u64(word).unwrap();
+            a.mem.set_u64(word, victim).unwrap();
+            let r = op(&a);
+            assert!(
+                matches!(r, Err(Error::Corrupted { .. })),
+                "word {word}: {r:?}"
+            );
+            assert_eq!(
+                a.mem.read_bytes(blk, end - blk).unwrap(),
+                before,
+                "word {word}"
+            );
+            a.mem.set_u64(word, saved).unwrap();
+        }
+        // A process slot's pin table, pointed at the victim.
+        let so = Header(&a).procs().unwrap() + u64::from(slot) * 64;
+        let saved = a.mem.u64(so + 16).unwrap();
+        a.mem.set_u64(so + 16, victim).unwrap();
+        let r = a.count_pin(slot, big, 1);
+        assert!(matches!(r, Err(Error::Corrupted { .. })), "{r:?}");
+        assert_eq!(a.mem.read_bytes(blk, end - blk).unwrap(), before);
+        a.mem.set_u64(so + 16, saved).unwrap();
+        // A table pointed at a larger table: the process table (8 KiB) over
+        // the journal (16 KiB).
+        let saved = Header(&a).procs().unwrap();
+        a.mem.set_u64(OFF_PROCS, journal).unwrap();
+        assert!(matches!(a.attached(), Err(Error::Corrupted { .. })));
+        a.mem.set_u64(OFF_PROCS, saved).unwrap();
+        a.check_heap().unwrap();
+    }
+
+    // Regression (corruption sweep): a record's block header whose size
+    // was changed (to reach `top`, or over its neighbour) was trusted when
+    // the record was freed: `remove` then freed the neighbours with it (or
+    // lowered `top` below them), and the next inserts overwrote them. A
+    // record's block must be the one `new_record` allocated for it.
+    #[test]
+    fn a_record_whose_block_size_was_changed_is_corrupted_not_freed_with_its_neighbours() {
+        let s = HeapStore::new(1 << 20);
+        let a = s.arena();
+        let t = a.register_type(1, 8, 8, "u64", "u64").unwrap();
+        let b = insert(&a, "b", t);
+        let c = insert(&a, "c", t);
+        let _d = insert(&a, "d", t);
+        let top = Header(&a).top().unwrap();
+        let blk = b - 8;
+        let head = a.mem.u64(blk).unwrap();
+        let (size, flags) = (head & !7, head & 7);
+        let c_bytes = a.mem.read_bytes(c - 8, 40).unwrap();
+        // Grown past the allocator's slack: the record itself is invalid.
+        // Grown within it (8..32 bytes): freeing finds the next block's
+        // header in the wrong place.
+        for (bad, record_fails) in [
+            (top - blk, true),
+            (size + 48, true),
+            (size + MIN_BLOCK, true),
+            (size + 8, false),
+            (size + 24, false),
+        ] {
+            a.mem.set_u64(blk, bad | flags).unwrap();
+            assert_eq!(a.record(b).is_err(), record_fails, "{bad}");
+            let found = a.lookup(b"b", dir::hash_name(b"b")).unwrap().unwrap();
+            let j = Arena::journaled(s.mem, &no_commit);
+            assert!(
+                matches!(j.remove(&found), Err(Error::Corrupted { .. })),
+                "{bad}"
+            );
+            j.rollback().unwrap();
+            assert_eq!(Header(&a).top().unwrap(), top, "{bad}");
+            assert_eq!(a.mem.read_bytes(c - 8, 40).unwrap(), c_bytes, "{bad}");
+        }
+        a.mem.set_u64(blk, head).unwrap();
+        // A removed record whose last pin goes, with a block that grew.
+        a.pin(b).unwrap();
+        let found = a.lookup(b"b", dir::hash_name(b"b")).unwrap().unwrap();
+        a.remove(&found).unwrap();
+        a.mem.set_u64(blk, (top - blk) | flags).unwrap();
+        assert!(a.drop_pins(b, 1).unwrap());
+        assert!(matches!(a.free_released(b), Err(Error::Corrupted { .. })));
+        assert_eq!(Header(&a).top().unwrap(), top);
+        assert_eq!(a.mem.read_bytes(c - 8, 40).unwrap(), c_bytes);
+    }
+
+    fn insert_checked(a: &Arena<'_>, name: &str, type_idx: u32) -> Result<()> {
+        let (rec, _) = a.new_record(name.as_bytes(), type_idx, false, 1)?;
+        a.publish(dir::hash_name(name.as_bytes()), rec)
     }
 
     #[test]

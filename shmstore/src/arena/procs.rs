@@ -47,6 +47,7 @@
 //! falls to 0 is deleted (later entries of its run move back), so the table
 //! holds only records the process pins now.
 
+use super::dir::{hash_name, REC_NAME, REC_PINS};
 use super::header::{Header, HEAP_START};
 use super::Arena;
 use crate::sys::proc::StartTime;
@@ -123,7 +124,11 @@ impl Arena<'_> {
 
     /// The owner of `slot`, if it is in use.
     pub(crate) fn slot_owner(&self, slot: u32) -> Result<Option<Owner>> {
-        let s = self.slot_off(slot)?;
+        self.owner_at(self.slot_off(slot)?)
+    }
+
+    /// The owner of the slot at offset `s` (inside the validated table).
+    fn owner_at(&self, s: u64) -> Result<Option<Owner>> {
         let pid = self.mem.u32(s + S_PID)?;
         if pid == 0 {
             return Ok(None);
@@ -136,11 +141,14 @@ impl Arena<'_> {
     }
 
     /// Every slot in use, with its owner.
+    ///
+    /// The table is validated once, then walked: slot `i` lies at
+    /// `table + i * SLOT`, inside the range `procs` checked.
     pub(crate) fn attached(&self) -> Result<Vec<(u32, Owner)>> {
-        let (_, len) = self.procs()?;
+        let (table, len) = self.procs()?;
         let mut out = Vec::new();
         for slot in 0..len as u32 {
-            if let Some(owner) = self.slot_owner(slot)? {
+            if let Some(owner) = self.owner_at(table + slot as u64 * SLOT)? {
                 out.push((slot, owner));
             }
         }
@@ -150,9 +158,10 @@ impl Arena<'_> {
     /// Takes a free slot for `owner`; `None` if the table is full (the
     /// process then runs untracked: its pins are not released if it dies).
     pub(crate) fn attach(&self, owner: Owner) -> Result<Option<u32>> {
-        let (_, len) = self.procs()?;
+        let (table, len) = self.procs()?;
         for slot in 0..len as u32 {
-            let s = self.slot_off(slot)?;
+            // Inside the range `procs` checked, as in `attached`.
+            let s = table + slot as u64 * SLOT;
             if self.mem.u32(s + S_PID)? == 0 {
                 self.set_u64(s + S_START, owner.start.word())?;
                 self.set_u32(s + S_PIDNS, owner.pidns)?;
@@ -380,6 +389,35 @@ impl Arena<'_> {
         Ok(())
     }
 
+    /// Checks that the reservation `rec` of `slot`, read from the segment,
+    /// names what a reservation can: a well-formed record that nothing can
+    /// reach, so that freeing it cannot free a live object. A reserved
+    /// record is unpinned (no handle can find it) and not in the directory
+    /// (`put` publishes it in the same operation that forgets the
+    /// reservation).
+    fn check_reserved(&self, slot: u32, rec: u64) -> Result<()> {
+        let invalid = |why: &str| {
+            Error::corrupted(format!("process slot {slot}: reservation {rec:#x} {why}"))
+        };
+        self.record(rec)
+            .map_err(|e| invalid(&format!("is not a record ({e})")))?;
+        // `record` checked the block, so `rec + REC_PINS` cannot overflow.
+        if self.mem.u32(rec + REC_PINS)? != 0 {
+            return Err(invalid("is pinned or removed"));
+        }
+        let name_len = self.record_name_len(rec)?;
+        let found = self
+            .mem
+            .with_bytes(rec + REC_NAME, name_len, |name| {
+                (name.to_vec(), hash_name(name))
+            })
+            .and_then(|(name, hash)| self.lookup(&name, hash))?;
+        if found.is_some_and(|f| f.rec == rec) {
+            return Err(invalid("is a published object"));
+        }
+        Ok(())
+    }
+
     /// One step of releasing the slot of a process that is gone (died, or
     /// detached): drops one record's pins (freeing the record if it was
     /// removed and this was its last pin), or frees one reservation, or
@@ -415,6 +453,7 @@ impl Arena<'_> {
         for r in 0..RESERVATIONS {
             let rec = self.mem.u64(s + S_RESERVED + 8 * r)?;
             if rec != 0 {
+                self.check_reserved(slot, rec)?;
                 self.set_u64(s + S_RESERVED + 8 * r, 0)?;
                 self.free(rec)?;
                 return Ok(true);
@@ -506,8 +545,19 @@ mod tests {
         let a = s.arena();
         let slot = a.attach(owner()).unwrap().unwrap();
         let so = a.slot_off(slot).unwrap();
+        // A capacity of 1 over the 16-entry table no longer matches the
+        // table's block (see `Arena::holds`)...
         a.mem.set_u64(so + S_CAP, 1).unwrap();
+        assert!(matches!(
+            a.count_pin(slot, HEAP_START + 64, 1),
+            Err(Error::Corrupted { .. })
+        ));
+        // ...but a one-entry table in a block of its own does.
+        let one = a.alloc(ENTRY).unwrap();
+        a.mem.zero(one, ENTRY).unwrap();
+        a.mem.set_u64(so + S_TABLE, one).unwrap();
         a.mem.set_u64(so + S_USED, 0).unwrap();
+        assert_eq!(home(u64::MAX, 1), 0);
         // Whatever it answers, it answers (no panic), and a second pin of
         // another record finds the one entry taken.
         let first = a.count_pin(slot, HEAP_START + 64, 1);
@@ -515,6 +565,51 @@ mod tests {
         let _ = a.count_pin(slot, HEAP_START + 128, 1);
         let _ = a.counted_pins(slot);
         let _ = a.release_step(slot, owner());
+    }
+
+    // Regression (corruption sweep): releasing a dead process's slot freed
+    // whatever its reservation words named. A corrupted reservation that
+    // named a published object freed it while the directory still listed
+    // it, and the next allocation overwrote it. A reservation is freed only
+    // if it is a well-formed record that nothing can reach: unpinned and
+    // not in the directory.
+    #[test]
+    fn a_reservation_naming_a_published_object_is_corrupted_not_freed() {
+        use crate::arena::dir::hash_name;
+        let s = HeapStore::new(1 << 20);
+        let a = s.arena();
+        let t = a.register_type(1, 8, 8, "u64", "u64").unwrap();
+        let (live, value) = a.new_record(b"live", t, false, 1).unwrap();
+        a.mem.set_u64(value, 77).unwrap();
+        a.publish(hash_name(b"live"), live).unwrap();
+        let (pinned, _) = a.new_record(b"pinned", t, false, 1).unwrap();
+        a.publish(hash_name(b"pinned"), pinned).unwrap();
+        a.pin(pinned).unwrap();
+        let found = a.lookup(b"pinned", hash_name(b"pinned")).unwrap().unwrap();
+        a.remove(&found).unwrap();
+        let slot = a.attach(owner()).unwrap().unwrap();
+        let so = a.slot_off(slot).unwrap();
+        let fields = |rec: u64| a.mem.read_bytes(rec - 8, 32 + 8).unwrap();
+        let (live_before, pinned_before) = (fields(live), fields(pinned));
+        // A published object, a removed one still pinned, a free block.
+        let freed = a.alloc(24).unwrap();
+        let _keep = a.alloc(24).unwrap();
+        a.free(freed).unwrap();
+        for rec in [live, pinned, freed] {
+            a.mem.set_u64(so + S_RESERVED, rec).unwrap();
+            let r = a.release_step(slot, owner());
+            assert!(matches!(r, Err(Error::Corrupted { .. })), "{rec:#x}: {r:?}");
+        }
+        assert_eq!(fields(live), live_before);
+        assert_eq!(fields(pinned), pinned_before);
+        assert_eq!(a.mem.u64(value).unwrap(), 77);
+        assert!(a.lookup(b"live", hash_name(b"live")).unwrap().is_some());
+        // A genuine reservation (allocated, unpublished) is still freed.
+        let (reserved, _) = a.new_record(b"reserved", t, false, 1).unwrap();
+        a.mem.set_u64(so + S_RESERVED, reserved).unwrap();
+        while a.release_step(slot, owner()).unwrap() {}
+        assert!(a.payload_size(reserved).is_err(), "freed");
+        a.check_heap().unwrap();
     }
 
     // Regression (review item 7): a pin entry whose record offset is near
