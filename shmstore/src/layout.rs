@@ -29,7 +29,8 @@
 //! [`LayoutDesc`]: the same description, owned. A store's type registry
 //! keeps every stored type's layout in the binary form of
 //! [`encode_layout`], so that any process can read it back with
-//! [`decode_layout`] and walk a value by it.
+//! [`decode_layout`] (see [`Store::registered_layout`](crate::Store::registered_layout))
+//! and walk a value by it.
 //!
 //! # Format
 //!

@@ -60,7 +60,11 @@ pub(crate) const MAGIC: [u8; 8] = *b"SHMSTOR\0";
 ///
 /// 2: the start-time words of the process table and of the creator have an
 /// "unknown" value (`u64::MAX`, `u32::MAX`) instead of 0, which version 1
-/// would read as a start time.
+/// would read as a start time; and the type registry records each type's
+/// layout in the binary encoding of
+/// [`encode_layout`](crate::layout::encode_layout) (32-byte entries: see
+/// [`registry`](super::registry)) instead of its rendered text (40-byte
+/// entries with a name length), which version 1 would misread.
 pub(crate) const VERSION: u32 = 2;
 
 pub(crate) const OFF_MAGIC: u64 = 0;

@@ -422,6 +422,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::arena::alloc::MIN_BLOCK;
     use crate::arena::header::OFF_JOURNAL_LEN;
+    use crate::layout::{LayoutDesc, LayoutDescKind};
 
     /// A heap buffer formatted as a store, for tests of the arena alone
     /// (page-aligned, like a mapping).
@@ -446,6 +447,24 @@ pub(crate) mod tests {
         pub(crate) fn arena(&self) -> Arena<'static> {
             Arena::new(self.mem, &no_commit)
         }
+    }
+
+    /// A made-up primitive layout.
+    pub(crate) fn primitive(name: &str, size: u64, align: u64) -> LayoutDesc {
+        LayoutDesc {
+            name: name.into(),
+            size,
+            align,
+            kind: LayoutDescKind::Primitive,
+        }
+    }
+
+    /// Registers the made-up primitive type `name` as the store would: with
+    /// its fingerprint and encoded layout.
+    pub(crate) fn register(a: &Arena<'_>, name: &str, size: u64, align: u64) -> u32 {
+        let desc = primitive(name, size, align);
+        a.register_type(desc.fingerprint(), size, align, &desc.encode().unwrap())
+            .unwrap()
     }
 
     /// A small deterministic generator (xorshift64*), for shuffles in tests.
@@ -593,7 +612,7 @@ pub(crate) mod tests {
     fn rollback_restores_the_exact_state_before_an_operation() {
         let s = HeapStore::new(1 << 20);
         let setup = s.arena();
-        let t = setup.register_type(1, 8, 8, "u64", "u64").unwrap();
+        let t = register(&setup, "u64", 8, 8);
         // Some history: parked, binned and allocated blocks, tombstones.
         let mut rng = Rng(99);
         let mut live = Vec::new();
@@ -623,9 +642,9 @@ pub(crate) mod tests {
             insert(&a, &format!("new{i}"), t);
         }
         assert_ne!(Header(&a).dir_table().unwrap(), table_before, "rehashed");
-        let t2 = a.register_type(2, 16, 8, "Pair", "Pair").unwrap();
+        let t2 = register(&a, "Pair", 16, 8);
         for i in 0..10 {
-            let r = a.register_type(100 + i, 8, 8, "T", "T").unwrap();
+            let r = register(&a, &format!("T{i}"), 8, 8);
             assert!(r > t2);
         }
         let f = a.lookup(b"k1", dir::hash_name(b"k1")).unwrap().unwrap();
@@ -749,7 +768,7 @@ pub(crate) mod tests {
     fn directory_finds_every_name_and_grows() {
         let s = HeapStore::new(4 << 20);
         let a = s.arena();
-        let t = a.register_type(1, 8, 8, "u64", "u64 (size 8)").unwrap();
+        let t = register(&a, "u64", 8, 8);
         let n = iterations(5000);
         for i in 0..n {
             insert(&a, &format!("key{i}"), t);
@@ -776,7 +795,7 @@ pub(crate) mod tests {
     fn removal_frees_unpinned_records_and_defers_pinned_ones() {
         let s = HeapStore::new(1 << 20);
         let a = s.arena();
-        let t = a.register_type(1, 8, 8, "u64", "u64").unwrap();
+        let t = register(&a, "u64", 8, 8);
         let before = a.stats().unwrap().used;
         let r1 = insert(&a, "one", t);
         let r2 = insert(&a, "two", t);
@@ -806,7 +825,7 @@ pub(crate) mod tests {
     fn tombstones_are_reused_without_unbounded_growth() {
         let s = HeapStore::new(1 << 20);
         let a = s.arena();
-        let t = a.register_type(1, 8, 8, "u64", "u64").unwrap();
+        let t = register(&a, "u64", 8, 8);
         for i in 0..iterations(3000) {
             let name = format!("churn{}", i % 10);
             if let Some(f) = a
@@ -822,19 +841,22 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn registry_grows_and_keeps_descriptions() {
+    fn registry_grows_and_keeps_layouts() {
         let s = HeapStore::new(1 << 20);
         let a = s.arena();
         for i in 0..20u64 {
-            let idx = a
-                .register_type(i + 100, i, 8, &format!("T{i}"), &format!("T{i} layout"))
-                .unwrap();
+            let idx = register(&a, &format!("T{i}"), i, 8);
             assert_eq!(idx as u64, i);
         }
-        assert_eq!(a.find_type(107).unwrap(), Some(7));
+        assert_eq!(
+            a.find_type(primitive("T7", 7, 8).fingerprint()).unwrap(),
+            Some(7)
+        );
         assert_eq!(a.find_type(1).unwrap(), None);
+        let t13 = primitive("T13", 13, 8);
+        assert_eq!(a.type_desc(13).unwrap(), t13);
         let (name, desc) = a.type_text(13).unwrap();
-        assert_eq!((name.as_str(), desc.as_str()), ("T13", "T13 layout"));
+        assert_eq!((name, desc), ("T13".to_string(), t13.to_string()));
         assert_eq!(a.type_info(5).unwrap().size, 5);
         a.check_heap().unwrap();
     }
@@ -843,7 +865,7 @@ pub(crate) mod tests {
     fn records_align_values_for_large_alignments() {
         let s = HeapStore::new(1 << 20);
         let a = s.arena();
-        let t = a.register_type(9, 64, 64, "Line", "Line").unwrap();
+        let t = register(&a, "Line", 64, 64);
         for name in ["a", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "cc"] {
             let (rec, value) = a.new_record(name.as_bytes(), t, true, 3).unwrap();
             assert_eq!(value % 64, 0);
@@ -983,7 +1005,7 @@ pub(crate) mod tests {
     fn corrupted_directory_slot_is_an_error_not_a_crash() {
         let s = HeapStore::new(1 << 20);
         let a = s.arena();
-        let t = a.register_type(1, 8, 8, "u64", "u64").unwrap();
+        let t = register(&a, "u64", 8, 8);
         insert(&a, "x", t);
         let table = Header(&a).dir_table().unwrap();
         let cap = Header(&a).dir_cap().unwrap();

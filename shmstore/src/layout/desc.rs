@@ -9,9 +9,11 @@ use super::TypeLayout;
 /// An owned description of a type's layout: what a [`TypeLayout`] says,
 /// held in `String`s, `Vec`s and `Box`es instead of `'static` references.
 ///
-/// It is how a process that does not have the Rust type sees a type:
-/// [`decode_layout`](super::decode_layout) builds one from the bytes
-/// [`encode_layout`](super::encode_layout) wrote. Its
+/// It is how a process that does not have the Rust type sees a stored
+/// type: [`decode_layout`](super::decode_layout) builds one from the bytes
+/// a store's type registry keeps, and
+/// [`Store::registered_layout`](crate::Store::registered_layout) and
+/// [`Entry::layout`](crate::Entry::layout) hand one out. Its
 /// [`fingerprint`](LayoutDesc::fingerprint), [`Display`](fmt::Display) and
 /// [`type_expr`](LayoutDesc::type_expr) are those of the [`TypeLayout`] it
 /// was made from.

@@ -62,8 +62,9 @@ impl Store {
     }
 
     /// Walks every structure of the store (header, every heap block, every
-    /// free list, the directory, every record and the type registry) and
-    /// reports what it verified and every inconsistency found. First it
+    /// free list, the directory, every record and the type registry, where
+    /// every recorded layout must decode to the layout its entry describes)
+    /// and reports what it verified and every inconsistency found. First it
     /// releases what processes that died still held (their pins and
     /// unfinished inserts), so space they pinned shows as free.
     pub fn check(&self) -> Result<CheckReport> {
@@ -85,7 +86,19 @@ impl Store {
                 Err(e) => report.problems.push(format!("heap: {e}")),
             }
             match a.type_count() {
-                Ok(n) => report.types = n,
+                Ok(n) => {
+                    report.types = n;
+                    // Every recorded layout decodes, and is the layout its
+                    // entry's fingerprint, size and alignment describe.
+                    for idx in 0..n {
+                        let checked = u32::try_from(idx)
+                            .map_err(|_| Error::corrupted(format!("type index {idx} overflows")))
+                            .and_then(|idx| a.type_desc(idx));
+                        if let Err(e) = checked {
+                            report.problems.push(format!("registry: {e}"));
+                        }
+                    }
+                }
                 Err(e) => report.problems.push(format!("registry: {e}")),
             }
             let records = match a.records() {

@@ -1,13 +1,15 @@
 //! Typed operations on named objects and slices: insert, get, remove, list.
 
 use super::*;
+use crate::layout::{encode_layout, LayoutDesc};
 
 /// One named entry, as listed by [`Store::entries`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// The object's name.
     pub name: String,
-    /// The recorded type name (for a slice, the element type).
+    /// The recorded type, as a type expression (`Point`, `[u8; 4]`,
+    /// `ShmMutex<u64>`); for a slice, the element type.
     pub type_name: String,
     /// The type's fingerprint.
     pub fingerprint: u64,
@@ -15,12 +17,18 @@ pub struct Entry {
     pub size: u64,
     /// Number of elements for a slice; `None` for a single object.
     pub len: Option<u64>,
+    /// The type's layout as the store recorded it (for a slice, the
+    /// element's), readable without the Rust type: field by field, with
+    /// offsets and the layouts of nested types. Entries of the same type
+    /// share one.
+    pub layout: Arc<LayoutDesc>,
 }
 
 impl Store {
     /// Runs `f` with the header lock held and the registry index of the
     /// type `layout`, registering the type first if this store has not seen
-    /// it. The layout text is rendered outside the lock.
+    /// it. The layout is encoded outside the lock; a layout beyond the
+    /// encoding's limits is [`Error::InvalidArgument`].
     ///
     /// The registry entry found is compared with the compile-time layout
     /// (size, alignment) before `f` may size anything by it: a corrupted
@@ -42,13 +50,21 @@ impl Store {
         if let Some(r) = done {
             return Ok(r);
         }
-        let (name, desc) = (layout.type_expr(), layout.to_string());
+        let encoded = encode_layout(layout).map_err(|e| Error::InvalidArgument {
+            reason: format!("{} cannot be stored: {e}", layout.type_expr()),
+        })?;
+        // The shared walk that encoded it hashes to the `const fn`
+        // fingerprint (otherwise every read of the entry would find it
+        // corrupted).
+        debug_assert_eq!(
+            crate::layout::decode_layout(&encoded).map(|d| d.fingerprint()),
+            Ok(fp),
+            "{layout}"
+        );
         self.with_arena(|a| {
             let idx = match a.find_type(fp)? {
                 Some(idx) => idx,
-                None => {
-                    a.register_type(fp, layout.size as u64, layout.align as u64, &name, &desc)?
-                }
+                None => a.register_type(fp, layout.size as u64, layout.align as u64, &encoded)?,
             };
             a.check_registered(idx, layout)?;
             f(a, idx)
@@ -526,18 +542,64 @@ impl Store {
     pub fn entries(&self) -> Result<Vec<Entry>> {
         self.with_arena(|a| {
             let mut out = Vec::new();
+            // Each type's layout is decoded once, however many objects
+            // have it.
+            let mut types = std::collections::HashMap::<u32, (String, Arc<LayoutDesc>)>::new();
             for rec in a.records()? {
                 let r = a.record(rec)?;
                 let info = a.type_info(r.type_idx)?;
+                let (type_name, layout) = match types.entry(r.type_idx) {
+                    std::collections::hash_map::Entry::Occupied(t) => t.get().clone(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        let desc = a.type_desc(r.type_idx)?;
+                        v.insert((desc.type_expr(), Arc::new(desc))).clone()
+                    }
+                };
                 out.push(Entry {
                     name: a.record_name(rec)?,
-                    type_name: a.type_text(r.type_idx)?.0,
+                    type_name,
                     fingerprint: info.fingerprint,
                     size: info.size * r.len,
                     len: r.is_slice().then_some(r.len),
+                    layout,
                 });
             }
             Ok(out)
+        })
+    }
+
+    /// The layout of the type with fingerprint `fingerprint`, as this
+    /// store recorded it when an object of that type was first stored;
+    /// `None` if no object of that type was ever stored here.
+    ///
+    /// For tools that do not have the Rust type: the layout says how to
+    /// read a value field by field (see [`LayoutDesc`]). It is decoded
+    /// from the segment and checked to have the fingerprint, size and
+    /// alignment the registry records; bytes that fail are
+    /// [`Error::Corrupted`].
+    ///
+    /// ```
+    /// # fn main() -> shmstore::Result<()> {
+    /// # let name = format!("doc-registered-{}", std::process::id());
+    /// # let store = shmstore::Store::create(&name, 1 << 20)?;
+    /// use shmstore::ShmSafe;
+    ///
+    /// store.insert("pair", [7u32, 9])?;
+    /// let entry = store.entries()?.into_iter().find(|e| e.name == "pair").unwrap();
+    /// let layout = store.registered_layout(entry.fingerprint)?.expect("registered");
+    /// assert_eq!(layout.type_expr(), "[u32; 2]");
+    /// assert_eq!(layout, *entry.layout);
+    /// assert_eq!(layout.fingerprint(), <[u32; 2]>::FINGERPRINT);
+    /// assert!(store.registered_layout(u64::FINGERPRINT)?.is_none());
+    /// # shmstore::Store::unlink(&name)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn registered_layout(&self, fingerprint: u64) -> Result<Option<LayoutDesc>> {
+        self.with_arena(|a| {
+            a.find_type(fingerprint)?
+                .map(|idx| a.type_desc(idx))
+                .transpose()
         })
     }
 }

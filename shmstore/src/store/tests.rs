@@ -378,3 +378,100 @@ fn a_zero_sized_slice_with_a_huge_length_is_read_at_once() {
         assert_eq!(s.len() as u64, u64::MAX / 2);
     });
 }
+
+#[test]
+fn entries_carry_recorded_types_that_tools_read_by_fingerprint() {
+    use crate::layout::LayoutDesc;
+    use crate::ShmMutex;
+    let store = scratch("layouts", 1 << 20);
+    store.insert("a", 1u64).unwrap();
+    store.insert("b", 2u64).unwrap();
+    store.insert_slice("s", &[[1u16; 4]; 3]).unwrap();
+    store.insert("m", ShmMutex::new([1u8, 2])).unwrap();
+    let mut entries = store.entries().unwrap();
+    entries.sort_by(|x, y| x.name.cmp(&y.name));
+    let expected: [(&str, &TypeLayout); 4] = [
+        ("a", u64::LAYOUT),
+        ("b", u64::LAYOUT),
+        ("m", <ShmMutex<[u8; 2]>>::LAYOUT),
+        ("s", <[u16; 4]>::LAYOUT),
+    ];
+    for (e, (name, layout)) in entries.iter().zip(expected) {
+        assert_eq!(e.name, name);
+        assert_eq!(*e.layout, layout.to_desc());
+        assert_eq!(e.type_name, layout.type_expr());
+        assert_eq!(e.fingerprint, layout.fingerprint());
+        let registered: Option<LayoutDesc> = store.registered_layout(e.fingerprint).unwrap();
+        assert_eq!(registered.as_ref(), Some(&*e.layout));
+    }
+    assert!(Arc::ptr_eq(&entries[0].layout, &entries[1].layout));
+    assert_eq!(store.registered_layout(u32::FINGERPRINT).unwrap(), None);
+    // The layout shown by a type mismatch is the registered one, rendered.
+    match store.get::<u32>("m") {
+        Err(Error::TypeMismatch { found, .. }) => {
+            assert_eq!(found, <ShmMutex<[u8; 2]>>::LAYOUT.to_string())
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// `$t` in one-element arrays, one array per token after the `;`.
+macro_rules! nested_arrays {
+    ($t:ty;) => { $t };
+    ($t:ty; $head:tt $($rest:tt)*) => { nested_arrays!([$t; 1]; $($rest)*) };
+}
+
+#[test]
+fn a_type_nested_too_deep_to_record_is_refused() {
+    let store = scratch("too-deep", 1 << 20);
+    // 32 levels: the most the registry records.
+    type Deepest =
+        nested_arrays!(u8; x x x x x x x x x x x x x x x x x x x x x x x x x x x x x x x);
+    store.insert("deepest", Deepest::default()).unwrap();
+    assert_eq!(store.entries().unwrap()[0].layout.size, 1);
+    type TooDeep =
+        nested_arrays!(u8; x x x x x x x x x x x x x x x x x x x x x x x x x x x x x x x x);
+    match store.insert("too-deep", TooDeep::default()) {
+        Err(Error::InvalidArgument { reason }) => {
+            assert!(reason.contains("deeper than 32"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!store.contains("too-deep").unwrap());
+    assert!(store.check().unwrap().is_ok());
+}
+
+#[test]
+fn a_recorded_type_that_does_not_decode_is_reported_not_shown() {
+    let store = scratch("bad-layout", 1 << 20);
+    store.insert("x", 5u64).unwrap();
+    // The encoded layout's first byte is its format version.
+    let blob = store
+        .with_arena(|a| {
+            let idx = a.find_type(u64::FINGERPRINT)?.expect("registered");
+            a.mem.u64(a.entry(idx)? + crate::arena::registry::E_BLOB)
+        })
+        .unwrap();
+    let set_version = |v: u8| store.with_arena(|a| a.mem.write_bytes(blob, &[v])).unwrap();
+    set_version(0xee);
+    let report = store.check().unwrap();
+    assert!(
+        report.problems.len() == 1 && report.problems[0].contains("format version 238"),
+        "{report}"
+    );
+    assert!(matches!(store.entries(), Err(Error::Corrupted { .. })));
+    assert!(matches!(
+        store.registered_layout(u64::FINGERPRINT),
+        Err(Error::Corrupted { .. })
+    ));
+    // A wrong type cannot be shown what is stored; the right type does not
+    // need the layout.
+    assert!(matches!(
+        store.get::<i64>("x"),
+        Err(Error::Corrupted { .. })
+    ));
+    assert_eq!(*store.get::<u64>("x").unwrap(), 5);
+    set_version(crate::layout::LAYOUT_FORMAT_VERSION);
+    assert!(store.check().unwrap().is_ok());
+    assert_eq!(store.entries().unwrap().len(), 1);
+}
