@@ -409,11 +409,13 @@ const HEADER_WORDS: &[(u64, u8, &str)] = &[
     (160, 8, "journal length"),
     (168, 8, "process table"),
     (176, 8, "process slots"),
+    (184, 8, "store id"),
+    (2664, 8, "top check"),
 ];
-/// Header words that locate names: the directory's, `top` and
-/// `committed` (which bound every record offset) and the journal's (a
+/// Header words that locate names: the directory's, `top`, its check word
+/// and `committed` (which bound every record offset) and the journal's (a
 /// corrupted length replays stale entries into any metadata word).
-const INDEX_WORDS: [u64; 9] = [40, 48, 72, 80, 88, 96, 144, 152, 160];
+const INDEX_WORDS: [u64; 10] = [40, 48, 72, 80, 88, 96, 144, 152, 160, 2664];
 const OFF_STATE: u64 = 24;
 const OFF_CAPACITY: u64 = 32;
 const OFF_COMMITTED: u64 = 40;
@@ -448,7 +450,7 @@ const REC_PINS: u64 = 12;
 const REC_NAME: u64 = 24;
 const PIN_REMOVED: u32 = 1 << 31;
 /// Registry entries (`registry.rs`).
-const REG_ENTRY: u64 = 40;
+const REG_ENTRY: u64 = 32;
 /// Process slots and pin-table entries (`procs.rs`).
 const PROC_SLOT: u64 = 64;
 const PIN_ENTRY: u64 = 16;
@@ -493,7 +495,6 @@ enum Inert {
     FreeInterior,
     BlockSlack,
     RegistryPadding,
-    TypeText,
     JournalEntry,
     FreeProcSlot,
 }
@@ -994,25 +995,22 @@ impl Walk {
                 );
                 continue;
             }
-            set(&mut classes, e, e + 36, Class::Registry);
-            set(
-                &mut classes,
-                e + 36,
-                e + REG_ENTRY,
-                Class::Inert(Inert::RegistryPadding),
-            );
+            set(&mut classes, e, e + REG_ENTRY, Class::Registry);
             let (desc, desc_len) = (w64(e + 8), rd(img, e + 28, 4));
-            set(
-                &mut classes,
-                desc,
-                desc + desc_len,
-                Class::Inert(Inert::TypeText),
-            );
+            // The encoded layout is read whenever the type is: by a wrong
+            // type's error, `entries`, `check`, and the walk that frees a
+            // removed object's containers.
+            set(&mut classes, desc, desc + desc_len, Class::Registry);
             let other_fp = w64(reg + ((i + 1) % reg_len) * REG_ENTRY);
             let size = w64(e + 16);
             for (at, width, what, extras) in [
                 (0, 8, "fingerprint", vec![other_fp]),
-                (8, 8, "description offset", vec![config_rec, capacity - 16]),
+                (
+                    8,
+                    8,
+                    "encoded layout offset",
+                    vec![config_rec, capacity - 16],
+                ),
                 (
                     16,
                     8,
@@ -1023,10 +1021,9 @@ impl Walk {
                 (
                     28,
                     4,
-                    "description length",
+                    "encoded layout length",
                     vec![desc_len + 1, capacity as u32 as u64],
                 ),
-                (32, 4, "name length", vec![desc_len, desc_len + 1]),
             ] {
                 word(
                     &mut words,

@@ -83,6 +83,7 @@ pub use layout::{
 };
 pub use shmstore_derive::ShmSafe;
 pub use store::{
-    CheckReport, Entry, Handle, SliceHandle, Store, StoreOptions, MAX_OBJECT_NAME, MIN_CAPACITY,
+    CheckReport, CollectReport, Entry, Handle, SliceHandle, Store, StoreOptions, MAX_OBJECT_NAME,
+    MIN_CAPACITY,
 };
 pub use sync::{ShmMutex, ShmMutexGuard};

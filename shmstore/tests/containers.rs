@@ -232,3 +232,134 @@ fn a_container_moved_out_onto_the_stack_works_there_and_back() {
     drop(std::mem::take(&mut *v.lock().unwrap()));
     assert!(s.stats().unwrap().used < used);
 }
+
+#[test]
+fn removing_or_replacing_an_object_frees_what_its_containers_hold() {
+    let t = Temp::new("free-nested");
+    let s = &t.store;
+    s.insert("seed", 0u64).unwrap(); // registers u64, allocates tables
+    let base = s.stats().unwrap().used;
+    let make = |id: u64| Job {
+        id,
+        name: ShmString::from_str_in(s, &"x".repeat(100)).unwrap(),
+        tags: ShmVec::from_iter_in(s, 0..50).unwrap(),
+        next: RelPtr::new_in(
+            s,
+            Job {
+                id: id + 1,
+                name: ShmString::from_str_in(s, "inner").unwrap(),
+                tags: ShmVec::new(),
+                next: RelPtr::null(),
+            },
+        )
+        .unwrap(),
+    };
+    s.insert("job", make(1)).unwrap();
+    let with_one = s.stats().unwrap().used;
+    assert!(with_one > base + 500);
+    // Replacing it frees the old value's buffers (no handle pins it).
+    s.replace("job", make(10)).unwrap();
+    assert_eq!(s.stats().unwrap().used, with_one);
+    // A handle keeps them until it is dropped.
+    let h = s.get::<Job>("job").unwrap();
+    s.remove("job").unwrap();
+    assert_eq!(
+        h.next.get().unwrap().unwrap().name.as_str().unwrap(),
+        "inner"
+    );
+    drop(h);
+    let report = s.check().unwrap();
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.unreachable_blocks, 0, "{report}");
+    assert_eq!(report.unaccounted_blocks, 0, "{report}");
+    assert_eq!(report.nested_blocks, 0, "{report}");
+    // Back to the start, up to registered types and directory growth.
+    assert!(
+        s.stats().unwrap().used <= base + 256,
+        "{}",
+        s.stats().unwrap().used
+    );
+}
+
+#[test]
+fn collect_frees_what_no_object_reaches_and_keeps_what_this_process_holds() {
+    let t = Temp::new("collect");
+    let s = &t.store;
+    let v = s
+        .get_or_insert_with("v", || ShmMutex::new(ShmVec::<u64>::new()))
+        .unwrap();
+    v.lock().unwrap().extend(0..100).unwrap();
+    // A buffer lost without its `Drop` (as a crash would lose it).
+    std::mem::forget(std::mem::take(&mut *v.lock().unwrap()));
+    // A value being built outside the store is this process's: kept.
+    let building = ShmVec::<u32>::from_slice_in(s, &[1, 2, 3]).unwrap();
+    let report = s.check().unwrap();
+    assert_eq!(report.unreachable_blocks, 2, "{report}");
+    // While the mutex is held, nothing can be collected.
+    let g = v.lock().unwrap();
+    let busy = s.collect().unwrap();
+    assert_eq!(busy.freed_blocks, 0);
+    assert_eq!(busy.busy, vec!["v".to_string()]);
+    drop(g);
+    let done = s.collect().unwrap();
+    assert_eq!((done.freed_blocks, done.kept_held), (1, 1), "{done:?}");
+    assert_eq!(building.as_slice().unwrap(), &[1, 2, 3][..]);
+    drop(building);
+    let report = s.check().unwrap();
+    assert_eq!(report.unreachable_blocks, 0, "{report}");
+    assert_eq!(report.unaccounted_blocks, 0, "{report}");
+}
+
+#[test]
+fn a_published_value_stops_being_held_by_its_builder() {
+    let t = Temp::new("linked");
+    let s = &t.store;
+    let job = Job {
+        id: 1,
+        name: ShmString::from_str_in(s, "built on the stack").unwrap(),
+        tags: ShmVec::from_slice_in(s, &[1, 2]).unwrap(),
+        next: RelPtr::null(),
+    };
+    s.insert("job", ShmMutex::new(job)).unwrap();
+    let h = s.get::<ShmMutex<Job>>("job").unwrap();
+    // Lose the name's buffer without its `Drop`: it was linked when the
+    // value was published, so no process holds it any more and `collect`
+    // takes it at once (it does not wait for this process to exit).
+    std::mem::forget(std::mem::take(&mut h.lock().unwrap().name));
+    let done = s.collect().unwrap();
+    assert_eq!((done.freed_blocks, done.kept_held), (1, 0), "{done:?}");
+    assert_eq!(h.lock().unwrap().tags.as_slice().unwrap(), &[1, 2][..]);
+    let report = s.check().unwrap();
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.unreachable_blocks, 0, "{report}");
+}
+
+#[test]
+fn a_value_holding_another_stores_container_is_refused() {
+    let a = Temp::new("foreign-a");
+    let b = Temp::new("foreign-b");
+    a.store.insert("seed", 0u64).unwrap();
+    let used = a.store.stats().unwrap().used;
+    let job = Job {
+        id: 1,
+        name: ShmString::from_str_in(&a.store, "made in a").unwrap(),
+        tags: ShmVec::new(),
+        next: RelPtr::null(),
+    };
+    assert!(a.store.stats().unwrap().used > used);
+    match b.store.insert("job", job) {
+        Err(Error::ForeignContainer { store, .. }) => assert!(store.contains("foreign-b")),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        b.store.get::<Job>("job"),
+        Err(Error::NotFound { .. })
+    ));
+    // The refused value was dropped: its buffer in `a` is freed.
+    assert_eq!(a.store.stats().unwrap().used, used);
+    for s in [&a.store, &b.store] {
+        let report = s.check().unwrap();
+        assert!(report.is_ok(), "{report}");
+        assert_eq!(report.unreachable_blocks, 0, "{report}");
+    }
+}

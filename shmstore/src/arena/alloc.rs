@@ -475,18 +475,30 @@ impl Arena<'_> {
     /// a full `/dev/shm`; committed pages are never given back, so a range
     /// that passed stays valid.
     pub(crate) fn holds(&self, off: u64, len: u64) -> bool {
+        Header(self)
+            .top()
+            .is_ok_and(|top| self.holds_below(off, len, top))
+    }
+
+    /// [`Arena::holds`] with the heap's top given: the journal is found this
+    /// way with the raw `top` word, which a crash between writing `top` and
+    /// its check word leaves disagreeing until the journal rolls it back.
+    pub(crate) fn holds_below(&self, off: u64, len: u64, top: u64) -> bool {
         let committed = self.mem.u64(OFF_COMMITTED).unwrap_or(0);
         off >= HEAP_START
             && off % 8 == 0
             && off.checked_add(len).is_some_and(|end| end <= committed)
             && self
-                .payload_size(off)
+                .payload_size_below(off, top)
                 .is_ok_and(|payload| is_block_for(payload + 8, len))
     }
 
     /// The payload size of the allocated block whose payload is at `payload`.
     pub(crate) fn payload_size(&self, payload: u64) -> Result<u64> {
-        let top = Header(self).top()?;
+        self.payload_size_below(payload, Header(self).top()?)
+    }
+
+    fn payload_size_below(&self, payload: u64, top: u64) -> Result<u64> {
         let blk = payload.wrapping_sub(8);
         let (size, flags) = self.block(blk, top)?;
         if flags & INUSE == 0 || flags & FAST != 0 {
@@ -564,6 +576,22 @@ impl Arena<'_> {
         }
         self.write_free(blk, size)?;
         self.bin_push(blk, size)
+    }
+
+    /// Every allocated block (not free, not parked): (payload offset,
+    /// block size), by walking the heap from its start to `top`.
+    pub(crate) fn allocated_blocks(&self) -> Result<Vec<(u64, u64)>> {
+        let top = Header(self).top()?;
+        let mut out = Vec::new();
+        let mut blk = HEAP_START;
+        while blk < top {
+            let (size, flags) = self.block(blk, top)?;
+            if flags & INUSE != 0 && flags & FAST == 0 {
+                out.push((blk + 8, size));
+            }
+            blk += size;
+        }
+        Ok(out)
     }
 
     /// Walks every block from the heap start to `top` and every bin,

@@ -155,6 +155,11 @@ impl Arena<'_> {
         Ok((table, cap))
     }
 
+    /// The directory's table (its block).
+    pub(crate) fn dir_table_block(&self) -> Result<u64> {
+        Ok(self.table()?.0)
+    }
+
     /// Checks the directory's header words and that its table lies inside
     /// the region, without reading the table.
     pub(crate) fn dir_validate(&self) -> Result<()> {

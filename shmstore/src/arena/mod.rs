@@ -14,6 +14,7 @@ pub(crate) mod mem;
 pub(crate) mod nested;
 pub(crate) mod procs;
 pub(crate) mod registry;
+pub(crate) mod walk;
 
 use self::dir::{
     Found, FLAG_SLICE, PIN_COUNT, PIN_REMOVED, REC_FLAGS, REC_LEN, REC_NAME, REC_NAME_LEN,
@@ -44,6 +45,9 @@ pub(crate) struct Arena<'a> {
     journal_area: Cell<Option<(u64, u64)>>,
     /// The heap's top when the current operation began.
     untouched_from: Cell<Option<u64>>,
+    /// Nested blocks of records this operation freed, to free once it has
+    /// committed (see [`Arena::free_record`]).
+    nested_frees: core::cell::RefCell<Vec<walk::NestedRef>>,
 }
 
 /// What a record holds, validated against its block.
@@ -111,6 +115,7 @@ impl<'a> Arena<'a> {
             consolidation_requested: Cell::new(false),
             journal_area: Cell::new(None),
             untouched_from: Cell::new(None),
+            nested_frees: core::cell::RefCell::new(Vec::new()),
         }
     }
 
@@ -354,9 +359,9 @@ impl<'a> Arena<'a> {
     /// returned `true`) if it is still removed and unpinned.
     pub(crate) fn free_released(&self, rec: u64) -> Result<()> {
         if self.mem.u32(pins_word(rec)?)? == PIN_REMOVED {
-            // Its block size is checked before the block is freed.
-            self.record(rec)?;
-            self.free(rec)?;
+            // `free_record` checks the record (its block size too) before
+            // the block is freed.
+            self.free_record(rec)?;
         }
         Ok(())
     }
@@ -373,7 +378,7 @@ impl<'a> Arena<'a> {
         let old = self.mem.u32(found.rec + REC_PINS)?;
         self.set_u32(found.rec + REC_PINS, old | PIN_REMOVED)?;
         if old & PIN_COUNT == 0 {
-            self.free(found.rec)?;
+            self.free_record(found.rec)?;
         }
         Ok(())
     }
@@ -388,9 +393,97 @@ impl<'a> Arena<'a> {
         let old = self.mem.u32(pins_word(found.rec)?)?;
         self.set_u32(pins_word(found.rec)?, old | PIN_REMOVED)?;
         if old & PIN_COUNT == 0 {
-            self.free(found.rec)?;
+            self.free_record(found.rec)?;
         }
         Ok(())
+    }
+
+    /// Frees the record `rec` (removed and unpinned: no one can reach its
+    /// value any more), and notes the nested blocks its containers own —
+    /// found by walking the value by its recorded layout — to be freed once
+    /// this operation has committed ([`Arena::take_nested_frees`]): in
+    /// steps of their own, so that a large value does not overflow the
+    /// journal. A crash in between leaves them unreachable, for `collect`.
+    /// A value whose layout or containers cannot be read is freed all the
+    /// same; what it held is then left to `collect` too.
+    pub(crate) fn free_record(&self, rec: u64) -> Result<()> {
+        let r = self.record(rec)?;
+        if let Ok(desc) = self.type_desc(r.type_idx) {
+            if walk::has_containers(&desc) {
+                let mut found = walk::Walk::new(self.walk_budget());
+                let store_id = self.mem.u64(OFF_STORE_ID)?;
+                let mut walker = walk::Walker {
+                    mem: self.mem,
+                    store_id,
+                    locks: walk::Locks::Ignore,
+                    out: &mut found,
+                };
+                if walker.values(r.value, &desc, r.len).is_ok() {
+                    self.nested_frees.borrow_mut().extend(found.found);
+                }
+            }
+        }
+        self.free(rec)
+    }
+
+    /// Links the containers of the value of record `rec`, about to be
+    /// published: clears the pending mark of every nested block it reaches
+    /// (they are reachable from now on, so that once unreachable again
+    /// `collect` need not wait for this process to exit). Returns the number
+    /// of containers in it that belong to another store (the caller refuses
+    /// the value).
+    ///
+    /// The pending words are written without the journal: if the operation
+    /// is undone, the value was not published and is dropped by its holder
+    /// (which frees the blocks) or its holder died (and the marks would name
+    /// a dead process anyway).
+    pub(crate) fn link_value(&self, rec: u64) -> Result<u64> {
+        let r = self.record(rec)?;
+        let desc = self.type_desc(r.type_idx)?;
+        if !walk::has_containers(&desc) {
+            return Ok(0);
+        }
+        let mut found = walk::Walk::new(self.walk_budget());
+        let store_id = self.mem.u64(OFF_STORE_ID)?;
+        walk::Walker {
+            mem: self.mem,
+            store_id,
+            locks: walk::Locks::Ignore,
+            out: &mut found,
+        }
+        .values(r.value, &desc, r.len)?;
+        for n in &found.found {
+            self.mem.set_u64(n.blk + nested::N_PENDING, 0)?;
+        }
+        Ok(found.foreign)
+    }
+
+    /// The nested blocks of the records this operation freed (see
+    /// [`Arena::free_record`]); call after the commit.
+    pub(crate) fn take_nested_frees(&self) -> Vec<walk::NestedRef> {
+        core::mem::take(&mut *self.nested_frees.borrow_mut())
+    }
+
+    /// Every block the store's own metadata owns (not objects or
+    /// containers' buffers): the directory table, the registry's table and
+    /// layouts, the journal, the process table, its pin tables and the
+    /// records reserved by unfinished inserts.
+    pub(crate) fn metadata_blocks(&self) -> Result<Vec<u64>> {
+        let mut out = vec![self.dir_table_block()?, self.journal_area()?.0];
+        out.extend(self.registry_blocks()?);
+        out.extend(self.procs_blocks()?);
+        Ok(out)
+    }
+
+    /// How many layout nodes a walk may visit: more than any value the
+    /// heap can hold (every node of a value occupies at least a byte, or
+    /// is an element of a nested block).
+    pub(crate) fn walk_budget(&self) -> u64 {
+        Header(self)
+            .top()
+            .unwrap_or(0)
+            .saturating_mul(2)
+            .max(1 << 16)
     }
 
     /// The name of a record (lossy UTF-8: names are validated UTF-8 when
@@ -678,7 +771,7 @@ pub(crate) mod tests {
         use crate::arena::header::{OFF_CAPACITY, OFF_MAGIC, OFF_VERSION};
         let s = HeapStore::new(1 << 20);
         let a = s.arena();
-        let t = a.register_type(1, 8, 8, "u64", "u64").unwrap();
+        let t = crate::arena::tests::register(&a, "u64", 8, 8);
         let x = insert(&a, "x", t);
         let header = a.mem.read_bytes(0, 64).unwrap();
         let area = Header(&a).journal().unwrap();
@@ -885,7 +978,7 @@ pub(crate) mod tests {
         use crate::sys::proc::StartTime;
         let s = HeapStore::new(1 << 20);
         let a = s.arena();
-        let t = a.register_type(1, 8, 8, "u64", "u64").unwrap();
+        let t = crate::arena::tests::register(&a, "u64", 8, 8);
         let victim = insert(&a, "victim", t);
         let big = insert(&a, "big", t);
         let blk = victim - 8;
@@ -904,7 +997,9 @@ pub(crate) mod tests {
         let ops: [(u64, Op<'_>); 4] = [
             (OFF_DIR_TABLE, &|a| insert_checked(a, "new", t)),
             (OFF_REG_TABLE, &|a| {
-                a.register_type(2, 4, 4, "u32", "u32").map(|_| ())
+                let d = primitive("u32", 4, 4);
+                a.register_type(d.fingerprint(), 4, 4, &d.encode().unwrap())
+                    .map(|_| ())
             }),
             (OFF_JOURNAL, &|a| {
                 let j = Arena::journaled(a.mem, &no_commit);
@@ -953,7 +1048,7 @@ pub(crate) mod tests {
     fn a_record_whose_block_size_was_changed_is_corrupted_not_freed_with_its_neighbours() {
         let s = HeapStore::new(1 << 20);
         let a = s.arena();
-        let t = a.register_type(1, 8, 8, "u64", "u64").unwrap();
+        let t = crate::arena::tests::register(&a, "u64", 8, 8);
         let b = insert(&a, "b", t);
         let c = insert(&a, "c", t);
         let _d = insert(&a, "d", t);

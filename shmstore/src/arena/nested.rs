@@ -155,6 +155,31 @@ pub(crate) fn read_nested(
     ty: ElemType,
     token: u64,
 ) -> Result<Nested> {
+    let (n, fp) = read_nested_any(mem, blk, ty.size, ty.align, token)?;
+    if fp != ty.fingerprint {
+        return Err(Error::corrupted(format!(
+            "nested block {blk:#x}: holds elements of another type (a container's buffer \
+             was reclaimed, corrupted, or belongs to another container)"
+        )));
+    }
+    Ok(n)
+}
+
+/// [`read_nested`] for a caller that knows the elements' size and
+/// alignment but not their fingerprint (the store's walk of a value by its
+/// recorded layout); returns the fingerprint the block records too.
+pub(crate) fn read_nested_any(
+    mem: &super::mem::Mem,
+    blk: u64,
+    size: u64,
+    align: u64,
+    token: u64,
+) -> Result<(Nested, u64)> {
+    let ty = ElemType {
+        fingerprint: 0,
+        size,
+        align,
+    };
     let bad = |what: &str| {
         Error::corrupted(format!(
             "nested block {blk:#x}: {what} (a container's buffer was reclaimed, corrupted, \
@@ -170,8 +195,8 @@ pub(crate) fn read_nested(
     if owner != token {
         return Err(bad("owned by another container"));
     }
-    if fp != ty.fingerprint {
-        return Err(bad("holds elements of another type"));
+    if !ty.align.is_power_of_two() || ty.align > super::mem::MAX_ALIGN {
+        return Err(bad("elements with an impossible alignment"));
     }
     let size = word & !super::alloc::FLAGS;
     let allocated = word & super::alloc::INUSE != 0 && word & super::alloc::FAST == 0;
@@ -190,15 +215,18 @@ pub(crate) fn read_nested(
     // The elements a length covers were written before it (a release
     // store): order the reads of them after this one.
     core::sync::atomic::fence(Ordering::Acquire);
-    Ok(Nested {
-        elems,
-        cap,
-        len,
-        pending,
-        ptr,
-        // Word 7 of the eight `words` checked at `hp`.
-        len_word: hp.wrapping_add(7).cast_const(),
-    })
+    Ok((
+        Nested {
+            elems,
+            cap,
+            len,
+            pending,
+            ptr,
+            // Word 7 of the eight `words` checked at `hp`.
+            len_word: hp.wrapping_add(7).cast_const(),
+        },
+        fp,
+    ))
 }
 
 impl Arena<'_> {

@@ -365,6 +365,30 @@ impl Arena<'_> {
         Ok(out)
     }
 
+    /// The blocks the process table owns: its slot array, every slot's pin
+    /// table, and the records reserved by unfinished large inserts.
+    pub(crate) fn procs_blocks(&self) -> Result<Vec<u64>> {
+        let (table, len) = self.procs()?;
+        let mut out = vec![table];
+        for slot in 0..len as u32 {
+            let s = table + slot as u64 * SLOT;
+            if self.mem.u32(s + S_PID)? == 0 {
+                continue;
+            }
+            let (pins, _) = self.pin_table(s)?;
+            if pins != 0 {
+                out.push(pins);
+            }
+            for r in 0..RESERVATIONS {
+                let rec = self.mem.u64(s + S_RESERVED + 8 * r)?;
+                if rec != 0 {
+                    out.push(rec);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Records that the process in `slot` reserved `rec` (a large insert
     /// in progress). `false` if its reservation list is full.
     pub(crate) fn reserve(&self, slot: u32, rec: u64) -> Result<bool> {
@@ -578,7 +602,7 @@ mod tests {
         use crate::arena::dir::hash_name;
         let s = HeapStore::new(1 << 20);
         let a = s.arena();
-        let t = a.register_type(1, 8, 8, "u64", "u64").unwrap();
+        let t = crate::arena::tests::register(&a, "u64", 8, 8);
         let (live, value) = a.new_record(b"live", t, false, 1).unwrap();
         a.mem.set_u64(value, 77).unwrap();
         a.publish(hash_name(b"live"), live).unwrap();

@@ -151,9 +151,14 @@ impl Arena<'_> {
     /// Checks that entry `idx` describes `layout` (fingerprint, size,
     /// alignment) before anything is sized by it: the entry comes from the
     /// segment, the layout from the compiler.
-    pub(crate) fn check_registered(&self, idx: u32, layout: &crate::TypeLayout) -> Result<()> {
+    pub(crate) fn check_registered(
+        &self,
+        idx: u32,
+        layout: &crate::TypeLayout,
+        fp: u64,
+    ) -> Result<()> {
         let info = self.type_info(idx)?;
-        if info.fingerprint != layout.fingerprint()
+        if info.fingerprint != fp
             || info.size != layout.size as u64
             || info.align != layout.align as u64
         {
@@ -164,7 +169,7 @@ impl Arena<'_> {
                 info.size,
                 info.align,
                 layout.type_expr(),
-                layout.fingerprint(),
+                fp,
                 layout.size,
                 layout.align
             )));
@@ -189,7 +194,7 @@ impl Arena<'_> {
                     "type registry entry {idx} (layout at {blob:#x}, {len} bytes): {err}"
                 ))
             })?;
-        let fp = desc.fingerprint();
+        let fp = desc.graph_fingerprint();
         if fp != info.fingerprint || desc.size != info.size || desc.align != info.align {
             return Err(Error::corrupted(format!(
                 "type registry entry {idx} records fingerprint {:#x}, {} bytes, align {}, \
@@ -211,6 +216,17 @@ impl Arena<'_> {
     pub(crate) fn type_text(&self, idx: u32) -> Result<(String, String)> {
         let desc = self.type_desc(idx)?;
         Ok((desc.type_expr(), desc.to_string()))
+    }
+
+    /// The blocks the registry owns: its table and every entry's encoded
+    /// layout.
+    pub(crate) fn registry_blocks(&self) -> Result<Vec<u64>> {
+        let (table, len) = self.registry()?;
+        let mut out = vec![table];
+        for i in 0..len {
+            out.push(self.mem.u64(table + i * ENTRY + E_BLOB)?);
+        }
+        Ok(out)
     }
 
     /// Number of registered types.

@@ -165,7 +165,7 @@ impl<'a> Ctx<'a> {
 /// The nested-block element type of `T`.
 pub(crate) fn elem_type<T: ShmSafe>() -> ElemType {
     ElemType {
-        fingerprint: T::FINGERPRINT,
+        fingerprint: crate::layout::graph_fingerprint_of::<T>(),
         size: core::mem::size_of::<T>() as u64,
         align: core::mem::align_of::<T>() as u64,
     }

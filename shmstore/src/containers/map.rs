@@ -103,13 +103,13 @@ unsafe impl ShmKey for ShmString {
 #[repr(C)]
 pub(crate) struct Slot<K, V> {
     meta: u64,
-    key: K,
-    value: V,
+    pub(crate) key: K,
+    pub(crate) value: V,
 }
 
 const EMPTY: u64 = 0;
 const REMOVED: u64 = 1;
-const LIVE: u64 = 1 << 63;
+use super::layout::LIVE;
 
 fn meta_of(hash: u64) -> u64 {
     hash | LIVE
@@ -255,6 +255,16 @@ impl<K: ShmKey, V: ShmMovable> ShmMap<K, V> {
     /// `true` if there are no entries.
     pub fn is_empty(&self) -> Result<bool> {
         self.len().map(|n| n == 0)
+    }
+
+    /// Slots in the table (it grows when three quarters are in use, removed
+    /// entries included).
+    pub fn capacity(&self) -> Result<usize> {
+        if self.raw.is_unallocated() {
+            return Ok(0);
+        }
+        let ctx = self.ctx()?;
+        Ok(self.table(&ctx)?.map_or(0, |(_, b)| b.n.cap as usize))
     }
 
     /// Checks the key and value of a live slot.

@@ -99,7 +99,8 @@
 
 mod ctx;
 mod fixed;
-mod map;
+pub(crate) mod layout;
+pub(crate) mod map;
 mod pod;
 mod raw;
 mod rel;

@@ -186,7 +186,8 @@ impl RawBuf {
         }
         let token = self.token.load(Ordering::Relaxed);
         self.buf.store(0, Ordering::Release);
-        let _ = ctx.with_arena(|a| a.free_nested(b.blk, T::FINGERPRINT, token));
+        let fp = crate::layout::graph_fingerprint_of::<T>();
+        let _ = ctx.with_arena(|a| a.free_nested(b.blk, fp, token));
     }
 }
 

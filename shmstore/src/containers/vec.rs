@@ -270,16 +270,40 @@ impl<T: ShmMovable> ShmVec<T> {
         Ok(())
     }
 
-    /// Appends every value of `items`.
+    /// Appends every value of `items`, all at once: they are collected
+    /// first, written after the last element, then published together by
+    /// one length word (so a crash appends all of them or none).
     pub fn extend(&mut self, items: impl IntoIterator<Item = T>) -> Result<()> {
-        let items = items.into_iter();
-        let (lower, _) = items.size_hint();
-        if lower > 0 {
-            self.reserve(lower)?;
+        let items: Vec<T> = items.into_iter().collect();
+        if items.is_empty() {
+            return Ok(());
         }
-        for item in items {
-            self.push(item)?;
+        self.reserve(items.len())?;
+        let ctx = self.ctx()?;
+        let b = self
+            .raw
+            .buffer::<T>(&ctx)?
+            .ok_or_else(|| Error::corrupted("ShmVec: no buffer after reserving"))?;
+        let len = b.n.len;
+        let n = items.len() as u64;
+        if len.checked_add(n).is_none_or(|end| end > b.n.cap) {
+            return Err(Error::corrupted("ShmVec: reserved room is missing"));
         }
+        let p = b.n.ptr.cast::<T>();
+        let mut items = core::mem::ManuallyDrop::new(items);
+        // SAFETY: slots `[len, len + n)` lie inside the checked buffer
+        // (checked just above) and are not covered by the length, so no one
+        // reads them; the values are moved in bitwise from the `Vec`, whose
+        // own copies are then forgotten (its length set to 0) — the buffer
+        // owns them once the length below covers them.
+        unsafe {
+            core::ptr::copy_nonoverlapping(items.as_ptr(), p.add(len as usize), items.len());
+            items.set_len(0);
+            core::mem::ManuallyDrop::drop(&mut items);
+        }
+        crate::crash::step();
+        self.raw.set_len(&b, len + n)?;
+        crate::crash::step();
         Ok(())
     }
 

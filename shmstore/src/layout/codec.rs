@@ -601,7 +601,7 @@ mod tests {
         // 01 | 03 "u64" 08 08 <tag>
         let tag_at = good.len() - 1;
         assert_eq!(good[tag_at], KIND_PRIMITIVE);
-        for tag in [0u8, 7, 0x80, 0xff] {
+        for tag in [0u8, 9, 0x80, 0xff] {
             let mut b = good.clone();
             b[tag_at] = tag;
             let e = err(&b);

@@ -57,6 +57,7 @@ use crate::sys::pthread::{Acquired, RawMutex, PTHREAD_MUTEX_SIZE};
 use crate::{Error, Result, ShmSafe, TypeLayout};
 
 mod check;
+mod collect;
 mod handle;
 mod mappings;
 mod objects;
@@ -70,6 +71,7 @@ mod tests;
 pub(crate) use mappings::{describe_address, located, store_with_id};
 
 pub use check::CheckReport;
+pub use collect::CollectReport;
 pub use handle::{Handle, SliceHandle};
 pub use objects::Entry;
 pub use options::StoreOptions;
@@ -106,6 +108,10 @@ pub(crate) struct Inner {
 }
 
 const NO_SLOT: u32 = u32::MAX;
+
+/// Nested blocks freed per committed step (each logs about a dozen words;
+/// the journal holds 1024).
+const NESTED_FREES_PER_STEP: usize = 32;
 
 impl Inner {
     fn header_lock(&self) -> Result<&RawMutex> {
@@ -162,7 +168,28 @@ impl Inner {
     /// its fast lists, the operation is undone, the parked blocks are
     /// merged (in short committed steps: merging changes no contents) and
     /// the operation runs once more; so `f` may run twice.
-    pub(crate) fn with_arena<R>(&self, mut f: impl FnMut(&Arena<'_>) -> Result<R>) -> Result<R> {
+    pub(crate) fn with_arena<R>(&self, f: impl FnMut(&Arena<'_>) -> Result<R>) -> Result<R> {
+        let (r, frees) = self.with_arena_once(f)?;
+        // Records freed by the operation leave their containers' buffers to
+        // free, in committed steps of a bounded size each (each step checks
+        // every block's header and token again).
+        for chunk in frees.chunks(NESTED_FREES_PER_STEP) {
+            let _ = self.with_arena_once(|a| {
+                for n in chunk {
+                    a.free_nested(n.blk, n.fp, n.token)?;
+                }
+                Ok(())
+            });
+        }
+        Ok(r)
+    }
+
+    /// One operation under the header lock (see [`Inner::with_arena`]);
+    /// returns also the nested blocks it left to free.
+    fn with_arena_once<R>(
+        &self,
+        mut f: impl FnMut(&Arena<'_>) -> Result<R>,
+    ) -> Result<(R, Vec<crate::arena::walk::NestedRef>)> {
         let _guard = self.lock()?;
         let commit = |from: u64, to: u64| self.region.commit(from, to - from);
         let arena = Arena::journaled(self.mem, &commit);
@@ -172,9 +199,12 @@ impl Inner {
             match f(&arena) {
                 Ok(r) => {
                     arena.commit_journal()?;
-                    return Ok(r);
+                    return Ok((r, arena.take_nested_frees()));
                 }
                 Err(e) => {
+                    // The records it freed are restored: their containers
+                    // stay.
+                    drop(arena.take_nested_frees());
                     arena.rollback()?;
                     if consolidated || !arena.take_consolidation_request() {
                         return Err(e);

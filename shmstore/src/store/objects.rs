@@ -1,7 +1,7 @@
 //! Typed operations on named objects and slices: insert, get, remove, list.
 
 use super::*;
-use crate::layout::{encode_layout, LayoutDesc};
+use crate::layout::{encode_layout, graph_fingerprint_of, LayoutDesc};
 
 /// One named entry, as listed by [`Store::entries`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,16 +33,16 @@ impl Store {
     /// The registry entry found is compared with the compile-time layout
     /// (size, alignment) before `f` may size anything by it: a corrupted
     /// entry is [`Error::Corrupted`], never an allocation of the wrong size.
-    pub(super) fn with_type<R>(
+    pub(super) fn with_type<T: ShmSafe, R>(
         &self,
-        layout: &'static TypeLayout,
         mut f: impl FnMut(&Arena<'_>, u32) -> Result<R>,
     ) -> Result<R> {
+        let layout = T::LAYOUT;
         check_type_layout(layout)?;
-        let fp = layout.fingerprint();
+        let fp = graph_fingerprint_of::<T>();
         let done = self.with_arena(|a| match a.find_type(fp)? {
             Some(idx) => {
-                a.check_registered(idx, layout)?;
+                a.check_registered(idx, layout, fp)?;
                 f(a, idx).map(Some)
             }
             None => Ok(None),
@@ -57,7 +57,7 @@ impl Store {
         // fingerprint (otherwise every read of the entry would find it
         // corrupted).
         debug_assert_eq!(
-            crate::layout::decode_layout(&encoded).map(|d| d.fingerprint()),
+            crate::layout::decode_layout(&encoded).map(|d| d.graph_fingerprint()),
             Ok(fp),
             "{layout}"
         );
@@ -66,7 +66,7 @@ impl Store {
                 Some(idx) => idx,
                 None => a.register_type(fp, layout.size as u64, layout.align as u64, &encoded)?,
             };
-            a.check_registered(idx, layout)?;
+            a.check_registered(idx, layout, fp)?;
             f(a, idx)
         })
     }
@@ -81,7 +81,7 @@ impl Store {
     ) -> Result<Record> {
         let r = a.record(rec)?;
         let info = a.type_info(r.type_idx)?;
-        if info.fingerprint != T::FINGERPRINT || r.is_slice() != slice {
+        if info.fingerprint != graph_fingerprint_of::<T>() || r.is_slice() != slice {
             // Error path only: the stored layout text is copied out (and the
             // expected one rendered) under the lock, once.
             let (_, found_desc) = a.type_text(r.type_idx)?;
@@ -213,6 +213,12 @@ impl Store {
             }
         };
         let finish = |a: &Arena<'_>, rec: u64, found: Option<Found>| -> Result<(Record, bool)> {
+            if T::LAYOUT.has_containers() && a.link_value(rec)? != 0 {
+                return Err(Error::ForeignContainer {
+                    container: "container",
+                    store: self.inner.name().to_string(),
+                });
+            }
             match found {
                 Some(found) => a.replace(&found, hash, rec)?,
                 None => a.publish(hash, rec)?,
@@ -234,7 +240,7 @@ impl Store {
             fill(p.cast::<T>())
         };
         if bytes <= COPY_UNDER_LOCK {
-            return self.with_type(T::LAYOUT, |a, idx| {
+            return self.with_type::<T, _>(|a, idx| {
                 let found = a.lookup(key, hash)?;
                 match &found {
                     Some(f) => {
@@ -257,7 +263,7 @@ impl Store {
         // while copying, whoever finds us dead frees it. Without room to
         // note it, copy under the lock instead.
         let slot = self.inner.slot();
-        let reserved = self.with_type(T::LAYOUT, |a, idx| {
+        let reserved = self.with_type::<T, _>(|a, idx| {
             let found = a.lookup(key, hash)?;
             match &found {
                 Some(f) => {
@@ -291,7 +297,7 @@ impl Store {
         // The name may have been taken (or removed, for a replacement)
         // while we copied: then our record is freed and that commits,
         // whatever `exists` or `missing` answers.
-        self.with_arena(|a| {
+        let published = self.with_arena(|a| {
             a.unreserve(slot, rec)?;
             let found = a.lookup(key, hash)?;
             let outcome = match &found {
@@ -309,7 +315,20 @@ impl Store {
                     Ok(Err(e))
                 }
             }
-        })?
+        });
+        match published {
+            Ok(done) => done,
+            Err(e) => {
+                // Undone: the record is still reserved in our slot. Free it
+                // now rather than when this process exits (best effort: if
+                // the store cannot be changed now, it stays noted there).
+                let _ = self.with_arena(|a| {
+                    a.unreserve(slot, rec)?;
+                    a.free(rec)
+                });
+                Err(e)
+            }
+        }
     }
 
     /// Stores `value` under `name`. [`Error::AlreadyExists`] if the name is

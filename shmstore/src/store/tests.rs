@@ -328,7 +328,9 @@ fn a_corrupted_registry_size_is_an_error_not_a_write_past_the_object() {
     store.insert("neighbour", [2u64; 4]).unwrap();
     store
         .with_arena(|a| {
-            let idx = a.find_type(<[u64; 4]>::FINGERPRINT)?.expect("registered");
+            let idx = a
+                .find_type(crate::layout::graph_fingerprint_of::<[u64; 4]>())?
+                .expect("registered");
             let e = a.entry(idx)?;
             a.mem.set_u64(e + crate::arena::registry::E_SIZE, 8)
         })
@@ -349,7 +351,9 @@ fn a_corrupted_registry_size_is_an_error_not_a_write_past_the_object() {
     // Nothing was written: put the size back and everything is intact.
     store
         .with_arena(|a| {
-            let idx = a.find_type(<[u64; 4]>::FINGERPRINT)?.expect("registered");
+            let idx = a
+                .find_type(crate::layout::graph_fingerprint_of::<[u64; 4]>())?
+                .expect("registered");
             let e = a.entry(idx)?;
             a.mem.set_u64(e + crate::arena::registry::E_SIZE, 32)
         })

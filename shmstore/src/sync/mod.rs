@@ -26,4 +26,6 @@
 pub(crate) mod held;
 mod mutex;
 
+pub(crate) use mutex::{mutex_data_offset, try_with_locked};
+
 pub use mutex::{ShmMutex, ShmMutexGuard};

@@ -307,6 +307,53 @@ impl<T: ShmSafe> ShmMutex<T> {
     }
 }
 
+/// The offset of the data in a `ShmMutex<T>` whose `T` is aligned to
+/// `align`: after the pthread mutex and the state word, aligned (as the
+/// `#[repr(C)]` layout puts it). For the store's walk of a value by its
+/// recorded layout.
+pub(crate) fn mutex_data_offset(align: u64) -> Option<u64> {
+    (core::mem::size_of::<RawMutex>() as u64 + 4).checked_next_multiple_of(align.max(1))
+}
+
+/// Runs `f` holding the `ShmMutex` whose bytes start at `off` of `mem`, if
+/// it can be taken right now (`Ok(None)` if someone holds it). For the
+/// store's walk of a value, which cannot know the mutex's `T` and runs under
+/// the header lock (so must never wait). An owner's death seen here is
+/// recorded in the mutex's flag, as `lock` would: the next locker is told.
+pub(crate) fn try_with_locked<R>(
+    mem: &crate::arena::mem::Mem,
+    off: u64,
+    f: impl FnOnce() -> R,
+) -> Result<Option<R>, Error> {
+    let bytes = core::mem::size_of::<RawMutex>() as u64 + 4;
+    let p = mem.ptr(off, bytes, 8)?;
+    // SAFETY: `p` points at `bytes` checked bytes inside the mapping,
+    // aligned for `RawMutex` (8) and for the `AtomicU32` after it (at 40,
+    // a multiple of 4): the `raw` and `state` fields of a `ShmMutex` (its
+    // `repr(C)` layout, which the recorded layout named). Both are only
+    // ever operated on by pthread calls and atomics, and the mapping
+    // outlives this call.
+    let (raw, state) = unsafe {
+        (
+            &*p.cast::<RawMutex>(),
+            &*p.add(core::mem::size_of::<RawMutex>()).cast::<AtomicU32>(),
+        )
+    };
+    let Some(acquired) = raw.try_lock()? else {
+        return Ok(None);
+    };
+    let held = held::note_locked(p as usize);
+    if acquired == Acquired::OwnerDied {
+        state.fetch_or(INCONSISTENT, Ordering::AcqRel);
+        let _ = raw.make_consistent();
+    }
+    let r = f();
+    // SAFETY: this thread acquired the lock just above.
+    unsafe { raw.unlock() };
+    held.released();
+    Ok(Some(r))
+}
+
 /// Names a lock for an [`Error::OwnerDied`]: its type, and the store and
 /// object it lives in when this process can tell.
 fn describe_lock(addr: usize, layout: &'static TypeLayout) -> String {
@@ -539,6 +586,24 @@ mod tests {
         assert_eq!(offset_of!(ShmMutex<u8>, state), 40);
         assert_eq!(offset_of!(ShmMutex<u8>, data), 44);
         assert_eq!(offset_of!(ShmMutex<u64>, data), 48);
+        // What the store's layout walk computes from `T`'s alignment alone.
+        assert_eq!(
+            mutex_data_offset(1),
+            Some(offset_of!(ShmMutex<u8>, data) as u64)
+        );
+        assert_eq!(
+            mutex_data_offset(8),
+            Some(offset_of!(ShmMutex<u64>, data) as u64)
+        );
+        assert_eq!(
+            mutex_data_offset(16),
+            Some(offset_of!(ShmMutex<u128>, data) as u64)
+        );
+        assert_eq!(
+            mutex_data_offset(8),
+            Some(offset_of!(ShmMutex<[u64; 8]>, data) as u64)
+        );
+        assert_eq!(mutex_data_offset(64), Some(64));
         assert_eq!(offset_of!(ShmMutex<u128>, data), 48);
         const { assert!(!<ShmMutex<u32>>::HAS_INVALID_BIT_PATTERNS) };
         // Checked under the lock instead (see `lock`), never from outside.
