@@ -39,6 +39,7 @@
 //! | 256    | 24   | bitmap of non-empty free-list bins                        |
 //! | 320    | 8×N  | free-list bin heads ([`NBINS`](super::alloc::NBINS))      |
 //! | 1664   | 8×M  | fast-list heads ([`NFAST`](super::alloc::NFAST))          |
+//! | 2664   | 8    | top check: `!top`, written with `top`²                    |
 //! | 4096   |      | heap: allocator blocks                                    |
 //!
 //! ¹ `u32::MAX` ([`StartTime::UNKNOWN_LOW32_WORD`]) means the creator could
@@ -46,6 +47,12 @@
 //! word is decoded with [`StartTime::from_low32_word`] and compared only by
 //! [`liveness_low32`]; a real start time whose low 32 bits are all ones
 //! reads as unknown, which errs on the side of "alive".
+//!
+//! ² A lowered `top` is a corruption the allocator could not otherwise
+//! notice before the harm: it would hand out blocks over live objects. Every
+//! read of `top` compares it with its check word and reports a mismatch as
+//! [`Error::Corrupted`](crate::Error::Corrupted). Both words are written
+//! through the journal, so a crash between the two is rolled back.
 //!
 //! [`StartTime::UNKNOWN_LOW32_WORD`]: crate::sys::proc::StartTime::UNKNOWN_LOW32_WORD
 //! [`StartTime::from_low32_word`]: crate::sys::proc::StartTime::from_low32_word
@@ -65,7 +72,12 @@ pub(crate) const MAGIC: [u8; 8] = *b"SHMSTOR\0";
 /// [`encode_layout`](crate::layout::encode_layout) (32-byte entries: see
 /// [`registry`](super::registry)) instead of its rendered text (40-byte
 /// entries with a name length), which version 1 would misread.
-pub(crate) const VERSION: u32 = 2;
+///
+/// 3: the store id word (offset 184), which containers record in their
+/// blocks; nested container blocks (see [`nested`](super::nested)); and the
+/// top check word (offset 2664), which version 2 leaves zero and version 3
+/// would read as a corrupted `top`.
+pub(crate) const VERSION: u32 = 3;
 
 pub(crate) const OFF_MAGIC: u64 = 0;
 pub(crate) const OFF_VERSION: u64 = 8;
@@ -99,7 +111,10 @@ pub(crate) const OFF_BITMAP: u64 = 256;
 pub(crate) const OFF_BINS: u64 = 320;
 pub(crate) const OFF_FAST: u64 = 1664;
 const _: () = assert!(OFF_BINS + 8 * super::alloc::NBINS as u64 <= OFF_FAST);
-const _: () = assert!(OFF_FAST + 8 * super::alloc::NFAST as u64 <= HEAP_START);
+const _: () = assert!(OFF_FAST + 8 * super::alloc::NFAST as u64 <= OFF_TOP_CHECK);
+/// `!top`: see the layout table's note 2.
+pub(crate) const OFF_TOP_CHECK: u64 = 2664;
+const _: () = assert!(OFF_TOP_CHECK + 8 <= HEAP_START);
 /// The first heap byte: one page after the start.
 pub(crate) const HEAP_START: u64 = 4096;
 
@@ -167,7 +182,23 @@ macro_rules! word {
 impl Header<'_> {
     word!(capacity, set_capacity, OFF_CAPACITY);
     word!(committed, set_committed, OFF_COMMITTED);
-    word!(top, set_top, OFF_TOP);
+    /// `top`, checked against its check word.
+    pub(crate) fn top(&self) -> Result<u64> {
+        let top = self.0.mem.u64(OFF_TOP)?;
+        let check = self.0.mem.u64(OFF_TOP_CHECK)?;
+        if check != !top {
+            return Err(crate::Error::corrupted(format!(
+                "the heap top {top:#x} disagrees with its check word {check:#x} (expected {:#x})",
+                !top
+            )));
+        }
+        Ok(top)
+    }
+    /// Sets `top` and its check word (both journalled).
+    pub(crate) fn set_top(&self, v: u64) -> Result<()> {
+        self.0.set_u64(OFF_TOP, v)?;
+        self.0.set_u64(OFF_TOP_CHECK, !v)
+    }
     word!(used, set_used, OFF_USED);
     word!(objects, set_objects, OFF_OBJECTS);
     word!(dir_table, set_dir_table, OFF_DIR_TABLE);

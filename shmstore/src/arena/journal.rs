@@ -57,7 +57,7 @@ impl Arena<'_> {
     }
 
     /// The journal's entry array and capacity, validated once per arena.
-    fn journal_area(&self) -> Result<(u64, u64)> {
+    pub(crate) fn journal_area(&self) -> Result<(u64, u64)> {
         if let Some(area) = self.journal_area.get() {
             return Ok(area);
         }
@@ -69,7 +69,8 @@ impl Arena<'_> {
     fn read_journal_area(&self) -> Result<(u64, u64)> {
         let hdr = Header(self);
         let (area, cap) = (hdr.journal()?, hdr.journal_cap()?);
-        if cap == 0 || !self.holds(area, cap.saturating_mul(ENTRY)) {
+        let raw_top = self.mem.u64(super::header::OFF_TOP)?;
+        if cap == 0 || !self.holds_below(area, cap.saturating_mul(ENTRY), raw_top) {
             return Err(Error::corrupted(format!(
                 "intent journal header is invalid: {cap} entries at {area:#x}"
             )));
@@ -218,6 +219,7 @@ impl Arena<'_> {
         }
         self.mem.set_u64(OFF_JOURNAL_LEN, 0)?;
         self.forget_fresh();
+        self.forget_nested_frees();
         Ok(len)
     }
 
@@ -244,6 +246,11 @@ impl Arena<'_> {
     fn forget_fresh(&self) {
         self.nfresh.set(0);
         self.untouched_from.set(None);
+    }
+
+    /// Forgets what an undone operation meant to free afterwards.
+    pub(crate) fn forget_nested_frees(&self) {
+        self.nested_frees.borrow_mut().clear();
     }
 
     /// Entries waiting in the journal (non-zero only between a write and
