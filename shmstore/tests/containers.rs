@@ -363,3 +363,195 @@ fn a_value_holding_another_stores_container_is_refused() {
         assert_eq!(report.unreachable_blocks, 0, "{report}");
     }
 }
+
+/// The words at 8-aligned offsets of the segment's file.
+fn segment_words(s: &Store) -> (std::fs::File, Vec<u64>) {
+    use std::io::Read;
+    let path = format!("/dev/shm/{}", s.name().trim_start_matches('/'));
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).unwrap();
+    let words = bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    (f, words)
+}
+
+#[test]
+fn a_buffer_of_another_element_type_is_a_type_mismatch_not_a_reinterpretation() {
+    use std::os::unix::fs::FileExt;
+    let t = Temp::new("elem-type");
+    let s = &t.store;
+    s.insert("x", ShmVec::<u32>::from_slice_in(s, &[1, 2, 3]).unwrap())
+        .unwrap();
+    s.insert(
+        "y",
+        ShmVec::<u64>::from_slice_in(s, &[4, 5, 6, 7, 8]).unwrap(),
+    )
+    .unwrap();
+    s.insert("p", RelPtr::<u32>::new_in(s, 9).unwrap()).unwrap();
+    s.insert("q", RelPtr::<i64>::new_in(s, -9).unwrap())
+        .unwrap();
+    // Make x and p point at y's and q's buffers, tokens and all, as a stray
+    // write of their three words would (the store id is header word 23).
+    let (file, words) = segment_words(s);
+    let store_id = words[23];
+    let containers: Vec<usize> = (512..words.len() - 3)
+        .filter(|&i| words[i] == store_id && words[i + 1] != 0 && words[i + 2] % 8 == 0)
+        .collect();
+    // Told apart by their buffers' length word and first element.
+    let buf = |i: usize| (words[i + 2] / 8) as usize;
+    let find = |len: u64, first: u64| {
+        *containers
+            .iter()
+            .find(|&&i| words[buf(i) + 6] == len && words[buf(i) + 7] & 0xffff_ffff == first)
+            .unwrap()
+    };
+    let (x, y) = (find(3, 1), find(5, 4));
+    let (p, q) = (find(1, 9), find(1, (-9i64) as u64 & 0xffff_ffff));
+    for (to, from) in [(x, y), (p, q)] {
+        let bytes: Vec<u8> = words[from..from + 3]
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        file.write_all_at(&bytes, to as u64 * 8).unwrap();
+    }
+    let hx = s.get::<ShmVec<u32>>("x").unwrap();
+    match hx.as_slice() {
+        Err(Error::TypeMismatch {
+            expected, found, ..
+        }) => {
+            assert!(expected.contains("u32"), "{expected}");
+            assert!(found.contains("fingerprint"), "{found}");
+        }
+        other => panic!("{:?}", other.map(|s| s.to_vec())),
+    }
+    assert!(matches!(hx.len(), Err(Error::TypeMismatch { .. })));
+    let hp = s.get::<RelPtr<u32>>("p").unwrap();
+    let got = hp.get().map(|v| v.map(|v| *v));
+    assert!(matches!(got, Err(Error::TypeMismatch { .. })), "{got:?}");
+    // The owners still read their own.
+    assert_eq!(
+        s.get::<ShmVec<u64>>("y").unwrap().as_slice().unwrap(),
+        &[4, 5, 6, 7, 8][..]
+    );
+    assert_eq!(
+        *s.get::<RelPtr<i64>>("q").unwrap().get().unwrap().unwrap(),
+        -9
+    );
+}
+
+#[test]
+fn one_store_mapped_twice_in_one_process_reads_the_same_containers() {
+    let t = Temp::new("twice");
+    let a = &t.store;
+    let b = Store::open(a.name()).unwrap();
+    let link = Job {
+        id: 2,
+        name: ShmString::from_str_in(a, "link").unwrap(),
+        tags: ShmVec::new(),
+        next: RelPtr::null(),
+    };
+    let job = Job {
+        id: 1,
+        name: ShmString::from_str_in(a, "compile").unwrap(),
+        tags: ShmVec::from_slice_in(a, &[7, 9]).unwrap(),
+        next: RelPtr::new_in(a, link).unwrap(),
+    };
+    a.insert("job", ShmMutex::new(job)).unwrap();
+    let ha = a.get::<ShmMutex<Job>>("job").unwrap();
+    let hb = b.get::<ShmMutex<Job>>("job").unwrap();
+    // Two mappings: the same object at two addresses.
+    let (pa, pb) = (&*ha as *const _ as usize, &*hb as *const _ as usize);
+    assert_ne!(pa, pb);
+    // Where a container's targets are, relative to the object, seen
+    // through one handle: (name bytes, tags, next).
+    let targets = |h: &ShmMutex<Job>, base: usize| {
+        let g = h.lock().unwrap();
+        let name = g.name.as_str().unwrap().as_ptr() as usize;
+        let tags = g.tags.as_slice().unwrap().as_ptr() as usize;
+        let next = g.next.get().unwrap().map(|n| {
+            assert_eq!(n.name.as_str().unwrap(), "link");
+            &*n as *const Job as usize
+        });
+        (
+            name.wrapping_sub(base),
+            tags.wrapping_sub(base),
+            next.map(|n| n.wrapping_sub(base)),
+        )
+    };
+    // The same targets at both addresses: the containers' offsets are
+    // relative to the segment, not to a mapping.
+    assert_eq!(targets(&ha, pa), targets(&hb, pb));
+    {
+        let g = hb.lock().unwrap();
+        // One lock in both mappings: this thread holds it already.
+        assert!(matches!(ha.try_lock(), Err(Error::InvalidArgument { .. })));
+        assert_eq!(g.name.as_str().unwrap(), "compile");
+    }
+    // Grown through one mapping, read through the other.
+    ha.lock().unwrap().tags.extend(0..1000).unwrap();
+    ha.lock().unwrap().name.push_str(" and test").unwrap();
+    {
+        let g = hb.lock().unwrap();
+        assert_eq!(g.tags.len().unwrap(), 1002);
+        assert_eq!(g.name.as_str().unwrap(), "compile and test");
+    }
+    assert_eq!(targets(&ha, pa), targets(&hb, pb));
+    // Replaced through the second mapping, read through the first.
+    let new_next = Job {
+        id: 3,
+        name: ShmString::from_str_in(&b, "link").unwrap(),
+        tags: ShmVec::new(),
+        next: RelPtr::null(),
+    };
+    hb.lock().unwrap().next.set(new_next).unwrap();
+    assert_eq!(ha.lock().unwrap().next.get().unwrap().unwrap().id, 3);
+    drop((ha, hb, b));
+    let report = a.check().unwrap();
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.unreachable_blocks, 0, "{report}");
+}
+
+#[derive(ShmSafe)]
+#[repr(C)]
+struct Node {
+    id: u64,
+    next: RelPtr<Node>,
+}
+
+#[test]
+fn a_long_list_of_relative_pointers_is_walked_in_a_loop_and_freed_whole() {
+    // Deep enough that walking it by recursion would overflow a test
+    // thread's stack.
+    const N: u64 = 50_000;
+    let t = Temp::new("list");
+    let s = &t.store;
+    s.insert("seed", 0u64).unwrap();
+    let base = s.stats().unwrap().used;
+    let mut next = RelPtr::null();
+    for id in 0..N {
+        next = RelPtr::new_in(s, Node { id, next }).unwrap();
+    }
+    s.insert("list", Node { id: N, next }).unwrap();
+    let report = s.check().unwrap();
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.nested_blocks, N, "{report}");
+    assert_eq!(report.unreachable_blocks, 0, "{report}");
+    {
+        let head = s.get::<Node>("list").unwrap();
+        let first = head.next.get().unwrap().unwrap();
+        let second = first.next.get().unwrap().unwrap();
+        assert_eq!((first.id, second.id), (N - 1, N - 2));
+    }
+    s.remove("list").unwrap();
+    let report = s.check().unwrap();
+    assert_eq!(report.nested_blocks, 0, "{report}");
+    assert_eq!(report.unreachable_blocks, 0, "{report}");
+    assert!(s.stats().unwrap().used <= base + 256);
+}

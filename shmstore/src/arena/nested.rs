@@ -157,10 +157,13 @@ pub(crate) fn read_nested(
 ) -> Result<Nested> {
     let (n, fp) = read_nested_any(mem, blk, ty.size, ty.align, token)?;
     if fp != ty.fingerprint {
-        return Err(Error::corrupted(format!(
-            "nested block {blk:#x}: holds elements of another type (a container's buffer \
-             was reclaimed, corrupted, or belongs to another container)"
-        )));
+        // The container's own block (its token matched), of another element
+        // type: refused, never reinterpreted. The caller names the types.
+        return Err(Error::TypeMismatch {
+            name: format!("the buffer at {blk:#x}"),
+            expected: format!("elements with fingerprint {:#018x}", ty.fingerprint),
+            found: format!("elements with fingerprint {fp:#018x}"),
+        });
     }
     Ok(n)
 }

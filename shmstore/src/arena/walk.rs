@@ -16,7 +16,7 @@
 //! if it is held), or without it when no one else can reach the value
 //! ([`Locks::Ignore`]: a value being freed, which no handle pins).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::mem::Mem;
 use super::nested::read_nested_any;
@@ -83,6 +83,10 @@ impl Walk {
     }
 }
 
+/// How many `ShmMutex`es a walk takes at once (one inside what another
+/// guards, and so on); what lies deeper is reported busy.
+const MAX_HELD: usize = 32;
+
 /// The context of one walk.
 pub(crate) struct Walker<'a> {
     pub(crate) mem: Mem,
@@ -91,111 +95,229 @@ pub(crate) struct Walker<'a> {
     pub(crate) out: &'a mut Walk,
 }
 
+/// Where each back reference of a layout leads: the container parameter
+/// it names. Back references are resolved once, over the layout tree (the
+/// encoder computed their depths over that tree: see `layout::tree`), so
+/// that walking a value needs no stack of enclosing types and a value that
+/// refers to itself many times over (a linked list of a million nodes) is
+/// walked in a loop, not by recursion.
+struct Targets<'d>(HashMap<*const LayoutDesc, &'d LayoutDesc>);
+
+impl<'d> Targets<'d> {
+    fn of(d: &'d LayoutDesc) -> Result<Targets<'d>> {
+        let mut t = Targets(HashMap::new());
+        t.collect(d, &mut Vec::new())?;
+        Ok(t)
+    }
+
+    /// Records the back references under `d`; `params` holds the container
+    /// parameters entered on the way, innermost last (never the root).
+    fn collect(&mut self, d: &'d LayoutDesc, params: &mut Vec<&'d LayoutDesc>) -> Result<()> {
+        match &d.kind {
+            LayoutDescKind::Primitive | LayoutDescKind::Enum { .. } => {}
+            LayoutDescKind::Struct { fields, .. } => {
+                for f in fields {
+                    self.collect(&f.ty, params)?;
+                }
+            }
+            LayoutDescKind::Array { elem, .. } => self.collect(elem, params)?,
+            LayoutDescKind::Opaque { params: ps } => {
+                for p in ps {
+                    self.collect(p, params)?;
+                }
+            }
+            LayoutDescKind::Container { params: ps } => {
+                for p in ps {
+                    if let LayoutDescKind::BackRef { .. } = p.kind {
+                        self.collect(p, params)?;
+                    } else {
+                        params.push(p);
+                        let r = self.collect(p, params);
+                        params.pop();
+                        r?;
+                    }
+                }
+            }
+            LayoutDescKind::BackRef { depth } => {
+                let target = usize::try_from(*depth)
+                    .ok()
+                    .and_then(|depth| params.len().checked_sub(1 + depth))
+                    .and_then(|i| params.get(i).copied())
+                    .ok_or_else(|| Error::corrupted("a layout's back reference points nowhere"))?;
+                self.0.insert(d as *const LayoutDesc, target);
+            }
+        }
+        Ok(())
+    }
+
+    /// `d`, or what it refers to if it is a back reference.
+    fn resolve(&self, d: &'d LayoutDesc) -> Result<&'d LayoutDesc> {
+        match d.kind {
+            LayoutDescKind::BackRef { .. } => self
+                .0
+                .get(&(d as *const LayoutDesc))
+                .copied()
+                .ok_or_else(|| Error::corrupted("a layout's back reference points nowhere")),
+            _ => Ok(d),
+        }
+    }
+}
+
+/// What is left to walk: `count` values of layout `d`, `stride` bytes
+/// apart, from `off` (a map's slots are walked only if live).
+struct Work<'d> {
+    off: u64,
+    d: &'d LayoutDesc,
+    count: u64,
+    stride: u64,
+    /// For a map's keys or values: the slot's metadata word is this many
+    /// bytes before `off`.
+    live_at: Option<u64>,
+}
+
 impl Walker<'_> {
     /// Walks `count` consecutive values of layout `d` at `off`.
     pub(crate) fn values(&mut self, off: u64, d: &LayoutDesc, count: u64) -> Result<()> {
         if !has_containers(d) {
             return Ok(());
         }
-        // Back references name container parameters entered on the way,
-        // never the root (see the deep walk in `layout::tree`).
-        let mut roots = Vec::new();
-        for i in 0..count {
-            let at = i
-                .checked_mul(d.size)
-                .and_then(|b| off.checked_add(b))
-                .ok_or_else(|| Error::corrupted("a value's elements overflow the segment"))?;
-            self.value(at, d, &mut roots)?;
+        let targets = Targets::of(d)?;
+        self.run(
+            &targets,
+            Work {
+                off,
+                d,
+                count,
+                stride: d.size,
+                live_at: None,
+            },
+            0,
+        )
+    }
+
+    /// Walks what `first` names, and everything it leads to, in a loop.
+    /// `held` counts the mutexes this walk holds.
+    fn run<'d>(&mut self, targets: &Targets<'d>, first: Work<'d>, held: usize) -> Result<()> {
+        let mut todo = vec![first];
+        while let Some(w) = todo.last_mut() {
+            if w.count == 0 {
+                todo.pop();
+                continue;
+            }
+            let (off, d, live_at) = (w.off, w.d, w.live_at);
+            w.count -= 1;
+            if w.count > 0 {
+                w.off = w
+                    .off
+                    .checked_add(w.stride)
+                    .ok_or_else(|| Error::corrupted("a value's elements overflow the segment"))?;
+            }
+            self.out.spend()?;
+            if let Some(back) = live_at {
+                let meta = off
+                    .checked_sub(back)
+                    .ok_or_else(|| Error::corrupted("a map slot overflows"))?;
+                if self.mem.u64(meta)? & cl::LIVE == 0 {
+                    continue;
+                }
+            }
+            let at = |field: u64| {
+                off.checked_add(field)
+                    .ok_or_else(|| Error::corrupted("a field offset overflows"))
+            };
+            match &d.kind {
+                LayoutDescKind::Primitive | LayoutDescKind::Enum { .. } => {}
+                LayoutDescKind::Struct { fields, .. } => {
+                    for f in fields.iter().rev().filter(|f| has_containers(&f.ty)) {
+                        todo.push(Work {
+                            off: at(f.offset)?,
+                            d: &f.ty,
+                            count: 1,
+                            stride: 0,
+                            live_at: None,
+                        });
+                    }
+                }
+                LayoutDescKind::Array { elem, len } => {
+                    if has_containers(elem) {
+                        todo.push(Work {
+                            off,
+                            d: elem,
+                            count: *len,
+                            stride: elem.size,
+                            live_at: None,
+                        });
+                    }
+                }
+                LayoutDescKind::Opaque { params } => {
+                    if let ("ShmMutex", [data]) = (d.name.as_str(), params.as_slice()) {
+                        if has_containers(data) {
+                            let data_off = crate::sync::mutex_data_offset(data.align)
+                                .and_then(|d| off.checked_add(d))
+                                .ok_or_else(|| {
+                                    Error::corrupted("a mutex's data offset overflows")
+                                })?;
+                            let inner = Work {
+                                off: data_off,
+                                d: data,
+                                count: 1,
+                                stride: 0,
+                                live_at: None,
+                            };
+                            match self.locks {
+                                Locks::Ignore => todo.push(inner),
+                                Locks::Try => self.locked(targets, off, inner, held)?,
+                            }
+                        }
+                    }
+                }
+                LayoutDescKind::Container { params } => {
+                    self.container(off, d, params, targets, &mut todo)?
+                }
+                LayoutDescKind::BackRef { .. } => todo.push(Work {
+                    off,
+                    d: targets.resolve(d)?,
+                    count: 1,
+                    stride: 0,
+                    live_at: None,
+                }),
+            }
         }
         Ok(())
     }
 
-    /// Walks one value of layout `d` at `off`. `roots` holds the layouts a
-    /// back reference may name: each container parameter entered on the
-    /// way here, innermost last.
-    fn value<'d>(
+    /// What the `ShmMutex` at `off` guards (`inner`), walked under its lock
+    /// taken with `try_lock`; busy if it is held (or too many are held
+    /// here already).
+    fn locked<'d>(
         &mut self,
+        targets: &Targets<'d>,
         off: u64,
-        d: &'d LayoutDesc,
-        roots: &mut Vec<&'d LayoutDesc>,
+        inner: Work<'d>,
+        held: usize,
     ) -> Result<()> {
-        self.out.spend()?;
-        match &d.kind {
-            LayoutDescKind::Primitive | LayoutDescKind::Enum { .. } => Ok(()),
-            LayoutDescKind::Struct { fields, .. } => {
-                for f in fields {
-                    let at = off
-                        .checked_add(f.offset)
-                        .ok_or_else(|| Error::corrupted("a field offset overflows"))?;
-                    self.value(at, &f.ty, roots)?;
-                }
-                Ok(())
-            }
-            LayoutDescKind::Array { elem, len } => {
-                if !has_containers(elem) {
-                    return Ok(());
-                }
-                for i in 0..*len {
-                    let at = i
-                        .checked_mul(elem.size)
-                        .and_then(|b| off.checked_add(b))
-                        .ok_or_else(|| Error::corrupted("an array overflows"))?;
-                    self.value(at, elem, roots)?;
-                }
-                Ok(())
-            }
-            LayoutDescKind::Opaque { params } => match (d.name.as_str(), params.as_slice()) {
-                ("ShmMutex", [data]) => self.mutex(off, data, roots),
-                _ => Ok(()),
-            },
-            LayoutDescKind::Container { params } => self.container(off, d, params, roots),
-            LayoutDescKind::BackRef { depth } => {
-                let target = roots
-                    .len()
-                    .checked_sub(1 + *depth as usize)
-                    .and_then(|i| roots.get(i).copied())
-                    .ok_or_else(|| Error::corrupted("a layout's back reference points nowhere"))?;
-                self.value(off, target, roots)
-            }
-        }
-    }
-
-    /// The data of a `ShmMutex` at `off`, under its lock as `locks` says.
-    fn mutex<'d>(
-        &mut self,
-        off: u64,
-        data: &'d LayoutDesc,
-        roots: &mut Vec<&'d LayoutDesc>,
-    ) -> Result<()> {
-        if !has_containers(data) {
+        if held >= MAX_HELD {
+            self.out.busy.push(off);
             return Ok(());
         }
-        let data_off = crate::sync::mutex_data_offset(data.align)
-            .and_then(|d| off.checked_add(d))
-            .ok_or_else(|| Error::corrupted("a mutex's data offset overflows"))?;
-        match self.locks {
-            Locks::Ignore => self.value(data_off, data, roots),
-            Locks::Try => {
-                let mem = self.mem;
-                match crate::sync::try_with_locked(&mem, off, || self.value(data_off, data, roots))?
-                {
-                    Some(r) => r,
-                    None => {
-                        self.out.busy.push(off);
-                        Ok(())
-                    }
-                }
+        let mem = self.mem;
+        match crate::sync::try_with_locked(&mem, off, || self.run(targets, inner, held + 1))? {
+            Some(r) => r,
+            None => {
+                self.out.busy.push(off);
+                Ok(())
             }
         }
     }
 
-    /// A container at `off`: its buffer, then its elements.
+    /// A container at `off`: its buffer, then (queued) its elements.
     fn container<'d>(
         &mut self,
         off: u64,
         d: &'d LayoutDesc,
         params: &'d [LayoutDesc],
-        roots: &mut Vec<&'d LayoutDesc>,
+        targets: &Targets<'d>,
+        todo: &mut Vec<Work<'d>>,
     ) -> Result<()> {
         let Some(shape) = cl::shape_of(&d.name, params) else {
             return Ok(()); // no nested block (`Pod`)
@@ -250,15 +372,18 @@ impl Walker<'_> {
         match shape {
             cl::Shape::Elements => {
                 let [elem] = params else { return Ok(()) };
-                roots.push(elem);
-                let r = (0..n.len).try_for_each(|i| {
-                    let at = n.elems + i * elem_size;
-                    self.value(at, elem, roots)
-                });
-                roots.pop();
-                r
+                let elem = targets.resolve(elem)?;
+                if has_containers(elem) {
+                    todo.push(Work {
+                        off: n.elems,
+                        d: elem,
+                        count: n.len,
+                        stride: elem_size,
+                        live_at: None,
+                    });
+                }
             }
-            cl::Shape::Bytes => Ok(()),
+            cl::Shape::Bytes => {}
             cl::Shape::Map {
                 key_off,
                 value_off,
@@ -266,24 +391,24 @@ impl Walker<'_> {
                 ..
             } => {
                 let [k, v] = params else { return Ok(()) };
-                for i in 0..n.cap {
-                    let at = n.elems + i * slot;
-                    let meta = self.mem.u64(at)?;
-                    if meta & cl::LIVE == 0 {
-                        continue;
+                let (k, v) = (targets.resolve(k)?, targets.resolve(v)?);
+                for (field, d) in [(value_off, v), (key_off, k)] {
+                    if has_containers(d) {
+                        todo.push(Work {
+                            off: n
+                                .elems
+                                .checked_add(field)
+                                .ok_or_else(|| Error::corrupted("a map slot overflows"))?,
+                            d,
+                            count: n.cap,
+                            stride: slot,
+                            live_at: Some(field),
+                        });
                     }
-                    roots.push(k);
-                    let r = self.value(at + key_off, k, roots);
-                    roots.pop();
-                    r?;
-                    roots.push(v);
-                    let r = self.value(at + value_off, v, roots);
-                    roots.pop();
-                    r?;
                 }
-                Ok(())
             }
         }
+        Ok(())
     }
 }
 

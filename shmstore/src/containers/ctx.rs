@@ -6,7 +6,7 @@ use std::hash::BuildHasher;
 use std::sync::OnceLock;
 
 use crate::arena::mem::Mem;
-use crate::arena::nested::{read_nested, ElemType, Nested};
+use crate::arena::nested::{read_nested_any, ElemType, Nested};
 use crate::arena::Arena;
 use crate::store::{located, store_with_id, Inner};
 use crate::{Error, Result, ShmSafe, Store};
@@ -139,15 +139,21 @@ impl<'a> Ctx<'a> {
     pub(crate) fn nested<T: ShmSafe>(&self, blk: u64, token: u64) -> Result<Nested> {
         let ty = elem_type::<T>();
         let mem = self.mem();
-        let n = match read_nested(&mem, blk, ty, token) {
-            Ok(n) => n,
+        let read = || read_nested_any(&mem, blk, ty.size, ty.align, token);
+        let (n, fp) = match read() {
+            Ok(found) => found,
             // Perhaps in pages another process committed since this one
             // last looked: commit them here too, and look again.
             Err(_) => {
                 self.inner().sync_backed()?;
-                read_nested(&mem, blk, ty, token)?
+                read()?
             }
         };
+        if fp != ty.fingerprint {
+            // The container's own block (its token matched), of another
+            // element type: refused, never reinterpreted.
+            return Err(self.wrong_elements::<T>(blk, fp));
+        }
         if !self.in_segment && n.pending != self.pending() {
             let mark = self.pending();
             return self.with_arena(|a| {
@@ -159,6 +165,39 @@ impl<'a> Ctx<'a> {
             });
         }
         Ok(n)
+    }
+}
+
+impl Ctx<'_> {
+    /// [`Error::TypeMismatch`] for a buffer of elements with fingerprint
+    /// `stored` where a `T` was expected: `T`'s layout, and the stored
+    /// elements' layout if the store has registered their type.
+    fn wrong_elements<T: ShmSafe>(&self, blk: u64, stored: u64) -> Error {
+        // Read without the header lock (which the caller may hold): the
+        // registry only grows, and a text read while it moves is at worst
+        // not found.
+        let found = self
+            .reader()
+            .and_then(|a| match a.find_type(stored)? {
+                Some(idx) => a.type_text(idx).map(|(_, text)| Some(text)),
+                None => Ok(None),
+            })
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| {
+                format!(
+                    "elements of a type this store has not registered (fingerprint {stored:#018x})"
+                )
+            });
+        Error::TypeMismatch {
+            name: format!("the buffer at {blk:#x}"),
+            expected: format!(
+                "{} (fingerprint {:#018x})",
+                T::LAYOUT,
+                elem_type::<T>().fingerprint
+            ),
+            found,
+        }
     }
 }
 
