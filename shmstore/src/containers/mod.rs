@@ -68,9 +68,12 @@
 //! allocated block of its store holding this container's token and element
 //! type, with room for its length; a container moved into another store's
 //! segment (by `mem::swap` through two guards) refuses with
-//! [`Error::ForeignContainer`](crate::Error::ForeignContainer), and one
-//! whose buffer was reclaimed gets [`Error::Corrupted`](crate::Error)
-//! — never another container's memory.
+//! [`Error::ForeignContainer`](crate::Error::ForeignContainer) (and so does
+//! `insert` of a value holding one), a buffer that records another element
+//! type is an [`Error::TypeMismatch`](crate::Error::TypeMismatch) naming
+//! both, and a container whose buffer was reclaimed gets
+//! [`Error::Corrupted`](crate::Error) — never another container's memory,
+//! never a reinterpretation.
 //!
 //! # Ownership, drops and leaks
 //!
@@ -85,9 +88,16 @@
 //! What a crash can cost is an unreachable block — an operation killed at
 //! any instruction leaves its container valid: a push writes the element
 //! before it publishes the new length, growth copies into a new buffer and
-//! switches to it with one word before freeing the old one. `check()`
-//! reports unreachable buffers and [`Store::collect`](crate::Store::collect)
-//! frees them.
+//! switches to it with one word before freeing the old one. So can a value
+//! lost without its `Drop` (`mem::forget`, a process killed while building
+//! one). [`Store::check`](crate::Store::check) reports unreachable buffers
+//! and [`Store::collect`](crate::Store::collect) frees them, except those a
+//! live process may still be using (buffers of a value it is building, or
+//! of a container it moved out through a guard, which it marks as its own
+//! until the value is published), and nothing at all while a mutex hides
+//! part of a value. The `jobs` example kills a process in the middle of an
+//! update and reclaims what it left:
+//! `cargo run --release --example jobs`.
 //!
 //! # Reads and writes
 //!
