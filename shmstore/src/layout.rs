@@ -423,7 +423,7 @@ impl TypeLayout {
 /// computed once per type and thread (the compile-time
 /// [`ShmSafe::FINGERPRINT`] for a type without containers).
 pub fn graph_fingerprint_of<T: ShmSafe>() -> u64 {
-    if !T::LAYOUT.has_containers() {
+    if !const { T::LAYOUT.has_containers() } {
         return T::FINGERPRINT;
     }
     thread_local! {

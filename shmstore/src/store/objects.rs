@@ -213,7 +213,7 @@ impl Store {
             }
         };
         let finish = |a: &Arena<'_>, rec: u64, found: Option<Found>| -> Result<(Record, bool)> {
-            if T::LAYOUT.has_containers() && a.link_value(rec)? != 0 {
+            if const { T::LAYOUT.has_containers() } && a.link_value(rec)? != 0 {
                 return Err(Error::ForeignContainer {
                     container: "container",
                     store: self.inner.name().to_string(),
