@@ -6,6 +6,7 @@ use core::mem::{align_of, offset_of, size_of};
 use core::ops::{Deref, DerefMut};
 use core::ptr;
 use core::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use super::held::{self, Held};
 use crate::layout::{InvalidBitPattern, LayoutKind, ShmMovable, ShmSafe, TypeLayout};
@@ -162,6 +163,54 @@ impl<T: ShmSafe> ShmMutex<T> {
     pub fn try_lock(&self) -> Result<Option<ShmMutexGuard<'_, T>>, Error> {
         match self.raw.try_lock()? {
             Some(acquired) => self.acquire(acquired, Flag::Refuse).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Like [`lock`](ShmMutex::lock), but gives up after `timeout`:
+    /// `Ok(None)` if the lock was still held by someone else then.
+    ///
+    /// The wait is measured on the monotonic clock. A holder that died is
+    /// noticed at once (the kernel hands the lock over), so the timeout only
+    /// bounds waiting for a live holder — one that is slow, stopped
+    /// (`SIGSTOP`), or waiting for something itself.
+    ///
+    /// ```
+    /// # use shmstore::ShmMutex;
+    /// # use std::time::Duration;
+    /// # fn main() -> shmstore::Result<()> {
+    /// let m = ShmMutex::new(0u64);
+    /// match m.try_lock_for(Duration::from_millis(100))? {
+    ///     Some(mut guard) => *guard += 1,
+    ///     None => eprintln!("still busy after 100 ms"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`lock`](ShmMutex::lock).
+    pub fn try_lock_for(&self, timeout: Duration) -> Result<Option<ShmMutexGuard<'_, T>>, Error> {
+        match self.raw.lock_for(timeout)? {
+            Some(acquired) => self.acquire(acquired, Flag::Refuse).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// [`lock_recover`](ShmMutex::lock_recover) with a timeout, as
+    /// [`try_lock_for`](ShmMutex::try_lock_for): `Ok(None)` if the lock was
+    /// still held when `timeout` passed.
+    ///
+    /// # Errors
+    ///
+    /// As for [`lock_recover`](ShmMutex::lock_recover).
+    pub fn try_lock_recover_for(
+        &self,
+        timeout: Duration,
+    ) -> Result<Option<ShmMutexGuard<'_, T>>, Error> {
+        match self.raw.lock_for(timeout)? {
+            Some(acquired) => self.acquire(acquired, Flag::Report).map(Some),
             None => Ok(None),
         }
     }
@@ -560,6 +609,52 @@ mod tests {
         let mut m = *m;
         *m.get_mut() += 1;
         assert_eq!(m.into_inner(), 43);
+    }
+
+    #[test]
+    fn a_timed_lock_gives_up_on_a_held_mutex() {
+        let m = in_place(1u32);
+        let m = &*m;
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let holder = s.spawn(move || {
+                let g = m.lock().unwrap();
+                locked_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+                drop(g);
+            });
+            locked_rx.recv().unwrap();
+            let t = std::time::Instant::now();
+            assert!(m.try_lock_for(Duration::from_millis(30)).unwrap().is_none());
+            assert!(m
+                .try_lock_recover_for(Duration::from_millis(1))
+                .unwrap()
+                .is_none());
+            assert!(t.elapsed() >= Duration::from_millis(30));
+            release_tx.send(()).unwrap();
+            holder.join().unwrap();
+        });
+        let g = m.try_lock_for(Duration::from_secs(5)).unwrap().unwrap();
+        assert!(
+            matches!(
+                m.try_lock_for(Duration::from_secs(5)),
+                Err(Error::InvalidArgument { .. })
+            ),
+            "a relock is refused, not waited for"
+        );
+        drop(g);
+        lock_and_die(m, |v| *v = 2);
+        assert!(matches!(
+            m.try_lock_for(Duration::from_secs(5)),
+            Err(Error::OwnerDied { .. })
+        ));
+        let mut g = m
+            .try_lock_recover_for(Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
+        assert!(g.owner_died());
+        g.mark_consistent();
     }
 
     #[test]
