@@ -118,7 +118,7 @@ unsafe impl<T: Send> Send for ShmMutex<T> {}
 
 /// How [`ShmMutex::acquire`] treats the owner-died flag.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Flag {
+pub(crate) enum Flag {
     /// Refuse with `OwnerDied` while it is set.
     Refuse,
     /// Hand out the guard; it reports the flag.
@@ -284,6 +284,11 @@ impl<T: ShmSafe> ShmMutex<T> {
     /// notes the lock as held (see [`held`]), and makes the pthread mutex
     /// consistent again so that it can never become unrecoverable.
     fn locked(&self, acquired: Acquired) -> ShmMutexGuard<'_, T> {
+        self.locked_as(acquired, Flag::Refuse)
+    }
+
+    /// [`locked`](Self::locked), for a guard of the given kind.
+    fn locked_as(&self, acquired: Acquired, flag: Flag) -> ShmMutexGuard<'_, T> {
         let held = held::note_locked(self as *const Self as usize);
         if acquired == Acquired::OwnerDied {
             // First the flag (a death after it is seen again by the next
@@ -298,6 +303,7 @@ impl<T: ShmSafe> ShmMutex<T> {
             mutex: self,
             held: Some(held),
             owner_died: self.state.load(Ordering::Acquire) & INCONSISTENT != 0,
+            flag,
         }
     }
 
@@ -305,10 +311,10 @@ impl<T: ShmSafe> ShmMutex<T> {
     /// applies `flag`, then validates the data.
     fn acquire(&self, acquired: Acquired, flag: Flag) -> Result<ShmMutexGuard<'_, T>, Error> {
         // From here on the guard owns the lock: any early return unlocks.
-        let guard = self.locked(acquired);
+        let guard = self.locked_as(acquired, flag);
         if guard.owner_died && flag == Flag::Refuse {
             return Err(Error::OwnerDied {
-                what: describe_lock(self.lock_addr(), Self::LAYOUT),
+                what: super::describe(self.lock_addr(), Self::LAYOUT),
             });
         }
         if let Err(e) = self.check_data_locked() {
@@ -318,6 +324,34 @@ impl<T: ShmSafe> ShmMutex<T> {
             )));
         }
         Ok(guard)
+    }
+
+    /// Takes the lock again for a guard of kind `flag` that gave it up to
+    /// wait on a condition variable: spins on `try_lock` for a moment (the
+    /// notifier usually releases the lock within microseconds, and a futex
+    /// sleep would cost a wake-up), then blocks.
+    pub(crate) fn relock(&self, flag: Flag) -> Result<ShmMutexGuard<'_, T>, Error> {
+        let mut acquired = None;
+        let mut failed = None;
+        super::wait::spin(|| match self.raw.try_lock() {
+            Ok(Some(a)) => {
+                acquired = Some(a);
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                failed = Some(e);
+                true
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let acquired = match acquired {
+            Some(a) => a,
+            None => self.raw.lock()?,
+        };
+        self.acquire(acquired, flag)
     }
 
     fn lock_addr(&self) -> usize {
@@ -353,15 +387,6 @@ impl<T: ShmSafe> ShmMutex<T> {
     /// Consumes the mutex and returns the data.
     pub fn into_inner(self) -> T {
         self.data.into_inner()
-    }
-}
-
-/// Names a lock for an [`Error::OwnerDied`]: its type, and the store and
-/// object it lives in when this process can tell.
-fn describe_lock(addr: usize, layout: &'static TypeLayout) -> String {
-    match crate::store::describe_address(addr) {
-        Some(place) => format!("{} {place}", layout.type_expr()),
-        None => format!("{} at {addr:#x}", layout.type_expr()),
     }
 }
 
@@ -473,13 +498,16 @@ pub struct ShmMutexGuard<'a, T: ShmSafe> {
     held: Option<Held>,
     /// The owner-died flag was set when the lock was taken.
     owner_died: bool,
+    /// How the guard was asked for (a condition variable's wait takes the
+    /// lock again the same way).
+    flag: Flag,
 }
 
 // SAFETY: sharing `&ShmMutexGuard` across threads only gives out `&T`,
 // which is fine when `T: Sync` (as for `std::sync::MutexGuard`).
 unsafe impl<T: ShmSafe + Sync> Sync for ShmMutexGuard<'_, T> {}
 
-impl<T: ShmSafe> ShmMutexGuard<'_, T> {
+impl<'a, T: ShmSafe> ShmMutexGuard<'a, T> {
     /// `true` if a previous holder died and the data has not been marked
     /// consistent since (only a guard from
     /// [`lock_recover`](ShmMutex::lock_recover) can say so).
@@ -492,6 +520,15 @@ impl<T: ShmSafe> ShmMutexGuard<'_, T> {
     pub fn mark_consistent(&mut self) {
         self.mutex.state.store(0, Ordering::Release);
         self.owner_died = false;
+    }
+
+    /// Releases the lock to wait on a condition variable: returns the
+    /// mutex and how to take it again ([`ShmMutex::relock`]).
+    pub(crate) fn unlock_for_wait(self) -> (&'a ShmMutex<T>, Flag) {
+        let (mutex, flag) = (self.mutex, self.flag);
+        // Dropping the guard unlocks and un-notes the lock.
+        drop(self);
+        (mutex, flag)
     }
 }
 
