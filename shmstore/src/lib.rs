@@ -13,8 +13,9 @@
 //!   `&[T]` and pin what they point at.
 //! - [`ShmMutex`]: a robust process-shared mutex; a holder's death is
 //!   [`Error::OwnerDied`] for every later locker until the data is marked
-//!   consistent. [`ShmCondvar`] and [`ShmEvent`]: waiting for another
-//!   process's change, which no dead process can make wait forever.
+//!   consistent. [`ShmCondvar`], [`ShmEvent`] and [`ShmSemaphore`]:
+//!   waiting for another process, which no dead process can make wait
+//!   forever.
 //! - [`Error`]: one enum, a variant per cause.
 //!
 //! ```
@@ -86,4 +87,4 @@ pub use shmstore_derive::ShmSafe;
 pub use store::{
     CheckReport, Entry, Handle, SliceHandle, Store, StoreOptions, MAX_OBJECT_NAME, MIN_CAPACITY,
 };
-pub use sync::{ShmCondvar, ShmEvent, ShmMutex, ShmMutexGuard, WaitTimeoutResult};
+pub use sync::{ShmCondvar, ShmEvent, ShmMutex, ShmMutexGuard, ShmSemaphore, WaitTimeoutResult};

@@ -9,14 +9,16 @@
 //! | [`ShmMutex<T>`]     | a robust mutex around a `T` (a process-shared robust pthread mutex) |
 //! | [`ShmCondvar`]      | a condition variable for a `ShmMutex`                         |
 //! | [`ShmEvent`]        | a generation counter to wait on: "something changed"          |
+//! | [`ShmSemaphore`]    | a counting semaphore; optionally, dead holders' permits return |
 //!
 //! # Timeouts
 //!
 //! Every blocking call has a timed form that may come back without what it
 //! waited for — as a value, never as an error:
 //!
-//! - `try_*_for(timeout)` returns `Ok(None)` when the time runs out, like
-//!   `try_*()` does when the thing is not available now;
+//! - `try_*_for(timeout)` returns `Ok(None)` (`Ok(false)` for a semaphore)
+//!   when the time runs out, like `try_*()` does when the thing is not
+//!   available now;
 //! - [`ShmCondvar::wait_timeout`] returns the guard with a
 //!   [`WaitTimeoutResult`], as `std` does; [`ShmEvent::wait_for_change`]
 //!   returns `Ok(None)`.
@@ -61,11 +63,13 @@ mod condvar;
 mod event;
 pub(crate) mod held;
 mod mutex;
+mod semaphore;
 pub(crate) mod wait;
 
 pub use condvar::{ShmCondvar, WaitTimeoutResult};
 pub use event::ShmEvent;
 pub use mutex::{ShmMutex, ShmMutexGuard};
+pub use semaphore::{ShmSemaphore, MAX_HOLDERS, MAX_PERMITS};
 
 use crate::layout::TypeLayout;
 

@@ -17,7 +17,12 @@
 //!   and judged by [`crate::sys::proc`]'s three-way liveness: only a
 //!   definite "dead" lets anyone take over what they hold.
 
+use core::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::sys::futex::{self, Woke};
+use crate::sys::proc::{self, Liveness, Me, StartTime};
+use crate::Result;
 
 /// The longest a waiter sleeps before it looks at the state again.
 pub(crate) const SLICE: Duration = Duration::from_millis(25);
@@ -90,8 +95,176 @@ pub(crate) fn spin(mut ready: impl FnMut() -> bool) -> bool {
     ready()
 }
 
-/// Flag bit of a futex word: someone may sleep on it.
+/// Flag bit of a bell word: someone may sleep on it.
 pub(crate) const SLEEPERS: u32 = 1;
+
+/// A 32-bit futex word that waiters sleep on and wakers ring.
+///
+/// | bits  | meaning                                                      |
+/// |-------|--------------------------------------------------------------|
+/// | 0     | [`SLEEPERS`]: someone announced it would sleep; cleared by a ring |
+/// | 1..32 | ring count (wraps): every ring changes it                     |
+///
+/// A waiter reads the word, checks its condition, announces itself
+/// ([`Bell::announce`]), checks the condition again, and sleeps on the word
+/// it announced. A waker changes the state the condition reads, then
+/// rings: [`Bell::ring`] always (one read-modify-write), or
+/// [`Bell::ring_if_announced`] (one load when no one sleeps) provided the
+/// state change and that load are both `SeqCst`, as are the waiter's
+/// announcement and recheck — then either the waiter sees the new state or
+/// the waker sees the flag.
+///
+/// A word whose low bits count something else (a semaphore's permits)
+/// uses another flag bit: [`Bell::with_flag`].
+pub(crate) struct Bell<'a> {
+    word: &'a AtomicU32,
+    flag: u32,
+}
+
+impl<'a> Bell<'a> {
+    /// A bell on `word` whose sleeper flag is `flag` (one bit); only
+    /// [`Bell::announce`] and [`Bell::sleep`] may be used on it (the other
+    /// bits are not a ring count).
+    pub(crate) fn with_flag(word: &'a AtomicU32, flag: u32) -> Bell<'a> {
+        Bell { word, flag }
+    }
+
+    /// The word now (to pass to [`Bell::announce`] after checking the
+    /// condition).
+    pub(crate) fn read(&self) -> u32 {
+        self.word.load(Ordering::SeqCst)
+    }
+
+    /// Sets the flag unless the word was rung since `seen`: the word to
+    /// sleep on, or `None` if it was rung.
+    pub(crate) fn announce(&self, seen: u32) -> Option<u32> {
+        let flag = self.flag;
+        let mut cur = self.word.load(Ordering::SeqCst);
+        loop {
+            if cur | flag != seen | flag {
+                return None;
+            }
+            if cur & flag != 0 {
+                return Some(cur);
+            }
+            match self.word.compare_exchange_weak(
+                cur,
+                cur | flag,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => return Some(cur | flag),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Sleeps on `announced` (from [`Bell::announce`]) for at most `slice`.
+    pub(crate) fn sleep(&self, announced: u32, slice: Duration) -> Result<Woke> {
+        futex::wait(self.word, announced, slice)
+    }
+}
+
+/// Waits, in bounded sleeps, until `ready()` returns `Some`: spins first,
+/// then announces itself on `bell`, checks again, sleeps a slice, and so on.
+/// Every [`CHECK_EVERY`] of waiting it runs `check()` (which looks at the
+/// liveness of holders and repairs what dead ones left; an error ends the
+/// wait). `None` when the deadline passes.
+pub(crate) fn wait_until<R>(
+    bell: Bell<'_>,
+    deadline: Deadline,
+    mut ready: impl FnMut() -> Result<Option<R>>,
+    mut check: impl FnMut() -> Result<()>,
+) -> Result<Option<R>> {
+    if let Some(r) = ready()? {
+        return Ok(Some(r));
+    }
+    let mut found = None;
+    let mut failed = None;
+    spin(|| match ready() {
+        Ok(Some(r)) => {
+            found = Some(r);
+            true
+        }
+        Ok(None) => false,
+        Err(e) => {
+            failed = Some(e);
+            true
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if found.is_some() {
+        return Ok(found);
+    }
+    let mut last_check = Instant::now();
+    loop {
+        let seen = bell.read();
+        if let Some(r) = ready()? {
+            return Ok(Some(r));
+        }
+        let Some(slice) = deadline.slice() else {
+            return Ok(None);
+        };
+        if let Some(announced) = bell.announce(seen) {
+            // The recheck must not be ordered before the announcement.
+            core::sync::atomic::fence(Ordering::SeqCst);
+            if let Some(r) = ready()? {
+                return Ok(Some(r));
+            }
+            bell.sleep(announced, slice)?;
+        }
+        if last_check.elapsed() >= CHECK_EVERY {
+            check()?;
+            last_check = Instant::now();
+        }
+    }
+}
+
+/// A process's identity packed into 64 bits: pid in the low half, the low
+/// 32 bits of its start time in the high half (`u32::MAX` for unknown).
+/// Never 0 (no process has pid 0), so 0 can mean "nobody".
+pub(crate) fn id64(me: Me) -> u64 {
+    me.pid as u64 | (me.start.low32_word() as u64) << 32
+}
+
+/// This process's [`id64`].
+pub(crate) fn my_id64() -> u64 {
+    id64(proc::me())
+}
+
+/// Whether the process recorded as `id` ([`id64`]) is known to be dead.
+/// Unknown counts as alive; this process (and a process recorded with our
+/// pid and another start time, which must be gone) is answered without a
+/// system call.
+pub(crate) fn id64_is_dead(id: u64) -> bool {
+    let pid = id as u32;
+    let start = StartTime::from_low32_word((id >> 32) as u32);
+    dead(pid, start, 32)
+}
+
+/// Whether `(pid, start)` (with `bits` low bits of the start time
+/// recorded: 16 or 32) is known to be dead.
+pub(crate) fn dead(pid: u32, start: StartTime, bits: u32) -> bool {
+    let me = proc::me();
+    if pid == me.pid {
+        // Another process had our pid if the start times differ.
+        let mine = match bits {
+            16 => StartTime::from_low16_word(me.start.low16_word()),
+            _ => StartTime::from_low32_word(me.start.low32_word()),
+        };
+        return match (start, mine) {
+            (StartTime::Known(a), StartTime::Known(b)) => a != b,
+            _ => false,
+        };
+    }
+    let answer = match bits {
+        16 => proc::liveness_low16(pid, start),
+        _ => proc::liveness_low32(pid, start),
+    };
+    answer == Liveness::Dead
+}
 
 #[cfg(test)]
 mod tests {
@@ -107,5 +280,26 @@ mod tests {
         assert!(d.expired());
         assert_eq!(d.slice(), None);
         assert!(!Deadline::after(Duration::MAX).expired());
+    }
+
+    #[test]
+    fn identities_round_trip_and_judge_this_process_alive() {
+        let me = proc::me();
+        let id = id64(me);
+        assert_eq!(id as u32, me.pid);
+        assert!(!id64_is_dead(id));
+        // Our pid with another start time: that process is gone.
+        if let StartTime::Known(t) = me.start {
+            let other = Me {
+                pid: me.pid,
+                start: StartTime::Known(t ^ 1),
+            };
+            assert!(id64_is_dead(id64(other)));
+        }
+        let nobody = Me {
+            pid: i32::MAX as u32,
+            start: me.start,
+        };
+        assert!(id64_is_dead(id64(nobody)));
     }
 }
