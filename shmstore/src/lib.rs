@@ -13,9 +13,9 @@
 //!   `&[T]` and pin what they point at.
 //! - [`ShmMutex`]: a robust process-shared mutex; a holder's death is
 //!   [`Error::OwnerDied`] for every later locker until the data is marked
-//!   consistent. [`ShmCondvar`], [`ShmEvent`] and [`ShmSemaphore`]:
-//!   waiting for another process, which no dead process can make wait
-//!   forever.
+//!   consistent. [`ShmRwLock`], [`ShmCondvar`], [`ShmEvent`] and
+//!   [`ShmSemaphore`]: the rest of [`sync`], none of which a dead process
+//!   can wedge.
 //! - [`Error`]: one enum, a variant per cause.
 //!
 //! ```
@@ -87,4 +87,7 @@ pub use shmstore_derive::ShmSafe;
 pub use store::{
     CheckReport, Entry, Handle, SliceHandle, Store, StoreOptions, MAX_OBJECT_NAME, MIN_CAPACITY,
 };
-pub use sync::{ShmCondvar, ShmEvent, ShmMutex, ShmMutexGuard, ShmSemaphore, WaitTimeoutResult};
+pub use sync::{
+    ShmCondvar, ShmEvent, ShmMutex, ShmMutexGuard, ShmRwLock, ShmRwLockReadGuard,
+    ShmRwLockWriteGuard, ShmSemaphore, WaitTimeoutResult,
+};

@@ -7,6 +7,7 @@
 //! | type                | what                                                          |
 //! |---------------------|---------------------------------------------------------------|
 //! | [`ShmMutex<T>`]     | a robust mutex around a `T` (a process-shared robust pthread mutex) |
+//! | [`ShmRwLock<T>`]    | many readers or one writer, robust on both sides              |
 //! | [`ShmCondvar`]      | a condition variable for a `ShmMutex`                         |
 //! | [`ShmEvent`]        | a generation counter to wait on: "something changed"          |
 //! | [`ShmSemaphore`]    | a counting semaphore; optionally, dead holders' permits return |
@@ -62,13 +63,16 @@
 mod condvar;
 mod event;
 pub(crate) mod held;
+mod local;
 mod mutex;
+mod rwlock;
 mod semaphore;
 pub(crate) mod wait;
 
 pub use condvar::{ShmCondvar, WaitTimeoutResult};
 pub use event::ShmEvent;
 pub use mutex::{ShmMutex, ShmMutexGuard};
+pub use rwlock::{ShmRwLock, ShmRwLockReadGuard, ShmRwLockWriteGuard, MAX_READER_PROCESSES};
 pub use semaphore::{ShmSemaphore, MAX_HOLDERS, MAX_PERMITS};
 
 use crate::layout::TypeLayout;

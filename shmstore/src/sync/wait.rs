@@ -122,6 +122,14 @@ pub(crate) struct Bell<'a> {
 }
 
 impl<'a> Bell<'a> {
+    /// A bell on `word` with the [`SLEEPERS`] flag.
+    pub(crate) fn new(word: &'a AtomicU32) -> Bell<'a> {
+        Bell {
+            word,
+            flag: SLEEPERS,
+        }
+    }
+
     /// A bell on `word` whose sleeper flag is `flag` (one bit); only
     /// [`Bell::announce`] and [`Bell::sleep`] may be used on it (the other
     /// bits are not a ring count).
@@ -162,6 +170,33 @@ impl<'a> Bell<'a> {
     /// Sleeps on `announced` (from [`Bell::announce`]) for at most `slice`.
     pub(crate) fn sleep(&self, announced: u32, slice: Duration) -> Result<Woke> {
         futex::wait(self.word, announced, slice)
+    }
+
+    /// Changes the ring count, clears the flag, and wakes every sleeper if
+    /// the flag was set.
+    pub(crate) fn ring(&self) {
+        debug_assert_eq!(self.flag, SLEEPERS);
+        let old = self
+            .word
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+                Some(v.wrapping_add(2) & !SLEEPERS)
+            });
+        // `fetch_update` with a closure that always returns `Some` cannot
+        // fail.
+        let old = old.unwrap_or_else(|v| v);
+        if old & SLEEPERS != 0 {
+            // A failed wake (impossible for a live word) leaves sleepers to
+            // wake up at the end of their slice, which they do anyway.
+            let _ = futex::wake(self.word, u32::MAX);
+        }
+    }
+
+    /// [`Bell::ring`] only if someone announced itself (see the type docs
+    /// for the ordering this needs).
+    pub(crate) fn ring_if_announced(&self) {
+        if self.word.load(Ordering::SeqCst) & SLEEPERS != 0 {
+            self.ring();
+        }
     }
 }
 
@@ -280,6 +315,54 @@ mod tests {
         assert!(d.expired());
         assert_eq!(d.slice(), None);
         assert!(!Deadline::after(Duration::MAX).expired());
+    }
+
+    #[test]
+    fn a_bell_wakes_an_announced_sleeper_and_clears_its_flag() {
+        let word = AtomicU32::new(0);
+        let bell = Bell::new(&word);
+        let seen = bell.read();
+        let announced = bell.announce(seen).unwrap();
+        assert_eq!(announced & SLEEPERS, SLEEPERS);
+        bell.ring();
+        assert_eq!(word.load(Ordering::Relaxed) & SLEEPERS, 0);
+        // Rung since `seen`: announcing again says so.
+        assert_eq!(bell.announce(seen), None);
+        // And a sleep on the old word returns at once.
+        assert_eq!(
+            bell.sleep(announced, Duration::from_secs(5)).unwrap(),
+            Woke::Changed
+        );
+    }
+
+    #[test]
+    fn wait_until_returns_what_is_ready_or_none_at_the_deadline() {
+        let word = AtomicU32::new(0);
+        let flag = AtomicU32::new(0);
+        let got = std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(5));
+                flag.store(7, Ordering::SeqCst);
+                Bell::new(&word).ring_if_announced();
+            });
+            wait_until(
+                Bell::new(&word),
+                Deadline::after(Duration::from_secs(30)),
+                || Ok(Some(flag.load(Ordering::SeqCst)).filter(|&v| v != 0)),
+                || Ok(()),
+            )
+        });
+        assert_eq!(got.unwrap(), Some(7));
+        let t = Instant::now();
+        let none: Option<()> = wait_until(
+            Bell::new(&word),
+            Deadline::after(Duration::from_millis(30)),
+            || Ok(None),
+            || Ok(()),
+        )
+        .unwrap();
+        assert_eq!(none, None);
+        assert!(t.elapsed() >= Duration::from_millis(30));
     }
 
     #[test]
