@@ -13,9 +13,9 @@
 //!   `&[T]` and pin what they point at.
 //! - [`ShmMutex`]: a robust process-shared mutex; a holder's death is
 //!   [`Error::OwnerDied`] for every later locker until the data is marked
-//!   consistent. [`ShmRwLock`], [`ShmCondvar`], [`ShmEvent`] and
-//!   [`ShmSemaphore`]: the rest of [`sync`], none of which a dead process
-//!   can wedge.
+//!   consistent. [`ShmRwLock`], [`ShmCondvar`], [`ShmEvent`],
+//!   [`ShmSemaphore`] and [`ShmQueue`]: the rest of [`sync`], none of which
+//!   a dead process can wedge.
 //! - [`Error`]: one enum, a variant per cause.
 //!
 //! ```
@@ -88,6 +88,6 @@ pub use store::{
     CheckReport, Entry, Handle, SliceHandle, Store, StoreOptions, MAX_OBJECT_NAME, MIN_CAPACITY,
 };
 pub use sync::{
-    ShmCondvar, ShmEvent, ShmMutex, ShmMutexGuard, ShmRwLock, ShmRwLockReadGuard,
+    ShmCondvar, ShmEvent, ShmMutex, ShmMutexGuard, ShmQueue, ShmRwLock, ShmRwLockReadGuard,
     ShmRwLockWriteGuard, ShmSemaphore, WaitTimeoutResult,
 };

@@ -11,15 +11,16 @@
 //! | [`ShmCondvar`]      | a condition variable for a `ShmMutex`                         |
 //! | [`ShmEvent`]        | a generation counter to wait on: "something changed"          |
 //! | [`ShmSemaphore`]    | a counting semaphore; optionally, dead holders' permits return |
+//! | [`ShmQueue<T, N>`]  | a bounded queue of values, many producers and consumers       |
 //!
 //! # Timeouts
 //!
 //! Every blocking call has a timed form that may come back without what it
 //! waited for — as a value, never as an error:
 //!
-//! - `try_*_for(timeout)` returns `Ok(None)` (`Ok(false)` for a semaphore)
-//!   when the time runs out, like `try_*()` does when the thing is not
-//!   available now;
+//! - `try_*_for(timeout)` returns `Ok(None)` (`Ok(false)` for a semaphore;
+//!   a push gives the value back as `Ok(Err(value))`) when the time runs
+//!   out, like `try_*()` does when the thing is not available now;
 //! - [`ShmCondvar::wait_timeout`] returns the guard with a
 //!   [`WaitTimeoutResult`], as `std` does; [`ShmEvent::wait_for_change`]
 //!   returns `Ok(None)`.
@@ -65,6 +66,7 @@ mod event;
 pub(crate) mod held;
 mod local;
 mod mutex;
+mod queue;
 mod rwlock;
 mod semaphore;
 pub(crate) mod wait;
@@ -72,6 +74,7 @@ pub(crate) mod wait;
 pub use condvar::{ShmCondvar, WaitTimeoutResult};
 pub use event::ShmEvent;
 pub use mutex::{ShmMutex, ShmMutexGuard};
+pub use queue::ShmQueue;
 pub use rwlock::{ShmRwLock, ShmRwLockReadGuard, ShmRwLockWriteGuard, MAX_READER_PROCESSES};
 pub use semaphore::{ShmSemaphore, MAX_HOLDERS, MAX_PERMITS};
 
