@@ -15,7 +15,8 @@
 //!   [`Error::OwnerDied`] for every later locker until the data is marked
 //!   consistent. [`ShmRwLock`], [`ShmCondvar`], [`ShmEvent`],
 //!   [`ShmSemaphore`] and [`ShmQueue`]: the rest of [`sync`], none of which
-//!   a dead process can wedge.
+//!   a dead process can wedge; [`Store::wait_for`] waits for an object to
+//!   appear.
 //! - [`Error`]: one enum, a variant per cause.
 //!
 //! ```

@@ -13,6 +13,9 @@
 //! | [`ShmSemaphore`]    | a counting semaphore; optionally, dead holders' permits return |
 //! | [`ShmQueue<T, N>`]  | a bounded queue of values, many producers and consumers       |
 //!
+//! and [`Store::wait_for`](crate::Store::wait_for) waits for a named object
+//! to appear.
+//!
 //! # Timeouts
 //!
 //! Every blocking call has a timed form that may come back without what it
@@ -23,7 +26,7 @@
 //!   out, like `try_*()` does when the thing is not available now;
 //! - [`ShmCondvar::wait_timeout`] returns the guard with a
 //!   [`WaitTimeoutResult`], as `std` does; [`ShmEvent::wait_for_change`]
-//!   returns `Ok(None)`.
+//!   and [`Store::wait_for`](crate::Store::wait_for) return `Ok(None)`.
 //!
 //! Errors are for what went wrong: a holder that died
 //! ([`Error::OwnerDied`]), bytes that are not a valid primitive
