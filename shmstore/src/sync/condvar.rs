@@ -197,6 +197,7 @@ impl ShmCondvar {
     /// not remembered: waiters check their condition under the mutex first.
     pub fn notify_one(&self) {
         let old = self.seq.fetch_add(2, Ordering::AcqRel);
+        crate::crash::step();
         if old & SLEEPERS == 0 {
             return;
         }
@@ -228,6 +229,7 @@ impl ShmCondvar {
                 Some(v.wrapping_add(2) & !SLEEPERS)
             })
             .unwrap_or_else(|v| v);
+        crate::crash::step();
         if old & SLEEPERS != 0 {
             // A failed wake (impossible for a live word) leaves sleepers to
             // the end of their slice.

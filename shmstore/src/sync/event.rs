@@ -99,6 +99,7 @@ impl ShmEvent {
                 Some(v.wrapping_add(2) & !SLEEPERS)
             })
             .unwrap_or_else(|v| v);
+        crate::crash::step();
         if old & SLEEPERS != 0 {
             // A failed wake (impossible for a live word) only leaves the
             // sleepers to their slice's end, where they see the change.
