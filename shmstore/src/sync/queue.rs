@@ -61,6 +61,7 @@ fn lap_diff(a: u64, b: u64) -> i64 {
 
 /// This process's claimant bits, or an error on a pid that does not fit
 /// (Linux pids are below 2^22).
+#[inline]
 fn my_owner() -> Result<u64> {
     let me = proc::me();
     if me.pid == 0 || me.pid >= 1 << PID_BITS {
@@ -189,7 +190,10 @@ struct Slot<T> {
 /// | 24..40 | the low 16 bits of the claimant's start time (`0xffff`: unknown; else 0) |
 /// | 40..64 | the lap: position / `N`, modulo 2^24                      |
 ///
-/// Position `p` uses slot `p % N` in lap `p / N`. A state that cannot
+/// Position `p` uses lap `p / N` of slot `p % N`, spread over cache lines:
+/// with `S` slots a line and `L = N / S` lines (when `S ≥ 2` divides `N`),
+/// ring index `i` is slot `i % L * S + i / L`, so that consecutive
+/// positions do not share a line. A state that cannot
 /// happen (a lap behind by two or more from what the positions say, an
 /// owner on an empty or full slot) is [`Error::Corrupted`]. The queue is
 /// [`ShmMovable`]: its words hold no address and it is used only through
@@ -365,9 +369,35 @@ impl<T: ShmMovable, const N: usize> ShmQueue<T, N> {
         self.pop_until(Some(Deadline::after(timeout)), f)
     }
 
+    /// Slots that share a cache line, when consecutive positions are
+    /// spread over lines (see [`Self::index`]); 1 when they are not.
+    const SPREAD: usize = {
+        let per_line = 64 / size_of::<Slot<T>>();
+        if per_line >= 2 && N % per_line == 0 && N / per_line >= 2 {
+            per_line
+        } else {
+            1
+        }
+    };
+
+    /// The slot of position `pos`: `pos % N`, spread so that consecutive
+    /// positions use slots in different cache lines (slot `i`'s position
+    /// in the ring is `i % L * S + i / L`, with `S` slots a line and
+    /// `L = N / S` lines). A producer filling position `p + 1` then does
+    /// not take the line away from a consumer reading position `p`.
+    fn index(pos: u64) -> usize {
+        // `pos % N < N`, and the spread is a permutation of `0..N`.
+        let i = (pos % N as u64) as usize;
+        if Self::SPREAD == 1 {
+            i
+        } else {
+            let lines = N / Self::SPREAD;
+            i % lines * Self::SPREAD + i / lines
+        }
+    }
+
     fn slot(&self, pos: u64) -> &Slot<T> {
-        // `pos % N < N`: always in bounds.
-        &self.slots[(pos % N as u64) as usize]
+        &self.slots[Self::index(pos)]
     }
 
     fn lap_of(pos: u64) -> u64 {
@@ -378,18 +408,22 @@ impl<T: ShmMovable, const N: usize> ShmQueue<T, N> {
         Error::corrupted(format!(
             "{}: slot {} (position {pos}) has state {s:#018x}: {what}",
             Self::LAYOUT.type_expr(),
-            pos % N as u64
+            Self::index(pos)
         ))
     }
 
     fn push_until(&self, value: T, deadline: Option<Deadline>) -> Result<Result<(), T>> {
         let me = my_owner()?;
         let claim = || self.claim_push(me);
-        let claim = match deadline {
-            None => claim()?,
-            Some(deadline) => wait::wait_until(Bell::new(&self.space), deadline, claim, || {
-                self.repair_for_push()
-            })?,
+        // One attempt before the waiting machinery: the common case.
+        let claim = match (claim()?, deadline) {
+            (Some(c), _) => Some(c),
+            (None, None) => None,
+            (None, Some(deadline)) => {
+                wait::wait_until(Bell::new(&self.space), deadline, claim, || {
+                    self.repair_for_push()
+                })?
+            }
         };
         let Some(c) = claim else {
             return Ok(Err(value));
@@ -493,11 +527,15 @@ impl<T: ShmMovable, const N: usize> ShmQueue<T, N> {
     ) -> Result<Option<(T, R)>> {
         let me = my_owner()?;
         let claim = || self.claim_pop(me);
-        let claim = match deadline {
-            None => claim()?,
-            Some(deadline) => wait::wait_until(Bell::new(&self.items), deadline, claim, || {
-                self.repair_scan()
-            })?,
+        // One attempt before the waiting machinery: the common case.
+        let claim = match (claim()?, deadline) {
+            (Some(c), _) => Some(c),
+            (None, None) => None,
+            (None, Some(deadline)) => {
+                wait::wait_until(Bell::new(&self.items), deadline, claim, || {
+                    self.repair_scan()
+                })?
+            }
         };
         let Some(c) = claim else {
             return Ok(None);
@@ -809,6 +847,33 @@ mod tests {
         assert_eq!(lap_diff(0, LAP_MASK), 1);
         assert_eq!(lap_diff(LAP_MASK, 0), -1);
         assert_eq!(lap_diff(5, 3), 2);
+    }
+
+    #[test]
+    fn consecutive_positions_are_spread_over_lines_by_a_permutation() {
+        fn check<const N: usize>(spread: usize) {
+            assert_eq!(ShmQueue::<u64, N>::SPREAD, spread, "N = {N}");
+            let mut seen = vec![false; N];
+            for p in 0..N as u64 {
+                let i = ShmQueue::<u64, N>::index(p);
+                assert!(!seen[i], "N = {N}: slot {i} twice");
+                seen[i] = true;
+                if spread > 1 && p > 0 {
+                    let prev = ShmQueue::<u64, N>::index(p - 1);
+                    assert_ne!(i / spread, prev / spread, "N = {N}: {p} shares a line");
+                }
+            }
+            assert_eq!(
+                ShmQueue::<u64, N>::index(N as u64 + 5),
+                ShmQueue::<u64, N>::index(5)
+            );
+        }
+        check::<1024>(4);
+        check::<8>(4);
+        check::<4>(1);
+        check::<6>(1);
+        check::<1>(1);
+        assert_eq!(ShmQueue::<[u64; 8], 16>::SPREAD, 1);
     }
 
     #[test]

@@ -280,6 +280,7 @@ extern "C" fn forget_me_after_fork() {
 /// loads. Unlike [`own_start_time`] it is read again in a child made by
 /// `fork` (an atfork handler clears the cache there), so a forked child
 /// never records its parent's identity as its own.
+#[inline]
 pub(crate) fn me() -> Me {
     let pid = ME_PID.load(Ordering::Acquire);
     if pid != 0 {
@@ -288,6 +289,12 @@ pub(crate) fn me() -> Me {
             start: StartTime::from_word(ME_START.load(Ordering::Relaxed)),
         };
     }
+    me_slow()
+}
+
+/// [`me`] the first time (and in a forked child): reads and caches it.
+#[cold]
+fn me_slow() -> Me {
     static ATFORK: std::sync::Once = std::sync::Once::new();
     ATFORK.call_once(|| {
         // SAFETY: registers a handler that only stores to an atomic; no
