@@ -190,8 +190,12 @@ impl<T: ShmSafe> ShmRwLock<T> {
     ///   data holds an invalid value;
     /// - [`Error::InvalidArgument`] if this thread holds the write lock.
     pub fn read(&self) -> Result<ShmRwLockReadGuard<'_, T>> {
-        self.read_until(Flag::Refuse, Some(Deadline::NEVER))
-            .and_then(|g| g.ok_or_else(never_timed_out))
+        match self.read_fast() {
+            Some(slot) => self.finish_read(slot, Flag::Refuse),
+            None => self
+                .read_until(Flag::Refuse, Some(Deadline::NEVER))
+                .and_then(|g| g.ok_or_else(never_timed_out)),
+        }
     }
 
     /// Reads if no writer holds or waits for the lock: `Ok(None)` if one
@@ -361,15 +365,21 @@ impl<T: ShmSafe> ShmRwLock<T> {
     }
 
     /// Reads the `state` word, refusing bits it does not define.
+    #[inline]
     fn state(&self) -> Result<u32> {
         let s = self.state.load(Ordering::Acquire);
         if s & !(INCONSISTENT | WRITING) != 0 {
-            return Err(Error::corrupted(format!(
-                "{}: state word {s:#x} has undefined bits",
-                Self::LAYOUT.type_expr()
-            )));
+            return Err(self.undefined_state(s));
         }
         Ok(s)
+    }
+
+    #[cold]
+    fn undefined_state(&self, s: u32) -> Error {
+        Error::corrupted(format!(
+            "{}: state word {s:#x} has undefined bits",
+            Self::LAYOUT.type_expr()
+        ))
     }
 
     /// Takes a read lock: `deadline` `None` tries once without waiting.
@@ -379,7 +389,7 @@ impl<T: ShmSafe> ShmRwLock<T> {
         deadline: Option<Deadline>,
     ) -> Result<Option<ShmRwLockReadGuard<'_, T>>> {
         let me = proc::me();
-        let slot = match local::holding(self.addr()) {
+        let slot = match Holding::of(local::holding_tag(self.addr())) {
             Holding::Write => {
                 return Err(Error::InvalidArgument {
                     reason: "this thread holds the write lock of this ShmRwLock; reading it \
@@ -390,9 +400,11 @@ impl<T: ShmSafe> ShmRwLock<T> {
             Holding::Read { slot } if self.read_again(slot, me) => Some(slot),
             _ => {
                 let once = || self.try_read_once(me);
-                match deadline {
-                    None => once()?,
-                    Some(deadline) => {
+                // One attempt before the waiting machinery: the common case.
+                match (once()?, deadline) {
+                    (Some(slot), _) => Some(slot),
+                    (None, None) => None,
+                    (None, Some(deadline)) => {
                         wait::wait_until(Bell::new(&self.seq), deadline, once, || {
                             self.repair_writer()?;
                             self.reap_readers();
@@ -402,24 +414,47 @@ impl<T: ShmSafe> ShmRwLock<T> {
                 }
             }
         };
-        let Some(slot) = slot else {
-            return Ok(None);
-        };
+        match slot {
+            Some(slot) => self.finish_read(slot, flag).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The common case of a read lock, kept small: this thread holds no
+    /// lock of this one, no writer is there, and this process's slot counts
+    /// the lock at once. `None` otherwise (including for every error,
+    /// which the full path then meets and reports).
+    #[inline]
+    fn read_fast(&self) -> Option<usize> {
+        if local::holding_tag(self.addr()) != 0 {
+            return None;
+        }
+        self.try_read_once(proc::me()).ok().flatten()
+    }
+
+    /// Turns a read lock counted in `slot` into a guard: notes it, applies
+    /// `flag`, checks the state word and the data.
+    #[inline]
+    fn finish_read(&self, slot: usize, flag: Flag) -> Result<ShmRwLockReadGuard<'_, T>> {
         local::add_read(self.addr(), slot);
+        let state = self.state.load(Ordering::Acquire);
         // From here on the guard owns the read lock: an early return
-        // releases it.
-        let mut guard = ShmRwLockReadGuard {
+        // releases it. (Built whole: filling a field in afterwards costs a
+        // store-forwarding stall on this hot path.)
+        let guard = ShmRwLockReadGuard {
             lock: self,
             slot,
-            owner_died: false,
+            owner_died: state & INCONSISTENT != 0,
             _not_send: PhantomData,
         };
-        guard.owner_died = self.state()? & INCONSISTENT != 0;
+        if state & !(INCONSISTENT | WRITING) != 0 {
+            return Err(self.undefined_state(state));
+        }
         if guard.owner_died && flag == Flag::Refuse {
             return Err(self.owner_died_error());
         }
         self.check_data()?;
-        Ok(Some(guard))
+        Ok(guard)
     }
 
     /// One more read lock for a thread that holds one in `slot`: counted
@@ -436,6 +471,7 @@ impl<T: ShmSafe> ShmRwLock<T> {
     }
 
     /// One attempt at a read lock: `Some(slot)` if taken.
+    #[inline]
     fn try_read_once(&self, me: Me) -> Result<Option<usize>> {
         if self.writer.load(Ordering::SeqCst) != 0 {
             return Ok(None);
@@ -474,6 +510,7 @@ impl<T: ShmSafe> ShmRwLock<T> {
 
     /// This process's reader slot (taking a free one if it has none) and
     /// its word; `None` if every slot counts read locks of other processes.
+    #[inline]
     fn my_slot(&self, me: Me) -> Option<(usize, u64)> {
         let start = me.start.low32_word();
         let first = me.pid as usize % MAX_READER_PROCESSES;
@@ -517,14 +554,15 @@ impl<T: ShmSafe> ShmRwLock<T> {
 
     /// Releases one read lock counted in `slot`, and wakes a waiting
     /// writer.
+    #[inline]
     fn unlock_read(&self, slot: usize) {
         let s = &self.readers[slot];
-        // Never below zero, whatever another process wrote there.
-        let _ = s
-            .word
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
-                (count_of(w) != 0).then(|| w - 1)
-            });
+        let before = s.word.fetch_sub(1, Ordering::SeqCst);
+        if count_of(before) == 0 {
+            // Only another process's writing can empty a slot we count in:
+            // undo the borrow from the pid half rather than leave it.
+            s.word.fetch_add(1, Ordering::SeqCst);
+        }
         crate::crash::step();
         if self.writer.load(Ordering::SeqCst) != 0 {
             Bell::new(&self.seq).ring_if_announced();
@@ -534,7 +572,7 @@ impl<T: ShmSafe> ShmRwLock<T> {
     /// Takes the write lock: `deadline` `None` tries once without waiting.
     /// Neither applies the owner-died flag nor checks the data.
     fn lock_write(&self, deadline: Option<Deadline>) -> Result<Option<ShmRwLockWriteGuard<'_, T>>> {
-        if local::holding(self.addr()) != Holding::No {
+        if local::holding_tag(self.addr()) != 0 {
             return Err(Error::InvalidArgument {
                 reason: "this thread holds a lock of this ShmRwLock already; writing it \
                          would deadlock"
@@ -549,23 +587,29 @@ impl<T: ShmSafe> ShmRwLock<T> {
                 .is_ok()
                 .then_some(()))
         };
-        let claimed = match deadline {
-            None => claim()?,
-            Some(deadline) => wait::wait_until(Bell::new(&self.seq), deadline, claim, || {
-                self.repair_writer()
-            })?,
+        let claimed = match (claim()?, deadline) {
+            (Some(()), _) => Some(()),
+            (None, None) => None,
+            (None, Some(deadline)) => {
+                wait::wait_until(Bell::new(&self.seq), deadline, claim, || {
+                    self.repair_writer()
+                })?
+            }
         };
         if claimed.is_none() {
             return Ok(None);
         }
         crate::crash::step();
         let drained = || Ok(self.no_readers().then_some(()));
-        let drained = match deadline {
-            None => drained(),
-            Some(deadline) => wait::wait_until(Bell::new(&self.seq), deadline, drained, || {
-                self.reap_readers();
-                Ok(())
-            }),
+        let drained = match (drained(), deadline) {
+            (Ok(Some(())), _) => Ok(Some(())),
+            (first, None) => first,
+            (_, Some(deadline)) => {
+                wait::wait_until(Bell::new(&self.seq), deadline, drained, || {
+                    self.reap_readers();
+                    Ok(())
+                })
+            }
         };
         match drained {
             Ok(Some(())) => {}

@@ -331,6 +331,10 @@ impl ShmSemaphore {
             };
             Ok(got.then_some(()))
         };
+        // One attempt before the waiting machinery: the common case.
+        if take()?.is_some() {
+            return Ok(true);
+        }
         let got = wait::wait_until(
             wait::Bell::with_flag(&self.count, SLEEPERS),
             deadline,
