@@ -153,10 +153,14 @@ struct Slot<T> {
 /// A claimed slot holds up the other processes only when it is the one
 /// they need — producers that have gone round the ring to it, or nobody
 /// else: consumers pass over slots being written or read, taking later
-/// values (so values of different producers may be popped out of push
-/// order while one of them is slow or dead; values of one producer keep
-/// their order). So a dead process delays the others by about 50 ms at
-/// most, and only when they would otherwise wait on it.
+/// values. So values of different producers may be claimed out of push
+/// order while one of them is slow or dead; the values of one producer are
+/// claimed in the order it pushed them (a consumer that passed over a slot
+/// being written checks, after claiming a later one, that it was not
+/// published meanwhile, and starts again if it was). With several
+/// consumers, their pops may of course *return* in another order. A dead
+/// process delays the others by about 50 ms at most, and only when they
+/// would otherwise wait on it.
 ///
 /// A process stopped (`SIGSTOP`) with a slot claimed is alive: its slot
 /// waits for it.
@@ -611,76 +615,117 @@ impl<T: ShmMovable, const N: usize> ShmQueue<T, N> {
 
     /// One attempt to claim the oldest full slot for reading: scans from
     /// the head, passing over slots being written or read by others.
+    ///
+    /// Passing over a slot being written must not reorder one producer's
+    /// values: between reading slot `p` ("being written") and claiming a
+    /// later `q`, this consumer may have been delayed while the producer of
+    /// `p` published it and then pushed `q`. So after claiming `q`, the
+    /// slots passed over as being written are read again: if one is full
+    /// now, the claim of `q` is put back and the scan starts again. (If it
+    /// is still being written, its producer is not `q`'s: a producer
+    /// publishes a value before it claims the next.)
     fn claim_pop(&self, me: u64) -> Result<Option<Claim>> {
-        let head = self.head.load(Ordering::Acquire);
-        let end = head.saturating_add(N as u64);
-        let mut pos = head;
         let mut rounds = 0usize;
-        while pos < end {
-            rounds += 1;
-            if rounds > 4 * N + 8 {
-                // Lost every race for a while: let the wait loop retry.
-                return Ok(None);
-            }
-            let slot = self.slot(pos);
-            let s = slot.state.load(Ordering::Acquire);
-            let lp = Self::lap_of(pos);
-            match lap_diff(lap(s), lp) {
-                0 => match phase(s) {
-                    FULL => {
-                        if owner(s) != 0 {
-                            return Err(self.corrupted(pos, s, "a full slot with an owner"));
-                        }
-                        let claimed = word(lp, READING, me);
-                        if slot
-                            .state
-                            .compare_exchange(s, claimed, Ordering::AcqRel, Ordering::Relaxed)
-                            .is_ok()
-                        {
+        'scan: loop {
+            let head = self.head.load(Ordering::Acquire);
+            let end = head.saturating_add(N as u64);
+            let mut pos = head;
+            // The first position passed over as being written.
+            let mut passed: Option<u64> = None;
+            while pos < end {
+                rounds += 1;
+                if rounds > 4 * N + 8 {
+                    // Lost every race for a while: let the wait loop retry.
+                    return Ok(None);
+                }
+                let slot = self.slot(pos);
+                let s = slot.state.load(Ordering::Acquire);
+                let lp = Self::lap_of(pos);
+                match lap_diff(lap(s), lp) {
+                    0 => match phase(s) {
+                        FULL => {
+                            if owner(s) != 0 {
+                                return Err(self.corrupted(pos, s, "a full slot with an owner"));
+                            }
+                            let claimed = word(lp, READING, me);
+                            if slot
+                                .state
+                                .compare_exchange(s, claimed, Ordering::AcqRel, Ordering::Relaxed)
+                                .is_err()
+                            {
+                                // Lost the race: look at the same position again.
+                                continue;
+                            }
+                            if let Some(first) = passed {
+                                if self.published_since(first, pos) {
+                                    let _ = slot.state.compare_exchange(
+                                        claimed,
+                                        s,
+                                        Ordering::AcqRel,
+                                        Ordering::Relaxed,
+                                    );
+                                    continue 'scan;
+                                }
+                            }
                             return Ok(Some(Claim {
                                 pos,
                                 lap: lp,
                                 owner: me,
                             }));
                         }
-                        // Lost the race: look at the same position again.
-                        continue;
-                    }
-                    // Being written or read by someone: pass over it.
-                    WRITING | READING => {}
-                    // Not claimed by a producer yet: nothing after it is.
-                    _ => {
-                        if owner(s) != 0 {
-                            return Err(self.corrupted(pos, s, "an empty slot with an owner"));
+                        WRITING => {
+                            passed.get_or_insert(pos);
+                            #[cfg(test)]
+                            tests::after_passing_a_slot_being_written(pos);
                         }
+                        // Being read by another consumer: pass over it.
+                        READING => {}
+                        // Not claimed by a producer yet: nothing after it is.
+                        _ => {
+                            if owner(s) != 0 {
+                                return Err(self.corrupted(pos, s, "an empty slot with an owner"));
+                            }
+                            return Ok(None);
+                        }
+                    },
+                    // Given back already.
+                    1 => {
+                        if pos == self.head.load(Ordering::Acquire) {
+                            let _ = self.head.compare_exchange(
+                                pos,
+                                pos.wrapping_add(1),
+                                Ordering::AcqRel,
+                                Ordering::Relaxed,
+                            );
+                        }
+                    }
+                    // Still holds position `pos - N`: `pos` is not produced
+                    // yet, nor anything after it.
+                    -1 => return Ok(None),
+                    _ => {
+                        if self.head.load(Ordering::Acquire) == head {
+                            return Err(self.corrupted(pos, s, "a lap far from the head's"));
+                        }
+                        // The head moved on while we looked: start again there.
                         return Ok(None);
                     }
-                },
-                // Given back already.
-                1 => {
-                    if pos == self.head.load(Ordering::Acquire) {
-                        let _ = self.head.compare_exchange(
-                            pos,
-                            pos.wrapping_add(1),
-                            Ordering::AcqRel,
-                            Ordering::Relaxed,
-                        );
-                    }
                 }
-                // Still holds position `pos - N`: `pos` is not produced yet,
-                // nor anything after it.
-                -1 => return Ok(None),
-                _ => {
-                    if self.head.load(Ordering::Acquire) == head {
-                        return Err(self.corrupted(pos, s, "a lap far from the head's"));
-                    }
-                    // The head moved on while we looked: start again there.
-                    return Ok(None);
-                }
+                pos += 1;
             }
-            pos += 1;
+            return Ok(None);
         }
-        Ok(None)
+    }
+
+    /// Whether a position in `from..to` that was being written is full
+    /// now (or further on): see [`Self::claim_pop`]. Read after claiming
+    /// `to`, whose acquire makes everything its producer published before
+    /// it visible here.
+    fn published_since(&self, from: u64, to: u64) -> bool {
+        (from..to).any(|pos| {
+            let s = self.slot(pos).state.load(Ordering::Acquire);
+            let d = lap_diff(lap(s), Self::lap_of(pos));
+            d > 0 || (d == 0 && matches!(phase(s), FULL | READING))
+        })
     }
 
     /// Repairs the slots between the head and the tail claimed by dead
@@ -835,6 +880,48 @@ mod tests {
     use std::time::Instant;
 
     const GHOST: u64 = (4_000_000u64) << PID_SHIFT;
+
+    type Hook = Option<Box<dyn FnMut(u64)>>;
+
+    thread_local! {
+        /// Run by `claim_pop` right after it passes over a slot being
+        /// written (to play a producer that publishes at that moment).
+        static AFTER_PASS: core::cell::RefCell<Hook> = const { core::cell::RefCell::new(None) };
+    }
+
+    pub(super) fn after_passing_a_slot_being_written(pos: u64) {
+        AFTER_PASS.with(|h| {
+            if let Some(f) = h.borrow_mut().as_mut() {
+                f(pos)
+            }
+        });
+    }
+
+    #[test]
+    fn a_consumer_delayed_past_a_slot_being_written_keeps_its_producer_s_order() {
+        // Position 0 is being written by a producer that, while the
+        // consumer looks at position 1, publishes 0 and pushes 1.
+        let q: &'static ShmQueue<u64, 8> = Box::leak(Box::new(ShmQueue::new()));
+        let me = my_owner().unwrap();
+        q.slots[ShmQueue::<u64, 8>::index(0)]
+            .state
+            .store(word(0, WRITING, me), Ordering::Relaxed);
+        q.tail.store(1, Ordering::Relaxed);
+        AFTER_PASS.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move |pos| {
+                if pos == 0 {
+                    let s0 = &q.slots[ShmQueue::<u64, 8>::index(0)];
+                    // SAFETY: plays the producer that claimed slot 0.
+                    unsafe { (*s0.value.get()).write(100) };
+                    s0.state.store(word(0, FULL, 0), Ordering::SeqCst);
+                    q.push(101).unwrap();
+                }
+            }))
+        });
+        let first = q.pop().unwrap();
+        AFTER_PASS.with(|h| *h.borrow_mut() = None);
+        assert_eq!((first, q.pop().unwrap()), (100, 101));
+    }
 
     #[test]
     fn layout() {
