@@ -855,14 +855,25 @@ fn queue_2proc() -> AnyResult {
     let mut sum = 0u64;
     let start = Instant::now();
     start_flag.store(1, Ordering::Release);
+    let mut first_out_of_order = None;
     for k in 0..QUEUE_VALUES {
         let v = q.pop()?;
-        in_order &= v == k;
+        if v != k && in_order {
+            in_order = false;
+            first_out_of_order = Some((k, v));
+        }
         sum = sum.wrapping_add(v);
     }
     let elapsed = start.elapsed();
     child.wait()?;
-    let ok = in_order && sum == QUEUE_VALUES * (QUEUE_VALUES - 1) / 2 && q.try_pop()?.is_none();
+    let left = q.try_pop()?;
+    let ok = in_order && sum == QUEUE_VALUES * (QUEUE_VALUES - 1) / 2 && left.is_none();
+    if !ok {
+        eprintln!(
+            "queue_2proc: first value out of order (expected, got): {first_out_of_order:?}; \
+             sum {sum}; left in the queue: {left:?}"
+        );
+    }
     report(
         "queue_2proc",
         QUEUE_VALUES,
