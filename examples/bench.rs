@@ -42,6 +42,10 @@ const WORKLOADS: &[&str] = &[
     "vec_push",
     "map_insert",
     "map_lookup",
+    "pingpong_2proc",
+    "queue_2proc",
+    "rwlock_read_uncontended",
+    "semaphore_2proc",
 ];
 
 /// Elements pushed in `vec_push`; entries in `map_insert`/`map_lookup`.
@@ -95,6 +99,10 @@ fn run(workload: &str) -> AnyResult {
         "vec_push" => vec_push(),
         "map_insert" => map_insert(),
         "map_lookup" => map_lookup(),
+        "pingpong_2proc" => pingpong_2proc(),
+        "queue_2proc" => queue_2proc(),
+        "rwlock_read_uncontended" => rwlock_read_uncontended(),
+        "semaphore_2proc" => semaphore_2proc(),
         other => Err(format!("unknown workload {other:?}; one of {WORKLOADS:?}").into()),
     }
 }
@@ -554,6 +562,10 @@ fn child(kind: &str, store_name: &str) -> AnyResult {
                 if ok { total } else { 0 }
             );
         }
+        "pingpong" => pingpong_child(&store)?,
+        "pingpong_event" => pingpong_event_child(&store)?,
+        "queue" => queue_child(&store)?,
+        "semaphore" => semaphore_child(&store)?,
         other => return Err(format!("unknown child kind {other:?}").into()),
     }
     Ok(())
@@ -655,6 +667,310 @@ fn map_lookup() -> AnyResult {
         CONTAINER_OPS,
         elapsed,
         CONTAINER_OPS,
+        &format!(",\"ok\":{ok}"),
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Synchronisation: ping-pong, queue, rwlock, semaphore
+// ---------------------------------------------------------------------------
+
+/// Round trips timed in `pingpong_2proc` and `semaphore_2proc`, after
+/// `WARM_TRIPS` untimed ones (as the Boost peer).
+const TRIPS: u64 = 200_000;
+const WARM_TRIPS: u64 = 2_000;
+/// Values passed in `queue_2proc`.
+const QUEUE_VALUES: u64 = 1_000_000;
+
+/// The ping-pong state: whose turn (0 parent, 1 child, 2 quit) and the
+/// child's turns, behind a `ShmMutex`, with a `ShmCondvar` (as Boost's
+/// `interprocess_mutex` + `interprocess_condition`).
+#[derive(shmstore::ShmSafe)]
+#[repr(C)]
+struct PingPong {
+    state: ShmMutex<[u64; 2]>,
+    changed: shmstore::ShmCondvar,
+}
+
+fn pingpong_objects(store: &Store) -> shmstore::Result<shmstore::Handle<PingPong>> {
+    store.get_or_insert_with("pingpong", || PingPong {
+        state: ShmMutex::new([0, 0]),
+        changed: shmstore::ShmCondvar::new(),
+    })
+}
+
+fn pingpong_child(store: &Store) -> AnyResult {
+    let pp = pingpong_objects(store)?;
+    let mut g = pp.state.lock()?;
+    loop {
+        g = pp.changed.wait_while(g, |s| s[0] == 0)?;
+        if g[0] == 2 {
+            return Ok(());
+        }
+        g[0] = 0;
+        g[1] += 1;
+        pp.changed.notify_one();
+    }
+}
+
+/// `pingpong_2proc`: two processes alternate through a `ShmCondvar` and a
+/// `ShmMutex`, as the Boost peer does with its condition and mutex: a round
+/// trip is {lock; turn = child; notify; wait until it is ours again}.
+/// Printed after it, for reference: the same through two `ShmEvent`s
+/// (`"impl":"shmstore_event"`).
+fn pingpong_2proc() -> AnyResult {
+    let bs = BenchStore::create("pingpong_2proc", 1 << 20)?;
+    let pp = pingpong_objects(&bs.store)?;
+    let mut child = ChildGuard::spawn("pingpong", &bs.name, Stdio::null())?;
+    let round_trip = || -> shmstore::Result<()> {
+        let mut g = pp.state.lock()?;
+        g[0] = 1;
+        pp.changed.notify_one();
+        drop(pp.changed.wait_while(g, |s| s[0] != 0)?);
+        Ok(())
+    };
+    for _ in 0..WARM_TRIPS {
+        round_trip()?;
+    }
+    let start = Instant::now();
+    for _ in 0..TRIPS {
+        round_trip()?;
+    }
+    let elapsed = start.elapsed();
+    {
+        let mut g = pp.state.lock()?;
+        g[0] = 2;
+        pp.changed.notify_all();
+    }
+    child.wait()?;
+    let ok = pp.state.lock()?[1] == WARM_TRIPS + TRIPS;
+    report(
+        "pingpong_2proc",
+        TRIPS,
+        elapsed,
+        TRIPS,
+        &format!(",\"ok\":{ok}"),
+    );
+    pingpong_event()
+}
+
+/// Two events, one per direction, and a quit flag.
+#[derive(shmstore::ShmSafe)]
+#[repr(C)]
+struct EventPair {
+    to_child: shmstore::ShmEvent,
+    to_parent: shmstore::ShmEvent,
+    quit: AtomicU32,
+}
+
+fn event_pair(store: &Store) -> shmstore::Result<shmstore::Handle<EventPair>> {
+    store.get_or_insert_with("events", || EventPair {
+        to_child: shmstore::ShmEvent::new(),
+        to_parent: shmstore::ShmEvent::new(),
+        quit: AtomicU32::new(0),
+    })
+}
+
+fn pingpong_event_child(store: &Store) -> AnyResult {
+    let e = event_pair(store)?;
+    let mut seen = 0;
+    loop {
+        seen = e
+            .to_child
+            .wait_for_change(seen, CHILD_TIMEOUT)?
+            .ok_or("the parent stopped")?;
+        if e.quit.load(Ordering::Acquire) != 0 {
+            return Ok(());
+        }
+        e.to_parent.notify();
+    }
+}
+
+/// The ping-pong through two `ShmEvent`s (no mutex): a reference line.
+fn pingpong_event() -> AnyResult {
+    let bs = BenchStore::create("pingpong_event", 1 << 20)?;
+    let e = event_pair(&bs.store)?;
+    let mut child = ChildGuard::spawn("pingpong_event", &bs.name, Stdio::null())?;
+    let mut seen = 0;
+    let mut round_trip = || -> AnyResult {
+        e.to_child.notify();
+        seen = e
+            .to_parent
+            .wait_for_change(seen, CHILD_TIMEOUT)?
+            .ok_or("the child stopped")?;
+        Ok(())
+    };
+    for _ in 0..WARM_TRIPS {
+        round_trip()?;
+    }
+    let start = Instant::now();
+    for _ in 0..TRIPS {
+        round_trip()?;
+    }
+    let elapsed = start.elapsed();
+    e.quit.store(1, Ordering::Release);
+    e.to_child.notify();
+    child.wait()?;
+    let ok = e.to_parent.generation() == WARM_TRIPS + TRIPS;
+    report_impl(
+        "shmstore_event",
+        "pingpong_2proc",
+        TRIPS,
+        elapsed,
+        TRIPS,
+        &format!(",\"ok\":{ok}"),
+    );
+    Ok(())
+}
+
+type BenchQueue = shmstore::ShmQueue<u64, 1024>;
+
+fn queue_child(store: &Store) -> AnyResult {
+    let q = store.get::<BenchQueue>("queue")?;
+    let ready = store.get::<AtomicU32>("ready")?;
+    let start = store.get::<AtomicU32>("start")?;
+    ready.store(1, Ordering::Release);
+    spin_until("the start flag", || start.load(Ordering::Acquire) == 1)?;
+    for i in 0..QUEUE_VALUES {
+        q.push(i)?;
+    }
+    Ok(())
+}
+
+/// `queue_2proc`: 1,000,000 `u64` through a `ShmQueue<u64, 1024>` from a
+/// child to the parent, timed (as the Boost peer's `message_queue` of 1024
+/// × 8 bytes) from the start signal to the parent's last pop; the parent
+/// checks order and sum.
+fn queue_2proc() -> AnyResult {
+    let bs = BenchStore::create("queue_2proc", 1 << 20)?;
+    let q = bs.store.get_or_insert_with("queue", BenchQueue::new)?;
+    let ready = bs.store.get_or_insert_with("ready", || AtomicU32::new(0))?;
+    let start_flag = bs.store.get_or_insert_with("start", || AtomicU32::new(0))?;
+    let mut child = ChildGuard::spawn("queue", &bs.name, Stdio::null())?;
+    spin_until("the child to be ready", || {
+        ready.load(Ordering::Acquire) == 1
+    })?;
+    let mut in_order = true;
+    let mut sum = 0u64;
+    let start = Instant::now();
+    start_flag.store(1, Ordering::Release);
+    let mut first_out_of_order = None;
+    for k in 0..QUEUE_VALUES {
+        let v = q.pop()?;
+        if v != k && in_order {
+            in_order = false;
+            first_out_of_order = Some((k, v));
+        }
+        sum = sum.wrapping_add(v);
+    }
+    let elapsed = start.elapsed();
+    child.wait()?;
+    let left = q.try_pop()?;
+    let ok = in_order && sum == QUEUE_VALUES * (QUEUE_VALUES - 1) / 2 && left.is_none();
+    if !ok {
+        eprintln!(
+            "queue_2proc: first value out of order (expected, got): {first_out_of_order:?}; \
+             sum {sum}; left in the queue: {left:?}"
+        );
+    }
+    report(
+        "queue_2proc",
+        QUEUE_VALUES,
+        elapsed,
+        QUEUE_VALUES,
+        &format!(",\"ok\":{ok},\"capacity\":1024,\"value_bytes\":8"),
+    );
+    Ok(())
+}
+
+/// `rwlock_read_uncontended`: read lock + unlock of a `ShmRwLock<u64>` in
+/// a store, 10,000,000 times, one process; `ok` if the write lock is free
+/// afterwards (no reader leaked).
+fn rwlock_read_uncontended() -> AnyResult {
+    let bs = BenchStore::create("rwlock_read_uncontended", 1 << 20)?;
+    let rw = bs
+        .store
+        .get_or_insert_with("rw", || shmstore::ShmRwLock::new(1u64))?;
+    let mut sum = 0u64;
+    let start = Instant::now();
+    for _ in 0..LOCKS {
+        let g = rw.read()?;
+        sum = sum.wrapping_add(*black_box(&*g));
+    }
+    let elapsed = start.elapsed();
+    let ok = black_box(sum) == LOCKS && rw.try_write()?.is_some();
+    report(
+        "rwlock_read_uncontended",
+        LOCKS,
+        elapsed,
+        LOCKS,
+        &format!(",\"ok\":{ok}"),
+    );
+    Ok(())
+}
+
+/// Two semaphores (one per direction), a quit flag, the child's turns.
+#[derive(shmstore::ShmSafe)]
+#[repr(C)]
+struct SemPair {
+    to_child: shmstore::ShmSemaphore,
+    to_parent: shmstore::ShmSemaphore,
+    quit: AtomicU32,
+    child_turns: shmstore::ShmMutex<u64>,
+}
+
+fn sem_pair(store: &Store) -> shmstore::Result<shmstore::Handle<SemPair>> {
+    store.get_or_insert_with("sems", || SemPair {
+        to_child: shmstore::ShmSemaphore::new(0),
+        to_parent: shmstore::ShmSemaphore::new(0),
+        quit: AtomicU32::new(0),
+        child_turns: ShmMutex::new(0),
+    })
+}
+
+fn semaphore_child(store: &Store) -> AnyResult {
+    let p = sem_pair(store)?;
+    let mut turns = 0u64;
+    loop {
+        p.to_child.acquire()?;
+        if p.quit.load(Ordering::Acquire) != 0 {
+            *p.child_turns.lock()? = turns;
+            return Ok(());
+        }
+        turns += 1;
+        p.to_parent.release()?;
+    }
+}
+
+/// `semaphore_2proc`: two processes ping-pong through two plain
+/// `ShmSemaphore`s: a round trip is parent release → child acquire +
+/// release → parent acquire (as the Boost peer's `interprocess_semaphore`s).
+fn semaphore_2proc() -> AnyResult {
+    let bs = BenchStore::create("semaphore_2proc", 1 << 20)?;
+    let p = sem_pair(&bs.store)?;
+    let mut child = ChildGuard::spawn("semaphore", &bs.name, Stdio::null())?;
+    let round_trip = || -> shmstore::Result<()> {
+        p.to_child.release()?;
+        p.to_parent.acquire()
+    };
+    for _ in 0..WARM_TRIPS {
+        round_trip()?;
+    }
+    let start = Instant::now();
+    for _ in 0..TRIPS {
+        round_trip()?;
+    }
+    let elapsed = start.elapsed();
+    p.quit.store(1, Ordering::Release);
+    p.to_child.release()?;
+    child.wait()?;
+    let ok = *p.child_turns.lock()? == WARM_TRIPS + TRIPS;
+    report(
+        "semaphore_2proc",
+        TRIPS,
+        elapsed,
+        TRIPS,
         &format!(",\"ok\":{ok}"),
     );
     Ok(())

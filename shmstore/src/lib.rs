@@ -13,7 +13,10 @@
 //!   `&[T]` and pin what they point at.
 //! - [`ShmMutex`]: a robust process-shared mutex; a holder's death is
 //!   [`Error::OwnerDied`] for every later locker until the data is marked
-//!   consistent.
+//!   consistent. [`ShmRwLock`], [`ShmCondvar`], [`ShmEvent`],
+//!   [`ShmSemaphore`] and [`ShmQueue`]: the rest of [`sync`], none of which
+//!   a dead process can wedge; [`Store::wait_for`] waits for an object to
+//!   appear.
 //! - [`Error`]: one enum, a variant per cause.
 //!
 //! ```
@@ -86,4 +89,7 @@ pub use store::{
     CheckReport, CollectReport, Entry, Handle, SliceHandle, Store, StoreOptions, MAX_OBJECT_NAME,
     MIN_CAPACITY,
 };
-pub use sync::{ShmMutex, ShmMutexGuard};
+pub use sync::{
+    ShmCondvar, ShmEvent, ShmMutex, ShmMutexGuard, ShmQueue, ShmRwLock, ShmRwLockReadGuard,
+    ShmRwLockWriteGuard, ShmSemaphore, WaitTimeoutResult,
+};

@@ -37,9 +37,12 @@
 //! |        |      | containers record to tell their own store from another    |
 //! | 192    | 64   | the header lock (process-shared robust pthread mutex)     |
 //! | 256    | 24   | bitmap of non-empty free-list bins                        |
+//! | 280    | 4    | publications (atomic, not journalled): a futex word that  |
+//! |        |      | every publish rings; `Store::wait_for` sleeps on it²      |
+//! | 284    | 36   | free                                                      |
 //! | 320    | 8×N  | free-list bin heads ([`NBINS`](super::alloc::NBINS))      |
 //! | 1664   | 8×M  | fast-list heads ([`NFAST`](super::alloc::NFAST))          |
-//! | 2664   | 8    | top check: `!top`, written with `top`²                    |
+//! | 2664   | 8    | top check: `!top`, written with `top`³                    |
 //! | 4096   |      | heap: allocator blocks                                    |
 //!
 //! ¹ `u32::MAX` ([`StartTime::UNKNOWN_LOW32_WORD`]) means the creator could
@@ -48,7 +51,14 @@
 //! [`liveness_low32`]; a real start time whose low 32 bits are all ones
 //! reads as unknown, which errs on the side of "alive".
 //!
-//! ² A lowered `top` is a corruption the allocator could not otherwise
+//! ² Bit 0: a waiter may sleep on it; bits 1..32 change with every
+//! publication (insert, replace, a new `get_or_insert`), after its commit.
+//! A hint only: a waiter looks the name up again after every ring and every
+//! 25 ms, so a word that a crash left unrung, or that holds any value at
+//! all, costs at most that delay. Zero in a new store (the header is zeroed
+//! at creation), so no format change.
+//!
+//! ³ A lowered `top` is a corruption the allocator could not otherwise
 //! notice before the harm: it would hand out blocks over live objects. Every
 //! read of `top` compares it with its check word and reports a mismatch as
 //! [`Error::Corrupted`](crate::Error::Corrupted). Both words are written
@@ -108,6 +118,9 @@ pub(crate) const OFF_STORE_ID: u64 = 184;
 pub(crate) const OFF_LOCK: u64 = 192;
 pub(crate) const LOCK_SPACE: u64 = 64;
 pub(crate) const OFF_BITMAP: u64 = 256;
+pub(crate) const OFF_PUBLISHED: u64 = 280;
+const _: () = assert!(OFF_BITMAP + 8 * (super::alloc::NBINS as u64).div_ceil(64) <= OFF_PUBLISHED);
+const _: () = assert!(OFF_PUBLISHED + 4 <= OFF_BINS);
 pub(crate) const OFF_BINS: u64 = 320;
 pub(crate) const OFF_FAST: u64 = 1664;
 const _: () = assert!(OFF_BINS + 8 * super::alloc::NBINS as u64 <= OFF_FAST);

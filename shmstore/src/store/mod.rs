@@ -67,6 +67,7 @@ mod pins;
 mod raw;
 #[cfg(test)]
 mod tests;
+mod wait;
 
 pub(crate) use mappings::{describe_address, located, store_with_id};
 

@@ -168,13 +168,18 @@ impl Store {
         mode: Put,
         fill: &mut dyn FnMut(*mut T) -> Result<()>,
     ) -> Result<(Record, bool)> {
-        match self.put_once(name, slice, len, mode, fill) {
+        let put = match self.put_once(name, slice, len, mode, fill) {
             Err(Error::OutOfMemory { .. }) => {
                 self.reap()?;
                 self.put_once(name, slice, len, mode, fill)
             }
             other => other,
+        };
+        if let Ok((_, true)) = put {
+            // Committed: wake whoever waits for a name to appear.
+            self.inner.ring_published();
         }
+        put
     }
 
     /// Reserves a record, fills it with `fill` (our own copy and in-place

@@ -6,6 +6,7 @@ use core::mem::{align_of, offset_of, size_of};
 use core::ops::{Deref, DerefMut};
 use core::ptr;
 use core::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use super::held::{self, Held};
 use crate::layout::{InvalidBitPattern, LayoutKind, ShmMovable, ShmSafe, TypeLayout};
@@ -117,7 +118,7 @@ unsafe impl<T: Send> Send for ShmMutex<T> {}
 
 /// How [`ShmMutex::acquire`] treats the owner-died flag.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Flag {
+pub(crate) enum Flag {
     /// Refuse with `OwnerDied` while it is set.
     Refuse,
     /// Hand out the guard; it reports the flag.
@@ -162,6 +163,54 @@ impl<T: ShmSafe> ShmMutex<T> {
     pub fn try_lock(&self) -> Result<Option<ShmMutexGuard<'_, T>>, Error> {
         match self.raw.try_lock()? {
             Some(acquired) => self.acquire(acquired, Flag::Refuse).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Like [`lock`](ShmMutex::lock), but gives up after `timeout`:
+    /// `Ok(None)` if the lock was still held by someone else then.
+    ///
+    /// The wait is measured on the monotonic clock. A holder that died is
+    /// noticed at once (the kernel hands the lock over), so the timeout only
+    /// bounds waiting for a live holder — one that is slow, stopped
+    /// (`SIGSTOP`), or waiting for something itself.
+    ///
+    /// ```
+    /// # use shmstore::ShmMutex;
+    /// # use std::time::Duration;
+    /// # fn main() -> shmstore::Result<()> {
+    /// let m = ShmMutex::new(0u64);
+    /// match m.try_lock_for(Duration::from_millis(100))? {
+    ///     Some(mut guard) => *guard += 1,
+    ///     None => eprintln!("still busy after 100 ms"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`lock`](ShmMutex::lock).
+    pub fn try_lock_for(&self, timeout: Duration) -> Result<Option<ShmMutexGuard<'_, T>>, Error> {
+        match self.raw.lock_for(timeout)? {
+            Some(acquired) => self.acquire(acquired, Flag::Refuse).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// [`lock_recover`](ShmMutex::lock_recover) with a timeout, as
+    /// [`try_lock_for`](ShmMutex::try_lock_for): `Ok(None)` if the lock was
+    /// still held when `timeout` passed.
+    ///
+    /// # Errors
+    ///
+    /// As for [`lock_recover`](ShmMutex::lock_recover).
+    pub fn try_lock_recover_for(
+        &self,
+        timeout: Duration,
+    ) -> Result<Option<ShmMutexGuard<'_, T>>, Error> {
+        match self.raw.lock_for(timeout)? {
+            Some(acquired) => self.acquire(acquired, Flag::Report).map(Some),
             None => Ok(None),
         }
     }
@@ -235,6 +284,11 @@ impl<T: ShmSafe> ShmMutex<T> {
     /// notes the lock as held (see [`held`]), and makes the pthread mutex
     /// consistent again so that it can never become unrecoverable.
     fn locked(&self, acquired: Acquired) -> ShmMutexGuard<'_, T> {
+        self.locked_as(acquired, Flag::Refuse)
+    }
+
+    /// [`locked`](Self::locked), for a guard of the given kind.
+    fn locked_as(&self, acquired: Acquired, flag: Flag) -> ShmMutexGuard<'_, T> {
         let held = held::note_locked(self as *const Self as usize);
         if acquired == Acquired::OwnerDied {
             // First the flag (a death after it is seen again by the next
@@ -249,6 +303,7 @@ impl<T: ShmSafe> ShmMutex<T> {
             mutex: self,
             held: Some(held),
             owner_died: self.state.load(Ordering::Acquire) & INCONSISTENT != 0,
+            flag,
         }
     }
 
@@ -256,10 +311,10 @@ impl<T: ShmSafe> ShmMutex<T> {
     /// applies `flag`, then validates the data.
     fn acquire(&self, acquired: Acquired, flag: Flag) -> Result<ShmMutexGuard<'_, T>, Error> {
         // From here on the guard owns the lock: any early return unlocks.
-        let guard = self.locked(acquired);
+        let guard = self.locked_as(acquired, flag);
         if guard.owner_died && flag == Flag::Refuse {
             return Err(Error::OwnerDied {
-                what: describe_lock(self.lock_addr(), Self::LAYOUT),
+                what: super::describe(self.lock_addr(), Self::LAYOUT),
             });
         }
         if let Err(e) = self.check_data_locked() {
@@ -269,6 +324,34 @@ impl<T: ShmSafe> ShmMutex<T> {
             )));
         }
         Ok(guard)
+    }
+
+    /// Takes the lock again for a guard of kind `flag` that gave it up to
+    /// wait on a condition variable: spins on `try_lock` for a moment (the
+    /// notifier usually releases the lock within microseconds, and a futex
+    /// sleep would cost a wake-up), then blocks.
+    pub(crate) fn relock(&self, flag: Flag) -> Result<ShmMutexGuard<'_, T>, Error> {
+        let mut acquired = None;
+        let mut failed = None;
+        super::wait::spin(|| match self.raw.try_lock() {
+            Ok(Some(a)) => {
+                acquired = Some(a);
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                failed = Some(e);
+                true
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let acquired = match acquired {
+            Some(a) => a,
+            None => self.raw.lock()?,
+        };
+        self.acquire(acquired, flag)
     }
 
     fn lock_addr(&self) -> usize {
@@ -352,15 +435,6 @@ pub(crate) fn try_with_locked<R>(
     unsafe { raw.unlock() };
     held.released();
     Ok(Some(r))
-}
-
-/// Names a lock for an [`Error::OwnerDied`]: its type, and the store and
-/// object it lives in when this process can tell.
-fn describe_lock(addr: usize, layout: &'static TypeLayout) -> String {
-    match crate::store::describe_address(addr) {
-        Some(place) => format!("{} {place}", layout.type_expr()),
-        None => format!("{} at {addr:#x}", layout.type_expr()),
-    }
 }
 
 // SAFETY:
@@ -471,13 +545,16 @@ pub struct ShmMutexGuard<'a, T: ShmSafe> {
     held: Option<Held>,
     /// The owner-died flag was set when the lock was taken.
     owner_died: bool,
+    /// How the guard was asked for (a condition variable's wait takes the
+    /// lock again the same way).
+    flag: Flag,
 }
 
 // SAFETY: sharing `&ShmMutexGuard` across threads only gives out `&T`,
 // which is fine when `T: Sync` (as for `std::sync::MutexGuard`).
 unsafe impl<T: ShmSafe + Sync> Sync for ShmMutexGuard<'_, T> {}
 
-impl<T: ShmSafe> ShmMutexGuard<'_, T> {
+impl<'a, T: ShmSafe> ShmMutexGuard<'a, T> {
     /// `true` if a previous holder died and the data has not been marked
     /// consistent since (only a guard from
     /// [`lock_recover`](ShmMutex::lock_recover) can say so).
@@ -490,6 +567,15 @@ impl<T: ShmSafe> ShmMutexGuard<'_, T> {
     pub fn mark_consistent(&mut self) {
         self.mutex.state.store(0, Ordering::Release);
         self.owner_died = false;
+    }
+
+    /// Releases the lock to wait on a condition variable: returns the
+    /// mutex and how to take it again ([`ShmMutex::relock`]).
+    pub(crate) fn unlock_for_wait(self) -> (&'a ShmMutex<T>, Flag) {
+        let (mutex, flag) = (self.mutex, self.flag);
+        // Dropping the guard unlocks and un-notes the lock.
+        drop(self);
+        (mutex, flag)
     }
 }
 
@@ -625,6 +711,52 @@ mod tests {
         let mut m = *m;
         *m.get_mut() += 1;
         assert_eq!(m.into_inner(), 43);
+    }
+
+    #[test]
+    fn a_timed_lock_gives_up_on_a_held_mutex() {
+        let m = in_place(1u32);
+        let m = &*m;
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let holder = s.spawn(move || {
+                let g = m.lock().unwrap();
+                locked_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+                drop(g);
+            });
+            locked_rx.recv().unwrap();
+            let t = std::time::Instant::now();
+            assert!(m.try_lock_for(Duration::from_millis(30)).unwrap().is_none());
+            assert!(m
+                .try_lock_recover_for(Duration::from_millis(1))
+                .unwrap()
+                .is_none());
+            assert!(t.elapsed() >= Duration::from_millis(30));
+            release_tx.send(()).unwrap();
+            holder.join().unwrap();
+        });
+        let g = m.try_lock_for(Duration::from_secs(5)).unwrap().unwrap();
+        assert!(
+            matches!(
+                m.try_lock_for(Duration::from_secs(5)),
+                Err(Error::InvalidArgument { .. })
+            ),
+            "a relock is refused, not waited for"
+        );
+        drop(g);
+        lock_and_die(m, |v| *v = 2);
+        assert!(matches!(
+            m.try_lock_for(Duration::from_secs(5)),
+            Err(Error::OwnerDied { .. })
+        ));
+        let mut g = m
+            .try_lock_recover_for(Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
+        assert!(g.owner_died());
+        g.mark_consistent();
     }
 
     #[test]

@@ -25,6 +25,7 @@
 //! [`Error::InvalidName`]: crate::Error::InvalidName
 //! [`Error::Io`]: crate::Error::Io
 
+pub(crate) mod futex;
 pub(crate) mod proc;
 pub(crate) mod pthread;
 pub(crate) mod shm;

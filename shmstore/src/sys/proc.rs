@@ -28,6 +28,7 @@
 //! A zombie still exists: it counts as alive until its parent reaps it,
 //! which errs on the side of not reclaiming.
 
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::io;
 use std::sync::OnceLock;
 
@@ -253,6 +254,99 @@ pub(crate) fn own_start_time() -> StartTime {
     })
 }
 
+/// This process as the synchronisation primitives record their holders:
+/// its pid and start time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Me {
+    /// `getpid()`.
+    pub(crate) pid: u32,
+    /// Read from `/proc/self/stat`, or [`StartTime::Unknown`].
+    pub(crate) start: StartTime,
+}
+
+/// [`me`]'s cache: the pid (0 until known, and again in a forked child)
+/// and the start-time word.
+static ME_PID: AtomicU32 = AtomicU32::new(0);
+static ME_START: AtomicU64 = AtomicU64::new(StartTime::UNKNOWN_WORD);
+
+/// Forgets [`me`]'s cache in a child made by `fork`: it has another pid
+/// and start time than the process that cached them. Async-signal-safe
+/// (one atomic store), as an atfork child handler must be.
+extern "C" fn forget_me_after_fork() {
+    ME_PID.store(0, Ordering::Relaxed);
+}
+
+/// This process's identity, cached after the first call: two relaxed
+/// loads. Unlike [`own_start_time`] it is read again in a child made by
+/// `fork` (an atfork handler clears the cache there), so a forked child
+/// never records its parent's identity as its own.
+#[inline]
+pub(crate) fn me() -> Me {
+    let pid = ME_PID.load(Ordering::Acquire);
+    if pid != 0 {
+        return Me {
+            pid,
+            start: StartTime::from_word(ME_START.load(Ordering::Relaxed)),
+        };
+    }
+    me_slow()
+}
+
+/// [`me`] the first time (and in a forked child): reads and caches it.
+#[cold]
+fn me_slow() -> Me {
+    static ATFORK: std::sync::Once = std::sync::Once::new();
+    ATFORK.call_once(|| {
+        // SAFETY: registers a handler that only stores to an atomic; no
+        // memory-safety preconditions. A failure (ENOMEM) leaves a forked
+        // child with its parent's identity, which only errs on the side of
+        // "alive" while the parent lives; there is no one to report it to.
+        let _ = unsafe { libc::pthread_atfork(None, None, Some(forget_me_after_fork)) };
+    });
+    // SAFETY: getpid has no preconditions and cannot fail.
+    let pid = unsafe { libc::getpid() } as u32;
+    let start = std::fs::read_to_string("/proc/self/stat")
+        .and_then(|stat| parse_start_time(&stat))
+        .map_or(StartTime::Unknown, StartTime::from_word);
+    ME_START.store(start.word(), Ordering::Relaxed);
+    ME_PID.store(pid, Ordering::Release);
+    Me { pid, start }
+}
+
+impl StartTime {
+    /// How a 16-bit start-time field says "unknown" (see
+    /// [`StartTime::UNKNOWN_LOW32_WORD`]; the same caveat applies, with one
+    /// real start time in 65,536 reading as unknown, which errs on the side
+    /// of "alive").
+    pub(crate) const UNKNOWN_LOW16_WORD: u16 = u16::MAX;
+
+    /// Decodes a 16-bit start-time field (low 16 bits of the start time).
+    /// Compare the result with [`liveness_low16`].
+    pub(crate) fn from_low16_word(word: u16) -> StartTime {
+        if word == Self::UNKNOWN_LOW16_WORD {
+            StartTime::Unknown
+        } else {
+            StartTime::Known(word as u64)
+        }
+    }
+
+    /// The 16-bit field that stores the low 16 bits of this start time.
+    pub(crate) fn low16_word(self) -> u16 {
+        match self {
+            StartTime::Known(t) => t as u16,
+            StartTime::Unknown => Self::UNKNOWN_LOW16_WORD,
+        }
+    }
+}
+
+/// [`liveness`] for a start time of which only the low 16 bits were
+/// recorded ([`StartTime::from_low16_word`]). A pid reused by a process
+/// whose start time agrees in those bits (one in 65,536 reuses) is taken
+/// for the recorded process: "alive", the safe side.
+pub(crate) fn liveness_low16(pid: u32, start: StartTime) -> Liveness {
+    judge(pid, start, u16::MAX as u64, pid_exists, start_time)
+}
+
 /// This process's pid namespace: the inode of `/proc/self/ns/pid`
 /// (truncated to 32 bits; 0 if `/proc` cannot tell), read once.
 pub(crate) fn own_pid_namespace() -> u32 {
@@ -406,6 +500,25 @@ mod tests {
             Liveness::Unknown,
             "a namespace its process could not read"
         );
+    }
+
+    #[test]
+    fn me_is_this_process_and_16_bit_start_times_judge_like_the_others() {
+        let m = me();
+        assert_eq!(m.pid, std::process::id());
+        assert_eq!(m.start, own_start_time());
+        assert_eq!(me(), m, "cached");
+        let start = own_start();
+        let low16 = StartTime::from_low16_word(StartTime::Known(start).low16_word());
+        assert_eq!(liveness_low16(m.pid, low16), Liveness::Alive);
+        let other = StartTime::from_low16_word((start as u16) ^ 1);
+        assert_eq!(liveness_low16(m.pid, other), Liveness::Dead);
+        assert_eq!(liveness_low16(NO_SUCH_PID, low16), Liveness::Dead);
+        assert_eq!(
+            StartTime::from_low16_word(StartTime::Unknown.low16_word()),
+            StartTime::Unknown
+        );
+        assert_eq!(liveness_low16(m.pid, StartTime::Unknown), Liveness::Unknown);
     }
 
     #[test]

@@ -104,6 +104,74 @@ fn lock_error(rc: libc::c_int, op: &'static str) -> Error {
     }
 }
 
+#[cfg(target_env = "gnu")]
+extern "C" {
+    /// glibc 2.30 and later: `pthread_mutex_timedlock` on a clock of the
+    /// caller's choice (not in the `libc` crate yet).
+    fn pthread_mutex_clocklock(
+        mutex: *mut libc::pthread_mutex_t,
+        clock: libc::clockid_t,
+        abstime: *const libc::timespec,
+    ) -> libc::c_int;
+}
+
+/// The clock of timed locks: monotonic where the C library can wait on it.
+#[cfg(target_env = "gnu")]
+const CLOCK: libc::clockid_t = libc::CLOCK_MONOTONIC;
+/// Elsewhere, the realtime clock of `pthread_mutex_timedlock`.
+#[cfg(not(target_env = "gnu"))]
+const CLOCK: libc::clockid_t = libc::CLOCK_REALTIME;
+
+/// A timed lock until `abstime` on [`CLOCK`].
+///
+/// # Safety
+///
+/// As for `pthread_mutex_timedlock`: `m` is a valid mutex and `abstime` a
+/// valid timespec, both live for the call.
+unsafe fn clock_lock(m: *mut libc::pthread_mutex_t, abstime: &libc::timespec) -> libc::c_int {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: the caller's guarantee; CLOCK_MONOTONIC is a clock glibc
+    // accepts here.
+    let rc = unsafe { pthread_mutex_clocklock(m, CLOCK, abstime) };
+    #[cfg(not(target_env = "gnu"))]
+    // SAFETY: the caller's guarantee.
+    let rc = unsafe { libc::pthread_mutex_timedlock(m, abstime) };
+    rc
+}
+
+/// `now + timeout` on `clock`, as an absolute timespec (saturating far in
+/// the future rather than overflowing).
+// `time_t` and `c_long` are `i64` on 64-bit Linux but not everywhere.
+#[allow(clippy::useless_conversion)]
+fn deadline_timespec(
+    clock: libc::clockid_t,
+    timeout: std::time::Duration,
+) -> Result<libc::timespec> {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec; `clock` is a clock id
+    // every Linux C library knows.
+    let rc = unsafe { libc::clock_gettime(clock, &mut now) };
+    if rc != 0 {
+        return Err(Error::io("clock_gettime", std::io::Error::last_os_error()));
+    }
+    // Saturate at about 30 years from now: far enough to mean "never", and
+    // representable in every 64-bit `time_t`.
+    let secs = timeout.as_secs().min(1 << 30) as i64;
+    let mut sec = i64::from(now.tv_sec).saturating_add(secs);
+    let mut nsec = i64::from(now.tv_nsec) + i64::from(timeout.subsec_nanos());
+    if nsec >= 1_000_000_000 {
+        nsec -= 1_000_000_000;
+        sec = sec.saturating_add(1);
+    }
+    Ok(libc::timespec {
+        tv_sec: sec as libc::time_t,
+        tv_nsec: nsec as libc::c_long,
+    })
+}
+
 impl RawMutex {
     /// `PTHREAD_MUTEX_INITIALIZER`: a valid process-private, non-robust
     /// mutex until [`RawMutex::init`] runs at the final address.
@@ -184,6 +252,24 @@ impl RawMutex {
             libc::EOWNERDEAD => Ok(Some(Acquired::OwnerDied)),
             libc::EBUSY => Ok(None),
             rc => Err(lock_error(rc, "pthread_mutex_trylock")),
+        }
+    }
+
+    /// Like [`lock`](RawMutex::lock), but gives up after `timeout`:
+    /// `Ok(None)` then. The deadline is on `CLOCK_MONOTONIC`
+    /// (`pthread_mutex_clocklock`), so changing the wall clock neither
+    /// shortens nor stretches the wait; a robust mutex whose owner died is
+    /// reported at once, as by `lock`.
+    pub(crate) fn lock_for(&self, timeout: std::time::Duration) -> Result<Option<Acquired>> {
+        let abstime = deadline_timespec(CLOCK, timeout)?;
+        // SAFETY: as in `lock`; `abstime` is a valid timespec on this stack
+        // frame, only read during the call.
+        let rc = unsafe { clock_lock(self.inner.get(), &abstime) };
+        match rc {
+            0 => Ok(Some(Acquired::Clean)),
+            libc::EOWNERDEAD => Ok(Some(Acquired::OwnerDied)),
+            libc::ETIMEDOUT => Ok(None),
+            rc => Err(lock_error(rc, "pthread_mutex_clocklock")),
         }
     }
 
@@ -354,6 +440,48 @@ mod tests {
             "{err}"
         );
         assert!(matches!(m.try_lock(), Err(Error::Corrupted { .. })));
+    }
+
+    #[test]
+    fn a_timed_lock_gives_up_on_a_held_lock_and_takes_a_free_one() {
+        use std::time::{Duration, Instant};
+        let m = robust();
+        let (locked_tx, locked_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let m = &*m;
+        std::thread::scope(|s| {
+            let holder = s.spawn(move || {
+                m.lock().unwrap();
+                locked_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+                // SAFETY: held by this thread.
+                unsafe { m.unlock() };
+            });
+            locked_rx.recv().unwrap();
+            let t = Instant::now();
+            assert_eq!(m.lock_for(Duration::from_millis(30)).unwrap(), None);
+            assert!(t.elapsed() >= Duration::from_millis(30));
+            release_tx.send(()).unwrap();
+            holder.join().unwrap();
+        });
+        assert_eq!(
+            m.lock_for(Duration::from_secs(5)).unwrap(),
+            Some(Acquired::Clean)
+        );
+        assert!(matches!(
+            m.lock_for(Duration::from_secs(5)),
+            Err(Error::InvalidArgument { .. })
+        ));
+        // SAFETY: held by this thread.
+        unsafe { m.unlock() };
+        lock_on_a_dying_thread(m);
+        assert_eq!(
+            m.lock_for(Duration::ZERO).unwrap(),
+            Some(Acquired::OwnerDied)
+        );
+        m.make_consistent().unwrap();
+        // SAFETY: held by this thread.
+        unsafe { m.unlock() };
     }
 
     #[test]
