@@ -33,8 +33,18 @@ type Q = ShmQueue<u64, 8>;
 
 /// An unwritten log entry.
 const UNSET: u64 = u64::MAX;
-/// Entries in a consumer's log.
+/// Entries in a consumer's log: more than all producers may push in a run
+/// (see [`BUDGET_FIRST`]), so that no log can fill up however the scheduler
+/// shares the CPUs out.
 const LOG_CAP: usize = 65_536;
+/// Values the producers may push before the first kill, and more after
+/// each: the run pushes at most `BUDGET_FIRST + KILLS * BUDGET_STEP`
+/// values, well below [`LOG_CAP`], and each step is more than the progress
+/// the parent waits for between kills.
+const BUDGET_FIRST: u64 = 3_000;
+const BUDGET_STEP: u64 = 1_500;
+const KILLS: usize = 12;
+const _: () = assert!(BUDGET_FIRST + KILLS as u64 * BUDGET_STEP < LOG_CAP as u64);
 
 fn value(id: u64, seq: u64) -> u64 {
     id << 32 | seq
@@ -75,13 +85,24 @@ fn consumer_log(store: &Store, id: u64) -> SliceHandle<AtomicU64> {
 }
 
 /// Child part: pushes values as producer `id` until the `stop` event
-/// moves.
+/// moves, each under a ticket of the shared budget (waiting for the
+/// parent to raise it when it runs out).
 fn produce(name: &str, id: u64) {
     let s = open(name);
     let store = Store::open(name).unwrap();
     let log = producer_log(&store, id);
+    let budget = store.get::<AtomicU64>("budget").unwrap();
+    let issued = store.get::<AtomicU64>("issued").unwrap();
+    let more = store.get::<ShmEvent>("more").unwrap();
     let mut seq = 0;
     while s.stop.generation() == 0 {
+        let seen = more.generation();
+        if issued.fetch_add(1, Ordering::AcqRel) >= budget.load(Ordering::Acquire) {
+            issued.fetch_sub(1, Ordering::AcqRel);
+            more.wait_for_change(seen, Duration::from_millis(100))
+                .unwrap();
+            continue;
+        }
         s.q.push(value(id, seq)).unwrap();
         seq += 1;
         log.store(seq, Ordering::Release);
@@ -137,12 +158,18 @@ fn producers_and_consumers_killed_at_random_lose_and_duplicate_nothing() {
     if let Some((_, name)) = role() {
         return child(&name);
     }
-    const KILLS: usize = 12;
     let guard = StoreGuard::unique("queue-kills");
     let store = Store::create(guard.name(), 64 << 20).unwrap();
     let q = store.get_or_insert_with("queue", Q::new).unwrap();
     let stop = store.get_or_insert_with("stop", ShmEvent::new).unwrap();
     let done = store.get_or_insert_with("done", ShmEvent::new).unwrap();
+    let budget = store
+        .get_or_insert_with("budget", || AtomicU64::new(BUDGET_FIRST))
+        .unwrap();
+    store
+        .get_or_insert_with("issued", || AtomicU64::new(0))
+        .unwrap();
+    let more = store.get_or_insert_with("more", ShmEvent::new).unwrap();
     let mut rng = Rng::from_env_or_clock(TEST);
 
     let mut next_id = 0u64;
@@ -186,6 +213,8 @@ fn producers_and_consumers_killed_at_random_lose_and_duplicate_nothing() {
     for _ in 0..KILLS {
         let ids = live.iter().map(|w| w.id).max().unwrap() + 1;
         let target = progress(&store, ids) + 100 + rng.below(1000);
+        budget.fetch_add(BUDGET_STEP, Ordering::AcqRel);
+        more.notify();
         wait_until("the workers make progress", PATIENCE, || {
             progress(&store, ids) >= target
         });

@@ -382,6 +382,32 @@ impl TypeLayout {
         tree::graph_fingerprint(self)
     }
 
+    /// `true` if the layout may hold a lock anywhere (conservatively: any
+    /// [`LayoutKind::Opaque`] type, which is how the synchronisation
+    /// primitives describe themselves). The store never frees memory that
+    /// holds a locked `ShmMutex` (see `Store::remove`).
+    #[doc(hidden)]
+    pub const fn may_hold_locks(&self) -> bool {
+        match self.kind {
+            LayoutKind::Primitive | LayoutKind::Enum { .. } => false,
+            LayoutKind::Struct { fields, .. } => {
+                let mut i = 0;
+                while i < fields.len() {
+                    if fields[i].ty.may_hold_locks() {
+                        return true;
+                    }
+                    i += 1;
+                }
+                false
+            }
+            LayoutKind::Array { elem, .. } => elem.may_hold_locks(),
+            LayoutKind::Opaque { .. } => true,
+            // Their parameters are lazy (not readable in a `const fn`):
+            // conservatively yes, except for the byte containers.
+            LayoutKind::Container { params } => !params.is_empty(),
+        }
+    }
+
     /// `true` if the layout holds one of shmstore's containers anywhere
     /// (then [`graph_fingerprint`](TypeLayout::graph_fingerprint) differs
     /// from [`fingerprint`](TypeLayout::fingerprint)).

@@ -240,6 +240,11 @@ impl Region {
     }
 
     /// The segment's name.
+    /// Which file the segment is (`st_dev`, `st_ino`).
+    pub(crate) fn file_id(&self) -> Result<(u64, u64)> {
+        Ok(shm::fstat(self.fd.as_fd())?.file)
+    }
+
     pub(crate) fn name(&self) -> &SegmentName {
         &self.name
     }

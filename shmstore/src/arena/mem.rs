@@ -153,6 +153,12 @@ impl Mem {
         self.len
     }
 
+    /// The offset of the address `addr`, if it lies inside the region.
+    pub(crate) fn offset_of(&self, addr: usize) -> Option<u64> {
+        let off = (addr as u64).checked_sub(self.base.as_ptr() as u64)?;
+        (off < self.len).then_some(off)
+    }
+
     /// Bytes from the start known to be committed.
     pub(crate) fn backed(&self) -> u64 {
         // SAFETY: `new`'s contract: the atomic outlives every copy of `self`.

@@ -50,6 +50,15 @@ pub(crate) struct Arena<'a> {
     nested_frees: core::cell::RefCell<Vec<walk::NestedRef>>,
 }
 
+/// Why a value cannot be published ([`Arena::link_value`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Unfit {
+    /// It holds a container of another store.
+    Foreign,
+    /// It holds a container whose buffer is gone (described).
+    Broken(String),
+}
+
 /// What a record holds, validated against its block.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Record {
@@ -406,11 +415,19 @@ impl<'a> Arena<'a> {
     /// journal. A crash in between leaves them unreachable, for `collect`.
     /// A value whose layout or containers cannot be read is freed all the
     /// same; what it held is then left to `collect` too.
+    ///
+    /// A value holding a locked `ShmMutex` (a guard passed to `mem::forget`
+    /// and its handle dropped) is not freed at all, nor what it owns: the
+    /// holder's C library keeps pointers into the lock (its robust list)
+    /// and writes through them, so that memory must not be reused. The
+    /// record stays, removed and unpinned; `Store::collect` frees it once
+    /// the lock is released (its holder thread gone).
     pub(crate) fn free_record(&self, rec: u64) -> Result<()> {
         let r = self.record(rec)?;
         if let Ok(desc) = self.type_desc(r.type_idx) {
-            if walk::has_containers(&desc) {
+            if walk::walks_into(&desc) {
                 let mut found = walk::Walk::new(self.walk_budget());
+                found.lenient = true;
                 let store_id = self.mem.u64(OFF_STORE_ID)?;
                 let mut walker = walk::Walker {
                     mem: self.mem,
@@ -419,6 +436,9 @@ impl<'a> Arena<'a> {
                     out: &mut found,
                 };
                 if walker.values(r.value, &desc, r.len).is_ok() {
+                    if !found.locked.is_empty() {
+                        return Ok(());
+                    }
                     self.nested_frees.borrow_mut().extend(found.found);
                 }
             }
@@ -429,33 +449,39 @@ impl<'a> Arena<'a> {
     /// Links the containers of the value of record `rec`, about to be
     /// published: clears the pending mark of every nested block it reaches
     /// (they are reachable from now on, so that once unreachable again
-    /// `collect` need not wait for this process to exit). Returns the number
-    /// of containers in it that belong to another store (the caller refuses
-    /// the value).
+    /// `collect` need not wait for this process to exit). Returns what makes
+    /// the value unfit to publish, if anything: containers of another
+    /// store, or broken ones (the caller refuses the value).
     ///
     /// The pending words are written without the journal: if the operation
     /// is undone, the value was not published and is dropped by its holder
     /// (which frees the blocks) or its holder died (and the marks would name
     /// a dead process anyway).
-    pub(crate) fn link_value(&self, rec: u64) -> Result<u64> {
+    pub(crate) fn link_value(&self, rec: u64) -> Result<Option<Unfit>> {
         let r = self.record(rec)?;
         let desc = self.type_desc(r.type_idx)?;
         if !walk::has_containers(&desc) {
-            return Ok(0);
+            return Ok(None);
         }
         let mut found = walk::Walk::new(self.walk_budget());
         let store_id = self.mem.u64(OFF_STORE_ID)?;
         walk::Walker {
             mem: self.mem,
             store_id,
-            locks: walk::Locks::Ignore,
+            locks: walk::Locks::Blind,
             out: &mut found,
         }
         .values(r.value, &desc, r.len)?;
+        if found.foreign != 0 {
+            return Ok(Some(Unfit::Foreign));
+        }
+        if let Some(b) = found.broken.first() {
+            return Ok(Some(Unfit::Broken(b.clone())));
+        }
         for n in &found.found {
             self.mem.set_u64(n.blk + nested::N_PENDING, 0)?;
         }
-        Ok(found.foreign)
+        Ok(None)
     }
 
     /// The nested blocks of the records this operation freed (see

@@ -255,6 +255,10 @@ impl Arena<'_> {
             });
         }
         let blk = self.alloc(bytes)?;
+        // No element slot holds stale bytes (a reused block's old container
+        // words could otherwise be taken for live ones if a length word
+        // were corrupted): all-zero bytes are null containers.
+        self.mem.zero(blk + NESTED_HEADER, bytes - NESTED_HEADER)?;
         // The block is fresh: its header words need no undo entries.
         self.set_u64(blk + N_FP, ty.fingerprint)?;
         self.set_u64(blk + N_CAP, cap)?;

@@ -32,6 +32,9 @@ pub(crate) enum Locks {
     /// Others may be using it: take each `ShmMutex` with `try_lock`, and
     /// give up on what a held one guards.
     Try,
+    /// The caller holds what the walk reads (a container's own elements,
+    /// through `&mut`): read under no lock and probe none.
+    Blind,
 }
 
 /// A nested block found by a walk.
@@ -57,6 +60,16 @@ pub(crate) struct Walk {
     pub(crate) foreign: u64,
     /// Containers whose words or buffers are broken, not followed.
     pub(crate) broken: Vec<String>,
+    /// Where a locked `ShmMutex` was found ([`Locks::Ignore`] walks, which
+    /// probe each one): the nested block holding it, or 0 for the value
+    /// walked. Such memory must not be freed: the holder's C library keeps
+    /// pointers into it (the robust list) for as long as it holds the lock,
+    /// and writes through them.
+    pub(crate) locked: HashSet<u64>,
+    /// A lenient walk (of a block a live process holds, see
+    /// [`Walker::block`]): a buffer reached again is skipped, and a broken
+    /// container is not reported, only not followed.
+    pub(crate) lenient: bool,
     seen: HashSet<u64>,
     /// Nodes left to visit: bounds the work a corrupted layout or value can
     /// cause.
@@ -70,6 +83,11 @@ impl Walk {
             budget,
             ..Walk::default()
         }
+    }
+
+    /// `true` if the walk has reached the nested block `blk`.
+    pub(crate) fn reached(&self, blk: u64) -> bool {
+        self.seen.contains(&blk)
     }
 
     fn spend(&mut self) -> Result<()> {
@@ -173,12 +191,14 @@ struct Work<'d> {
     /// For a map's keys or values: the slot's metadata word is this many
     /// bytes before `off`.
     live_at: Option<u64>,
+    /// The nested block these values lie in (0: the value walked).
+    owner: u64,
 }
 
 impl Walker<'_> {
     /// Walks `count` consecutive values of layout `d` at `off`.
     pub(crate) fn values(&mut self, off: u64, d: &LayoutDesc, count: u64) -> Result<()> {
-        if !has_containers(d) {
+        if !walks_into(d) {
             return Ok(());
         }
         let targets = Targets::of(d)?;
@@ -190,9 +210,82 @@ impl Walker<'_> {
                 count,
                 stride: d.size,
                 live_at: None,
+                owner: 0,
             },
             0,
         )
+    }
+
+    /// Walks the elements of the nested block `blk` of element layout
+    /// `elem` as a root: a block that no object may reach, but that a live
+    /// process holds (a value it is building, a container it moved out of
+    /// the store), or one about to be freed. Its own header is checked (its
+    /// token is its own); a map's table (elements named `ShmMapEntry`) is
+    /// walked slot by slot, live slots only; any other block, its elements
+    /// below its length.
+    pub(crate) fn block(&mut self, blk: u64, elem: &LayoutDesc) -> Result<()> {
+        if !walks_into(elem) {
+            return Ok(());
+        }
+        let token = self.mem.u64(
+            blk.checked_add(24)
+                .ok_or_else(|| Error::corrupted("a nested block's offset overflows"))?,
+        )?;
+        let targets = Targets::of(elem)?;
+        let entry = match (elem.name.as_str(), &elem.kind) {
+            ("ShmMapEntry", LayoutDescKind::Container { params }) => {
+                cl::shape_of("ShmMap", params).map(|shape| (shape, params.as_slice()))
+            }
+            _ => None,
+        };
+        let (size, align) = match &entry {
+            Some((shape, params)) => shape.element(params),
+            None => (elem.size, elem.align),
+        };
+        let (n, _) = read_nested_any(&self.mem, blk, size, align, token)?;
+        self.out.seen.insert(blk);
+        match entry {
+            Some((
+                cl::Shape::Map {
+                    key_off,
+                    value_off,
+                    slot,
+                    ..
+                },
+                [k, v],
+            )) => {
+                for (field, d) in [(value_off, v), (key_off, k)] {
+                    if walks_into(d) {
+                        let work = Work {
+                            off: n
+                                .elems
+                                .checked_add(field)
+                                .ok_or_else(|| Error::corrupted("a map slot overflows"))?,
+                            d: targets.resolve(d)?,
+                            count: n.cap,
+                            stride: slot,
+                            live_at: Some(field),
+                            owner: blk,
+                        };
+                        self.run(&targets, work, 0)?;
+                    }
+                }
+                Ok(())
+            }
+            Some(_) => Ok(()),
+            None => self.run(
+                &targets,
+                Work {
+                    off: n.elems,
+                    d: elem,
+                    count: n.len,
+                    stride: size,
+                    live_at: None,
+                    owner: blk,
+                },
+                0,
+            ),
+        }
     }
 
     /// Walks what `first` names, and everything it leads to, in a loop.
@@ -204,7 +297,7 @@ impl Walker<'_> {
                 todo.pop();
                 continue;
             }
-            let (off, d, live_at) = (w.off, w.d, w.live_at);
+            let (off, d, live_at, owner) = (w.off, w.d, w.live_at, w.owner);
             w.count -= 1;
             if w.count > 0 {
                 w.off = w
@@ -228,30 +321,35 @@ impl Walker<'_> {
             match &d.kind {
                 LayoutDescKind::Primitive | LayoutDescKind::Enum { .. } => {}
                 LayoutDescKind::Struct { fields, .. } => {
-                    for f in fields.iter().rev().filter(|f| has_containers(&f.ty)) {
+                    for f in fields.iter().rev().filter(|f| walks_into(&f.ty)) {
                         todo.push(Work {
                             off: at(f.offset)?,
                             d: &f.ty,
                             count: 1,
                             stride: 0,
                             live_at: None,
+                            owner,
                         });
                     }
                 }
                 LayoutDescKind::Array { elem, len } => {
-                    if has_containers(elem) {
+                    if walks_into(elem) {
                         todo.push(Work {
                             off,
                             d: elem,
                             count: *len,
                             stride: elem.size,
                             live_at: None,
+                            owner,
                         });
                     }
                 }
                 LayoutDescKind::Opaque { params } => {
                     if let ("ShmMutex", [data]) = (d.name.as_str(), params.as_slice()) {
-                        if has_containers(data) {
+                        if self.locks == Locks::Ignore && self.probe_locked(off) {
+                            self.out.locked.insert(owner);
+                        }
+                        if walks_into(data) {
                             let data_off = crate::sync::mutex_data_offset(data.align)
                                 .and_then(|d| off.checked_add(d))
                                 .ok_or_else(|| {
@@ -263,9 +361,10 @@ impl Walker<'_> {
                                 count: 1,
                                 stride: 0,
                                 live_at: None,
+                                owner,
                             };
                             match self.locks {
-                                Locks::Ignore => todo.push(inner),
+                                Locks::Ignore | Locks::Blind => todo.push(inner),
                                 Locks::Try => self.locked(targets, off, inner, held)?,
                             }
                         }
@@ -280,6 +379,7 @@ impl Walker<'_> {
                     count: 1,
                     stride: 0,
                     live_at: None,
+                    owner,
                 }),
             }
         }
@@ -308,6 +408,18 @@ impl Walker<'_> {
                 Ok(())
             }
         }
+    }
+
+    /// `true` if the `ShmMutex` at `off` is held by any thread (this one
+    /// included) or cannot be probed: it is tried once, never waited for
+    /// (the walk runs under the header lock). A dead owner's lock is taken
+    /// and given back here (its death recorded, as `try_lock` would):
+    /// nothing holds it any more.
+    fn probe_locked(&self, off: u64) -> bool {
+        !matches!(
+            crate::sync::try_with_locked(&self.mem, off, || ()),
+            Ok(Some(()))
+        )
     }
 
     /// A container at `off`: its buffer, then (queued) its elements.
@@ -357,15 +469,19 @@ impl Walker<'_> {
         let (n, fp) = match read_nested_any(&self.mem, blk, elem_size, elem_align, token) {
             Ok(found) => found,
             Err(e) => {
-                self.out.broken.push(format!("{} at {off:#x}: {e}", d.name));
+                if !self.out.lenient {
+                    self.out.broken.push(format!("{} at {off:#x}: {e}", d.name));
+                }
                 return Ok(());
             }
         };
         if !self.out.seen.insert(blk) {
-            self.out.broken.push(format!(
-                "{} at {off:#x}: its buffer {blk:#x} is shared",
-                d.name
-            ));
+            if !self.out.lenient {
+                self.out.broken.push(format!(
+                    "{} at {off:#x}: its buffer {blk:#x} is shared",
+                    d.name
+                ));
+            }
             return Ok(());
         }
         self.out.found.push(NestedRef { blk, fp, token });
@@ -373,13 +489,14 @@ impl Walker<'_> {
             cl::Shape::Elements => {
                 let [elem] = params else { return Ok(()) };
                 let elem = targets.resolve(elem)?;
-                if has_containers(elem) {
+                if walks_into(elem) {
                     todo.push(Work {
                         off: n.elems,
                         d: elem,
                         count: n.len,
                         stride: elem_size,
                         live_at: None,
+                        owner: blk,
                     });
                 }
             }
@@ -393,7 +510,7 @@ impl Walker<'_> {
                 let [k, v] = params else { return Ok(()) };
                 let (k, v) = (targets.resolve(k)?, targets.resolve(v)?);
                 for (field, d) in [(value_off, v), (key_off, k)] {
-                    if has_containers(d) {
+                    if walks_into(d) {
                         todo.push(Work {
                             off: n
                                 .elems
@@ -403,6 +520,7 @@ impl Walker<'_> {
                             count: n.cap,
                             stride: slot,
                             live_at: Some(field),
+                            owner: blk,
                         });
                     }
                 }
@@ -415,6 +533,10 @@ impl Walker<'_> {
 /// `true` if a value of layout `d` may hold a container (conservatively:
 /// any container or back reference inside).
 pub(crate) fn has_containers(d: &LayoutDesc) -> bool {
+    // A value of no bytes holds no container (a container is 24 bytes).
+    if d.size == 0 {
+        return false;
+    }
     match &d.kind {
         LayoutDescKind::Primitive | LayoutDescKind::Enum { .. } => false,
         LayoutDescKind::Struct { fields, .. } => fields.iter().any(|f| has_containers(&f.ty)),
@@ -423,4 +545,26 @@ pub(crate) fn has_containers(d: &LayoutDesc) -> bool {
         LayoutDescKind::Container { .. } => d.name != "Pod",
         LayoutDescKind::BackRef { .. } => true,
     }
+}
+
+/// `true` if a value of layout `d` may hold a `ShmMutex` (conservatively:
+/// any back reference too).
+pub(crate) fn has_locks(d: &LayoutDesc) -> bool {
+    if d.size == 0 {
+        return false;
+    }
+    match &d.kind {
+        LayoutDescKind::Primitive | LayoutDescKind::Enum { .. } => false,
+        LayoutDescKind::Struct { fields, .. } => fields.iter().any(|f| has_locks(&f.ty)),
+        LayoutDescKind::Array { elem, .. } => has_locks(elem),
+        LayoutDescKind::Opaque { params } => d.name == "ShmMutex" || params.iter().any(has_locks),
+        LayoutDescKind::Container { params } => d.name != "Pod" && params.iter().any(has_locks),
+        LayoutDescKind::BackRef { .. } => true,
+    }
+}
+
+/// `true` if a walk must look inside a value of layout `d`: for its
+/// containers, and for the locks a [`Locks::Ignore`] walk probes.
+pub(crate) fn walks_into(d: &LayoutDesc) -> bool {
+    has_containers(d) || has_locks(d)
 }

@@ -121,15 +121,29 @@ impl<'a> Ctx<'a> {
         self.inner().with_arena(f)
     }
 
-    /// The pending mark for blocks this operation allocates: none (0) for a
-    /// container in the segment (it links them at once), this process's
-    /// mark for one outside (see `arena::nested`).
-    pub(crate) fn pending(&self) -> u64 {
-        if self.in_segment {
-            0
-        } else {
-            self.inner().pending_word()
+    /// Registers `T`'s layout in the store's type registry (once per store
+    /// and process), so that the store can walk a buffer of `T`s by their
+    /// layout when no object reaches it (`Store::collect` walks the buffers
+    /// live processes hold).
+    pub(crate) fn register_elements<T: ShmSafe>(&self) -> Result<()> {
+        static DONE: parking_lot::Mutex<Vec<(u64, u64)>> = parking_lot::Mutex::new(Vec::new());
+        let fp = elem_type::<T>().fingerprint;
+        let key = (self.store_id, fp);
+        if DONE.lock().contains(&key) {
+            return Ok(());
         }
+        let layout = T::LAYOUT;
+        let encoded = crate::layout::encode_layout(layout).map_err(|e| Error::InvalidArgument {
+            reason: format!("{} cannot be stored: {e}", layout.type_expr()),
+        })?;
+        self.with_arena(|a| {
+            if a.find_type(fp)?.is_none() {
+                a.register_type(fp, layout.size as u64, layout.align as u64, &encoded)?;
+            }
+            Ok(())
+        })?;
+        DONE.lock().push(key);
+        Ok(())
     }
 
     /// Checks the nested block `blk` of the container with `token`, for
@@ -154,15 +168,16 @@ impl<'a> Ctx<'a> {
             // element type: refused, never reinterpreted.
             return Err(self.wrong_elements::<T>(blk, fp));
         }
-        if !self.in_segment && n.pending != self.pending() {
-            let mark = self.pending();
-            return self.with_arena(|a| {
-                let n = a.nested(blk, ty, token)?;
-                a.set_pending(blk, mark)?;
-                let mut n = n;
-                n.pending = mark;
-                Ok(n)
-            });
+        let mark = self.inner().pending_word();
+        if !self.in_segment && n.pending != mark {
+            // First use outside the store (a value being built, a container
+            // moved out through a guard): claim the buffer and everything
+            // its elements reach.
+            self.with_arena(|a| a.nested(blk, ty, token).map(drop))?;
+            super::own::claim_block::<T>(self, blk)?;
+            let mut n = n;
+            n.pending = mark;
+            return Ok(n);
         }
         Ok(n)
     }

@@ -5,6 +5,7 @@ use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::ctx::Ctx;
+use super::own;
 use super::raw::{Buf, RawBuf};
 use super::{Ref, RefMut, ShmString};
 use crate::arena::dir::hash_name;
@@ -434,6 +435,7 @@ impl<K: ShmKey, V: ShmMovable> ShmMap<K, V> {
         match Self::probe(p, cap, key)? {
             Probe::Found(i) => {
                 let s = p.wrapping_add(i);
+                own::claim::<V>(&ctx, Self::field_at(&b, i, value_offset::<K, V>()), 1)?;
                 // SAFETY: a live, checked slot; the old value is read out
                 // (its copy is returned: the caller owns it) and the new one
                 // written over it in place (see "Crash safety").
@@ -515,6 +517,7 @@ impl<K: ShmKey, V: ShmMovable> ShmMap<K, V> {
             return Ok(None);
         };
         let s = p.wrapping_add(i);
+        self.claim_slot(&ctx, &b, i)?;
         // SAFETY: a live, checked slot. Key and value are copied out, then
         // the slot is marked removed (the one word that unpublishes the
         // entry); from then on the copies are their only owners. A crash
@@ -530,6 +533,9 @@ impl<K: ShmKey, V: ShmMovable> ShmMap<K, V> {
         crate::crash::step();
         self.removed.fetch_add(1, Ordering::Relaxed);
         self.raw.set_len(&b, b.n.len.saturating_sub(1))?;
+        // SAFETY: the slot is removed (no one reads its key or value), and
+        // the copies own them: no stale container words stay behind.
+        unsafe { Self::zero_slot(s) };
         drop(k);
         Ok(Some(v))
     }
@@ -554,6 +560,7 @@ impl<K: ShmKey, V: ShmMovable> ShmMap<K, V> {
             };
             let s = p.wrapping_add(i);
             Self::check_slot(s)?;
+            self.claim_slot(&ctx, &b, i)?;
             // SAFETY: as in `remove`, for live slot `i` (re-checked above).
             let (k, v) = unsafe {
                 let k = core::ptr::addr_of!((*s).key).read();
@@ -564,6 +571,8 @@ impl<K: ShmKey, V: ShmMovable> ShmMap<K, V> {
             };
             self.removed.fetch_add(1, Ordering::Relaxed);
             self.raw.set_len(&b, b.n.len.saturating_sub(1))?;
+            // SAFETY: as in `remove`.
+            unsafe { Self::zero_slot(s) };
             drop((k, v));
         }
         Ok(())
@@ -604,35 +613,46 @@ impl<K: ShmKey, V: ShmMovable> ShmMap<K, V> {
         Ok(out)
     }
 
+    /// Claims what slot `i`'s key and value own, before they are taken
+    /// out of the table (see `own`).
+    fn claim_slot(&self, ctx: &Ctx<'_>, b: &Buf, i: usize) -> Result<()> {
+        own::claim::<K>(ctx, Self::field_at(b, i, key_offset::<K, V>()), 1)?;
+        own::claim::<V>(ctx, Self::field_at(b, i, value_offset::<K, V>()), 1)
+    }
+
+    /// The offset in the segment of the field at `field` of slot `i`.
+    fn field_at(b: &Buf, i: usize, field: usize) -> u64 {
+        b.n.elems + (i * core::mem::size_of::<Slot<K, V>>() + field) as u64
+    }
+
+    /// Zeroes a removed slot's key and value.
+    ///
+    /// # Safety
+    ///
+    /// `s` is a slot of a checked table whose key and value are no longer
+    /// read (removed, their copies owned elsewhere).
+    unsafe fn zero_slot(s: *mut Slot<K, V>) {
+        // SAFETY: the caller's contract; `addr_of_mut!` creates no
+        // reference.
+        unsafe {
+            super::vec::zero(core::ptr::addr_of_mut!((*s).key), 1);
+            super::vec::zero(core::ptr::addr_of_mut!((*s).value), 1);
+        }
+    }
+
     fn release(&self) {
-        if self.raw.is_unallocated() {
-            return;
-        }
-        if core::mem::needs_drop::<K>() || core::mem::needs_drop::<V>() {
-            let Ok(ctx) = self.ctx() else { return };
-            if let Ok(Some((p, b))) = self.table(&ctx) {
-                let _ = self.raw.set_len(&b, 0);
-                for i in 0..b.n.cap as usize {
-                    let s = p.wrapping_add(i);
-                    // SAFETY: `i < cap`: a slot of the checked table.
-                    if unsafe { (*s).meta } & LIVE == 0 || Self::check_slot(s).is_err() {
-                        continue;
-                    }
-                    // SAFETY: a live, checked slot, marked empty first so
-                    // that it is dropped once.
-                    unsafe {
-                        (*(core::ptr::addr_of_mut!((*s).meta) as *const AtomicU64))
-                            .store(REMOVED, Ordering::Release);
-                        core::ptr::drop_in_place(core::ptr::addr_of_mut!((*s).key));
-                        core::ptr::drop_in_place(core::ptr::addr_of_mut!((*s).value));
-                    }
-                }
-            }
-        }
-        // The slots are now all empty or removed: free the table (no
-        // element left to drop).
+        // Frees the table and what its live slots' keys and values own, by
+        // walking them (see `RawBuf::release`).
         self.raw.release::<Slot<K, V>, Self>(self, WHAT);
     }
+}
+
+/// Offsets of a slot's key and value (as `#[repr(C)]` lays them out).
+const fn key_offset<K, V>() -> usize {
+    core::mem::offset_of!(Slot<K, V>, key)
+}
+const fn value_offset<K, V>() -> usize {
+    core::mem::offset_of!(Slot<K, V>, value)
 }
 
 impl<K: ShmKey, V: ShmMovable> Drop for ShmMap<K, V> {

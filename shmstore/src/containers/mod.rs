@@ -111,6 +111,7 @@ mod ctx;
 mod fixed;
 pub(crate) mod layout;
 pub(crate) mod map;
+pub(crate) mod own;
 mod pod;
 mod raw;
 mod rel;

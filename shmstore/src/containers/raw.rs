@@ -119,13 +119,44 @@ impl RawBuf {
         fill: impl FnOnce(Option<(*mut T, Nested)>, *mut T) -> Result<u64>,
     ) -> Result<Buf> {
         self.bind(ctx);
+        let ty = elem_type::<T>();
+        if ty.align > crate::arena::mem::MAX_ALIGN {
+            return Err(Error::InvalidArgument {
+                reason: format!(
+                    "{} is aligned to {} bytes; a store holds values aligned to at most {}",
+                    core::any::type_name::<T>(),
+                    ty.align,
+                    crate::arena::mem::MAX_ALIGN
+                ),
+            });
+        }
+        if super::own::walks::<T>() {
+            // So that `collect` can walk a buffer of them that no object
+            // reaches but a live process holds.
+            ctx.register_elements::<T>()?;
+        }
         let old = self.buffer::<T>(ctx)?;
         let old_view = old.map(|b| (b.n.ptr.cast::<T>(), b.n));
         let token = self.token.load(Ordering::Relaxed);
-        let ty = elem_type::<T>();
         let mark = ctx.inner().pending_word();
-        let blk = ctx.with_arena(|a| a.alloc_nested(ty, cap, token, mark))?;
-        let n = ctx.nested::<T>(blk, token)?;
+        // Allocated held by this process (reachable only once switched
+        // in); the old buffer is claimed too (unreachable once switched
+        // out, until freed below): if this process dies in between, both
+        // are `collect`'s.
+        let blk = ctx.with_arena(|a| {
+            if let Some(old) = &old {
+                a.nested(old.blk, ty, token)?;
+                a.set_pending(old.blk, mark)?;
+            }
+            a.alloc_nested(ty, cap, token, mark)
+        })?;
+        let n = match ctx.nested::<T>(blk, token) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = ctx.with_arena(|a| a.free_nested(blk, ty.fingerprint, token));
+                return Err(e);
+            }
+        };
         let new_p = n.ptr.cast::<T>();
         let new_len = match fill(old_view, new_p) {
             Ok(len) if len <= cap => len,
@@ -142,10 +173,6 @@ impl RawBuf {
         // The one word that switches to the new elements and length.
         self.buf.store(blk, Ordering::Release);
         crate::crash::step();
-        if ctx.in_segment {
-            // Linked now: once unreachable, `collect` may take it.
-            reader.set_pending(blk, 0)?;
-        }
         if let Some(old) = old {
             ctx.with_arena(|a| a.free_nested(old.blk, ty.fingerprint, token))?;
         }
@@ -158,7 +185,12 @@ impl RawBuf {
         b.n.set_len(len)
     }
 
-    /// Drops the elements and frees the buffer (the container's `Drop`).
+    /// Frees the buffer and everything its elements own (the container's
+    /// `Drop`): claims it all for this process, detaches the buffer (the
+    /// container is then empty, whatever happens next), and frees by
+    /// walking the elements' layout, in bounded steps — never by recursive
+    /// drops, so a list of a million `RelPtr`s is freed in a loop. Memory
+    /// holding a locked `ShmMutex` is not freed (see `own::free_block`).
     /// Errors are swallowed: what cannot be freed now is left to
     /// `Store::collect`.
     pub(crate) fn release<T: ShmSafe, C>(&self, container: &C, what: &'static str) {
@@ -171,23 +203,14 @@ impl RawBuf {
         let Ok(Some(b)) = self.buffer::<T>(&ctx) else {
             return;
         };
-        if core::mem::needs_drop::<T>() {
-            if let Ok((p, len, _)) = self.elements::<T>(&ctx) {
-                if self.set_len(&b, 0).is_ok() {
-                    for i in 0..len {
-                        // SAFETY: element `i < len` was checked by `elements`
-                        // (valid bytes in this buffer); the length was set to
-                        // 0 first, so nothing reaches it again, and it is
-                        // dropped once.
-                        unsafe { core::ptr::drop_in_place(p.add(i)) };
-                    }
-                }
-            }
+        if super::own::claim_block::<T>(&ctx, b.blk).is_err() {
+            return;
         }
         let token = self.token.load(Ordering::Relaxed);
         self.buf.store(0, Ordering::Release);
+        crate::crash::step();
         let fp = crate::layout::graph_fingerprint_of::<T>();
-        let _ = ctx.with_arena(|a| a.free_nested(b.blk, fp, token));
+        super::own::free_block::<T>(&ctx, b.blk, fp, token);
     }
 }
 

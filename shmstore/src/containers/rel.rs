@@ -4,6 +4,7 @@ use core::fmt;
 use core::marker::PhantomData;
 
 use super::ctx::Ctx;
+use super::own;
 use super::raw::RawBuf;
 use super::{Ref, RefMut};
 use crate::layout::{LayoutKind, LazyLayout, ShmMovable, ShmSafe, TypeLayout};
@@ -125,9 +126,13 @@ impl<T: ShmSafe> RelPtr<T> {
     fn put(&self, value: T) -> Result<Option<core::mem::ManuallyDrop<T>>> {
         let ctx = self.ctx()?;
         let old = match self.raw.elements::<T>(&ctx)? {
-            // SAFETY: element 0 was checked by `elements`; the copy is held
-            // unowned until the new block is switched in.
-            (p, 1, _) => Some(core::mem::ManuallyDrop::new(unsafe { p.read() })),
+            (p, 1, Some(b)) => {
+                // What the old target owns leaves the store's reach with it.
+                own::claim::<T>(&ctx, b.n.elems, 1)?;
+                // SAFETY: element 0 was checked by `elements`; the copy is
+                // held unowned until the new block is switched in.
+                Some(core::mem::ManuallyDrop::new(unsafe { p.read() }))
+            }
             _ => None,
         };
         let mut value = Some(value);
@@ -186,11 +191,14 @@ impl<T: ShmMovable> RelPtr<T> {
         let Some(b) = b.filter(|_| len == 1) else {
             return Ok(None);
         };
+        own::claim::<T>(&ctx, b.n.elems, 1)?;
         // SAFETY: element 0 was checked; it is read before the length drops
         // (a crash in between leaves it in the block), then the copy owns it.
         let value = unsafe { p.read() };
         self.raw.set_len(&b, 0)?;
         crate::crash::step();
+        // SAFETY: the slot is past the length now, in the checked block.
+        unsafe { super::vec::zero(p, 1) };
         Ok(Some(value))
     }
 }

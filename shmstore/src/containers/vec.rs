@@ -4,6 +4,7 @@ use core::fmt;
 use core::marker::PhantomData;
 
 use super::ctx::Ctx;
+use super::own;
 use super::raw::{Buf, RawBuf};
 use super::{Ref, RefMut};
 use crate::layout::{LayoutKind, LazyLayout, ShmMovable, ShmSafe, TypeLayout};
@@ -325,6 +326,8 @@ impl<T: ShmMovable> ShmVec<T> {
         let Some(b) = b.filter(|_| len > 0) else {
             return Ok(None);
         };
+        let size = core::mem::size_of::<T>() as u64;
+        own::claim::<T>(&ctx, b.n.elems + (len as u64 - 1) * size, 1)?;
         // SAFETY: element `len - 1` was checked by `elements`; it is read
         // (a bitwise copy) before the length drops, so a crash in between
         // leaves it in the vector, and after the length drops the copy is
@@ -332,6 +335,10 @@ impl<T: ShmMovable> ShmVec<T> {
         let value = unsafe { p.add(len - 1).read() };
         self.raw.set_len(&b, len as u64 - 1)?;
         crate::crash::step();
+        // SAFETY: the slot is past the length (no one reads it) and inside
+        // the checked buffer; zeroing it leaves no second copy of the
+        // element's container words behind.
+        unsafe { zero(p.add(len - 1), 1) };
         Ok(Some(value))
     }
 
@@ -343,14 +350,20 @@ impl<T: ShmMovable> ShmVec<T> {
         }
         let ctx = self.ctx()?;
         let (p, len, b) = self.raw.elements::<T>(&ctx)?;
-        let Some(b) = b else { return Ok(()) };
-        for i in (n..len).rev() {
-            self.raw.set_len(&b, i as u64)?;
-            crate::crash::step();
-            // SAFETY: element `i` was checked by `elements` and is no longer
-            // covered by the length, so it is dropped exactly once.
-            unsafe { core::ptr::drop_in_place(p.add(i)) };
-        }
+        let Some(b) = b.filter(|_| n < len) else {
+            return Ok(());
+        };
+        let size = core::mem::size_of::<T>() as u64;
+        let (at, count) = (b.n.elems + n as u64 * size, (len - n) as u64);
+        own::claim::<T>(&ctx, at, count)?;
+        self.raw.set_len(&b, n as u64)?;
+        crate::crash::step();
+        // What the dropped elements own, freed by walking them (no
+        // recursive drops: an element's only drop glue is its containers').
+        own::free_values::<T>(&ctx, at, count);
+        // SAFETY: elements `[n, len)` are past the length now, inside the
+        // checked buffer: zeroed, they leave no copies of container words.
+        unsafe { zero(p.add(n), len - n) };
         Ok(())
     }
 
@@ -438,6 +451,8 @@ impl<T: ShmMovable> ShmVec<T> {
                 reason: format!("index {index} is past the length {len}"),
             });
         };
+        let size = core::mem::size_of::<T>() as u64;
+        own::claim::<T>(&ctx, b.n.elems + index as u64 * size, 1)?;
         // SAFETY: element `index < len` was checked by `elements`. The copy
         // becomes the only owner once the new buffer, without it, is
         // switched in (if that fails, the copy is forgotten below and the
@@ -463,6 +478,19 @@ fn old_parts<T>(old: Option<(*mut T, crate::arena::nested::Nested)>) -> (*mut T,
     old.map_or((core::ptr::NonNull::dangling().as_ptr(), 0), |(p, n)| {
         (p, n.len as usize)
     })
+}
+
+/// Zeroes `count` elements at `p` (vacated slots: all-zero bytes are a
+/// null container, so no stale copy of an element's container words stays
+/// behind to be mistaken for a live one).
+///
+/// # Safety
+///
+/// `p` is valid for writes of `count` elements of `T`, none of which is
+/// read as a `T` again.
+pub(super) unsafe fn zero<T>(p: *mut T, count: usize) {
+    // SAFETY: the caller's contract.
+    unsafe { core::ptr::write_bytes(p, 0, count) };
 }
 
 /// The capacity to grow to for `need` elements from `cap`.

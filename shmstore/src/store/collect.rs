@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::*;
+use crate::arena::dir::{PIN_COUNT, PIN_REMOVED};
 use crate::arena::walk::{Locks, Walk, Walker};
 use crate::sys::proc::{Liveness, StartTime};
 
@@ -25,19 +26,41 @@ pub struct CollectReport {
     /// Containers whose words or buffers are broken (see
     /// [`Store::check`]): nothing was freed either.
     pub broken: Vec<String>,
+    /// Removed objects freed now: their free had been put off because a
+    /// `ShmMutex` in them was locked (a guard passed to `mem::forget`),
+    /// and that lock has since been released.
+    pub freed_records: u64,
 }
 
 /// Nested blocks the objects reach, and what the walk could not read.
 pub(super) struct Reach {
+    /// Every nested block reached: from the objects (named, pinned, or
+    /// removed but still allocated) and from the buffers live processes
+    /// hold.
     pub(super) reached: BTreeSet<u64>,
     pub(super) busy: Vec<String>,
     pub(super) broken: Vec<String>,
+    /// Removed records that no handle pins but that are still allocated
+    /// (their free found a locked mutex in them): `collect` tries again.
+    pub(super) leftover: Vec<u64>,
 }
 
 impl Store {
-    /// Walks every object the store holds — the directory's, and removed
-    /// ones that handles still pin — by its recorded layout, under the
-    /// header lock, taking each `ShmMutex` it must read with `try_lock`.
+    /// Walks, under the header lock, everything that may reach a nested
+    /// block, taking each `ShmMutex` it must read with `try_lock`:
+    ///
+    /// - every object: the directory's, and removed ones still allocated —
+    ///   pinned by a handle (counted in a process's pin table, or not: a
+    ///   process without a slot, or with a full pin table) or left by a
+    ///   free that found a lock held in them;
+    /// - every nested block a live process holds (its pending word: a value
+    ///   that process is building, a container it moved out of the store),
+    ///   by its element type's layout in the registry (containers register
+    ///   their element types when they allocate, if they hold containers).
+    ///   These walks are lenient: a container there that does not check out
+    ///   is not followed, and reaching a buffer twice is no error (a
+    ///   buffer being rebuilt shares its elements' buffers with the old one
+    ///   for a moment).
     pub(super) fn reach(&self, a: &Arena<'_>) -> Result<Reach> {
         let store_id = self.inner.store_id();
         let mut records: BTreeSet<u64> = a.records()?.into_iter().collect();
@@ -45,6 +68,23 @@ impl Store {
         for (slot, _) in a.attached()? {
             if let Ok(pins) = a.counted_pins(slot) {
                 records.extend(pins.into_iter().map(|(rec, _)| rec));
+            }
+        }
+        let metadata: BTreeSet<u64> = a.metadata_blocks()?.into_iter().collect();
+        let blocks = a.allocated_blocks()?;
+        // Removed records no pin table names.
+        let mut leftover = Vec::new();
+        for &(blk, _) in &blocks {
+            if records.contains(&blk) || metadata.contains(&blk) || a.nested_header(blk)?.is_some()
+            {
+                continue;
+            }
+            if a.record(blk).is_ok() {
+                let pins = a.pin_count(blk)?;
+                if pins & PIN_REMOVED != 0 && pins & PIN_COUNT == 0 {
+                    leftover.push(blk);
+                }
+                records.insert(blk);
             }
         }
         let mut walk = Walk::new(a.walk_budget());
@@ -64,6 +104,7 @@ impl Store {
                 continue;
             };
             let before = walk.busy.len();
+            let broken_before = walk.broken.len();
             let mut walker = Walker {
                 mem: a.mem,
                 store_id,
@@ -72,6 +113,13 @@ impl Store {
             };
             let walked = walker.values(r.value, &desc, r.len);
             let name = || a.record_name(rec).unwrap_or_else(|_| format!("{rec:#x}"));
+            if walk.broken.len() > broken_before {
+                // Name the object, so that its owner can replace what broke.
+                let object = name();
+                for b in &mut walk.broken[broken_before..] {
+                    *b = format!("object \"{object}\": {b}");
+                }
+            }
             if let Err(e) = walked {
                 // Part of the value could not be walked: what it reaches is
                 // not known.
@@ -82,11 +130,71 @@ impl Store {
             }
         }
         broken.append(&mut walk.broken);
+        // The buffers live processes hold, and what they reach.
+        walk.lenient = true;
+        let mut liveness = HashMap::new();
+        for &(blk, _) in &blocks {
+            let Some((fp, _, pending)) = a.nested_header(blk)? else {
+                continue;
+            };
+            if pending == 0 || walk.reached(blk) || !self.holder_alive(a, pending, &mut liveness)? {
+                continue;
+            }
+            // An element type that was not registered holds no container.
+            let Some(idx) = a.find_type(fp)? else {
+                continue;
+            };
+            let desc = match a.type_desc(idx) {
+                Ok(d) => d,
+                Err(e) => {
+                    broken.push(format!("held buffer {blk:#x}: {e}"));
+                    continue;
+                }
+            };
+            let before = walk.busy.len();
+            let mut walker = Walker {
+                mem: a.mem,
+                store_id,
+                locks: Locks::Try,
+                out: &mut walk,
+            };
+            if let Err(e) = walker.block(blk, &desc) {
+                broken.push(format!("held buffer {blk:#x}: {e}"));
+            } else if walk.busy.len() > before {
+                busy.push(format!("a buffer held by a live process ({blk:#x})"));
+            }
+        }
         Ok(Reach {
             reached: walk.found.iter().map(|n| n.blk).collect(),
             busy,
             broken,
+            leftover,
         })
+    }
+
+    /// `true` if the nested block `blk` (element fingerprint `fp`) holds a
+    /// locked `ShmMutex` (or cannot be read): it must not be freed (see
+    /// `Arena::free_record`).
+    fn holds_lock(&self, a: &Arena<'_>, blk: u64, fp: u64) -> bool {
+        let Ok(Some(idx)) = a.find_type(fp) else {
+            return false;
+        };
+        let Ok(desc) = a.type_desc(idx) else {
+            return true;
+        };
+        if !crate::arena::walk::has_locks(&desc) {
+            return false;
+        }
+        let mut walk = Walk::new(a.walk_budget());
+        walk.lenient = true;
+        let walked = Walker {
+            mem: a.mem,
+            store_id: self.inner.store_id(),
+            locks: Locks::Ignore,
+            out: &mut walk,
+        }
+        .block(blk, &desc);
+        walked.is_err() || !walk.locked.is_empty()
     }
 
     /// Allocated blocks that are neither metadata, nor a record (named,
@@ -158,7 +266,7 @@ impl Store {
     /// ```
     pub fn collect(&self) -> Result<CollectReport> {
         let _ = self.reap();
-        let (victims, mut report) = self.with_arena(|a| {
+        let (victims, report, leftover) = self.with_arena(|a| {
             let mut report = CollectReport::default();
             let reach = self.reach(a)?;
             if !reach.busy.is_empty() || !reach.broken.is_empty() {
@@ -166,7 +274,7 @@ impl Store {
                 // reaches. Free nothing.
                 report.busy = reach.busy;
                 report.broken = reach.broken;
-                return Ok((Vec::new(), report));
+                return Ok((Vec::new(), report, Vec::new()));
             }
             let mut liveness = HashMap::new();
             let mut victims = Vec::new();
@@ -177,8 +285,24 @@ impl Store {
                     victims.push((blk, size));
                 }
             }
-            Ok((victims, report))
+            Ok((victims, report, reach.leftover))
         })?;
+        let (victims, mut report, leftover) = (victims, report, leftover);
+        // Removed records whose free found a lock held in them: freed now if
+        // it was released (each checked again).
+        for rec in leftover {
+            let freed = self.with_arena(|a| {
+                let pins = a.pin_count(rec)?;
+                if pins & PIN_REMOVED == 0 || pins & PIN_COUNT != 0 {
+                    return Ok(false);
+                }
+                a.free_record(rec)?;
+                Ok(a.record(rec).is_err())
+            });
+            if matches!(freed, Ok(true)) {
+                report.freed_records += 1;
+            }
+        }
         // In committed steps; each block is checked again (still an
         // unreachable, unheld nested block) in the step that frees it.
         for chunk in victims.chunks(NESTED_FREES_PER_STEP) {
@@ -197,6 +321,9 @@ impl Store {
                         continue;
                     };
                     if pending != 0 && self.holder_alive(a, pending, &mut liveness)? {
+                        continue;
+                    }
+                    if self.holds_lock(a, blk, fp) {
                         continue;
                     }
                     if a.free_nested(blk, fp, token)? {
@@ -232,14 +359,23 @@ impl Store {
             // No slot: known by pid alone.
             !matches!(proc::liveness(pid, StartTime::Unknown), Liveness::Dead)
         } else {
-            match a.slot_owner(slot - 1) {
-                Ok(Some(owner)) if owner.pid == pid => !matches!(
+            let alive = |owner: &crate::arena::procs::Owner| {
+                !matches!(
                     proc::liveness_in(owner.pid, owner.pidns, owner.start),
                     Liveness::Dead
-                ),
-                // The slot was released (its process detached or was found
-                // dead) or taken by another process: not held.
-                Ok(_) => false,
+                )
+            };
+            match a.slot_owner(slot - 1) {
+                Ok(Some(owner)) if owner.pid == pid => alive(&owner),
+                // The slot was released (that mapping closed, or its
+                // process was found dead) or taken by another process: held
+                // if the process is still attached through another mapping
+                // (a value built through one mapping is still used through
+                // the others).
+                Ok(_) => a
+                    .attached()?
+                    .iter()
+                    .any(|(_, owner)| owner.pid == pid && alive(owner)),
                 // A slot index past the table: a corrupted word; keep the
                 // block (freeing is the irreversible choice).
                 Err(_) => true,

@@ -26,6 +26,8 @@ struct Mapping {
     base: usize,
     len: usize,
     store_id: u64,
+    /// The segment's file (`st_dev`, `st_ino`).
+    file: (u64, u64),
     inner: Weak<Inner>,
     raw: *const Inner,
 }
@@ -54,17 +56,42 @@ thread_local! {
     static CACHE: Cell<Option<Cached>> = const { Cell::new(None) };
 }
 
-/// Adds the mapping of `inner`.
-pub(super) fn register(inner: &Arc<Inner>) {
+/// Adds the mapping of `inner`, whose segment is the file `file`.
+///
+/// Refused if this process has another segment open with the same store
+/// id: a byte copy of a store (a backup, a snapshot) keeps its id, and
+/// containers tell stores apart by id, so a container moved between the
+/// two would be taken for one of the other's, sharing its buffers.
+/// [`Error::InvalidArgument`], naming both.
+pub(super) fn register(inner: &Arc<Inner>, file: (u64, u64)) -> Result<()> {
     let mut maps = MAPPINGS.write();
+    if let Some(twin) = maps
+        .iter()
+        .find(|m| m.store_id == inner.store_id() && m.file != file)
+    {
+        let twin = twin.inner.upgrade().map_or_else(
+            || "another segment".to_string(),
+            |t| format!("\"{}\"", t.name()),
+        );
+        return Err(Error::InvalidArgument {
+            reason: format!(
+                "store \"{}\" has the same store id as {twin}, which this process has open: \
+                 one is a byte copy of the other; open one of them at a time in a process \
+                 (containers tell stores apart by their id)",
+                inner.name()
+            ),
+        });
+    }
     maps.push(Mapping {
         base: inner.region.base().as_ptr() as usize,
         len: inner.region.len(),
         store_id: inner.store_id(),
+        file,
         inner: Arc::downgrade(inner),
         raw: Arc::as_ptr(inner),
     });
     GENERATION.fetch_add(1, Ordering::AcqRel);
+    Ok(())
 }
 
 /// Removes the mapping of `inner` (being dropped).

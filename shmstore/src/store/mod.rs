@@ -112,7 +112,7 @@ const NO_SLOT: u32 = u32::MAX;
 
 /// Nested blocks freed per committed step (each logs about a dozen words;
 /// the journal holds 1024).
-const NESTED_FREES_PER_STEP: usize = 32;
+pub(crate) const NESTED_FREES_PER_STEP: usize = 32;
 
 impl Inner {
     fn header_lock(&self) -> Result<&RawMutex> {
@@ -385,11 +385,14 @@ impl Store {
     }
 
     /// A store over `inner`, known to this process's table of mappings.
-    fn from_inner(inner: Inner) -> Store {
+    /// Refused if another segment with the same store id is open in this
+    /// process (see [`mappings::register`]).
+    fn from_inner(inner: Inner) -> Result<Store> {
+        let file = inner.region.file_id()?;
         let store = Store {
             inner: Arc::new(inner),
         };
-        mappings::register(&store.inner);
-        store
+        mappings::register(&store.inner, file)?;
+        Ok(store)
     }
 }

@@ -1,6 +1,7 @@
 //! Typed operations on named objects and slices: insert, get, remove, list.
 
 use super::*;
+use crate::arena::Unfit;
 use crate::layout::{encode_layout, graph_fingerprint_of, LayoutDesc};
 
 /// One named entry, as listed by [`Store::entries`].
@@ -218,11 +219,26 @@ impl Store {
             }
         };
         let finish = |a: &Arena<'_>, rec: u64, found: Option<Found>| -> Result<(Record, bool)> {
-            if const { T::LAYOUT.has_containers() } && a.link_value(rec)? != 0 {
-                return Err(Error::ForeignContainer {
-                    container: "container",
-                    store: self.inner.name().to_string(),
-                });
+            if const { T::LAYOUT.has_containers() } {
+                match a.link_value(rec)? {
+                    None => {}
+                    Some(Unfit::Foreign) => {
+                        return Err(Error::ForeignContainer {
+                            container: "container",
+                            store: self.inner.name().to_string(),
+                        })
+                    }
+                    Some(Unfit::Broken(what)) => {
+                        return Err(Error::InvalidArgument {
+                            reason: format!(
+                                "the value holds a container that cannot be used ({what}): \
+                                 its buffer was freed (a container taken out of the store \
+                                 through a guard and not used before `collect` ran); \
+                                 build a new one"
+                            ),
+                        })
+                    }
+                }
             }
             match found {
                 Some(found) => a.replace(&found, hash, rec)?,

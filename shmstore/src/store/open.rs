@@ -39,7 +39,7 @@ impl Store {
         crate::crash::step();
         mem.atomic_u32(OFF_STATE)?
             .store(STATE_READY, Ordering::Release);
-        let store = Store::from_inner(inner);
+        let store = Store::from_inner(inner)?;
         store.join()?;
         Ok(store)
     }
@@ -178,7 +178,7 @@ impl Store {
             )));
         }
         inner.store_id.store(store_id, Ordering::Relaxed);
-        let store = Store::from_inner(inner);
+        let store = Store::from_inner(inner)?;
         // Validate the roots only: opening must not touch every page (a
         // reader's resident memory grows with what it reads). Each record is
         // validated when it is looked up.

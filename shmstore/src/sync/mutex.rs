@@ -270,10 +270,15 @@ impl<T: ShmSafe> ShmMutex<T> {
     {
         let acquired = self.raw.lock()?;
         let guard = self.locked(acquired);
+        // What the old value's containers own is freed by walking its
+        // bytes by layout (checked, never read as a `T`), this thread
+        // holding the lock.
+        crate::containers::own::free_in_place::<T, Self>(self, guard.mutex.data.get());
         // SAFETY: this thread holds the lock, so nothing else reads or
-        // writes the data; `T` has no drop glue (ShmSafe) and no in-place
-        // parts (`T: ShmMovable`), so the old bytes, valid or not, are
-        // simply overwritten and the new value needs no initialisation.
+        // writes the data; `T`'s only drop glue is its containers' (freed
+        // above by layout), and it has no in-place parts (`T: ShmMovable`),
+        // so the old bytes, valid or not, are simply overwritten and the
+        // new value needs no initialisation.
         unsafe { guard.mutex.data.get().write(value) };
         guard.mutex.state.store(0, Ordering::Release);
         drop(guard);

@@ -238,11 +238,22 @@ impl<T: ShmMovable, const N: usize> ShmQueue<T, N> {
         value: UnsafeCell::new(MaybeUninit::uninit()),
     };
     const CHECK_N: () = assert!(N > 0, "a ShmQueue needs at least one slot");
+    const CHECK_T: () = assert!(
+        !T::LAYOUT.has_containers(),
+        "a ShmQueue's values cannot hold containers (ShmVec, ShmString, ShmMap, RelPtr): \
+         the store cannot follow them into the queue's slots; send plain data (an id, a \
+         FixedString) instead"
+    );
 
     /// A new, empty queue.
+    ///
+    /// Its values hold no containers (a compile-time check): the store
+    /// could not see what they own while they sit in the queue.
     pub const fn new() -> Self {
         #[allow(clippy::let_unit_value)]
         let () = Self::CHECK_N;
+        #[allow(clippy::let_unit_value)]
+        let () = Self::CHECK_T;
         ShmQueue {
             tail: AtomicU64::new(0),
             _p0: [0; 56],

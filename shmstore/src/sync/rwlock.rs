@@ -168,8 +168,20 @@ unsafe impl<T: Send + Sync> Sync for ShmRwLock<T> {}
 unsafe impl<T: Send> Send for ShmRwLock<T> {}
 
 impl<T: ShmSafe> ShmRwLock<T> {
+    const CHECK_T: () = assert!(
+        !T::LAYOUT.has_containers(),
+        "a ShmRwLock cannot hold containers (ShmVec, ShmString, ShmMap, RelPtr): the \
+         store cannot follow them under this lock; use a ShmMutex around them"
+    );
+
     /// A new unlocked lock holding `value`.
+    ///
+    /// `value` holds no containers (a compile-time check): the store walks
+    /// what containers own only under a `ShmMutex`, which it can try
+    /// without waiting; put containers behind one of those.
     pub const fn new(value: T) -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::CHECK_T;
         ShmRwLock {
             writer: AtomicU64::new(0),
             state: AtomicU32::new(0),

@@ -40,6 +40,8 @@ pub(crate) struct FileStat {
     /// The permission bits of `st_mode` (`st_mode & 0o7777`), without the
     /// file type.
     pub(crate) mode: u32,
+    /// `(st_dev, st_ino)`: which file it is.
+    pub(crate) file: (u64, u64),
 }
 
 fn os_error(errno: Errno) -> io::Error {
@@ -132,6 +134,9 @@ pub(crate) fn fstat(fd: BorrowedFd<'_>) -> Result<FileStat> {
         size: u64::try_from(st.st_size).unwrap_or(0),
         uid: st.st_uid,
         mode: st.st_mode & 0o7777,
+        // Both are unsigned on Linux; `as` keeps every bit.
+        #[allow(clippy::unnecessary_cast)]
+        file: (st.st_dev as u64, st.st_ino as u64),
     })
 }
 
