@@ -63,6 +63,7 @@ mod arena;
 pub mod containers;
 mod crash;
 mod error;
+pub mod inspect;
 pub mod layout;
 pub(crate) mod region;
 mod store;

@@ -296,6 +296,30 @@ impl Region {
     }
 }
 
+impl Region {
+    /// Unlinks the segment's name if it still names this segment (the same
+    /// file: device and inode), not a newer one made under the same name
+    /// since. Returns whether it unlinked.
+    ///
+    /// Between the comparison and the unlink another process could unlink
+    /// the name and create a new segment under it, which this would then
+    /// unlink: a window of two system calls, which needs a third process
+    /// removing and re-creating the store in it. Callers are the last
+    /// users of a store made to be removed when unused, and the processes
+    /// that find such a store abandoned.
+    pub(crate) fn unlink_if_same(&self) -> Result<bool> {
+        let mine = shm::fstat(self.fd.as_fd())?;
+        match shm::stat_segment(self.name.as_str())? {
+            Some(now) if now.dev == mine.dev && now.ino == mine.ino => match unlink(&self.name) {
+                Ok(()) => Ok(true),
+                Err(Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(e),
+            },
+            _ => Ok(false),
+        }
+    }
+}
+
 impl Drop for Region {
     fn drop(&mut self) {
         if crate::sync::held::any_in(self.base.as_ptr() as usize, self.len) {

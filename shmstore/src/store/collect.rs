@@ -39,7 +39,24 @@ impl Store {
     /// ones that handles still pin — by its recorded layout, under the
     /// header lock, taking each `ShmMutex` it must read with `try_lock`.
     pub(super) fn reach(&self, a: &Arena<'_>) -> Result<Reach> {
-        let store_id = self.inner.store_id();
+        reach(a, self.inner.store_id(), Locks::Try)
+    }
+
+    /// See [`unreachable`].
+    pub(super) fn unreachable(
+        &self,
+        a: &Arena<'_>,
+        reached: &BTreeSet<u64>,
+    ) -> Result<Vec<(u64, u64, u64)>> {
+        unreachable(a, reached)
+    }
+}
+
+/// Walks every object of the arena — the directory's, and removed ones
+/// that handles still pin — by its recorded layout, treating the
+/// `ShmMutex`es it must read as `locks` says.
+pub(crate) fn reach(a: &Arena<'_>, store_id: u64, locks: Locks) -> Result<Reach> {
+    {
         let mut records: BTreeSet<u64> = a.records()?.into_iter().collect();
         // Removed objects still pinned by a handle of some process.
         for (slot, _) in a.attached()? {
@@ -67,7 +84,7 @@ impl Store {
             let mut walker = Walker {
                 mem: a.mem,
                 store_id,
-                locks: Locks::Try,
+                locks,
                 out: &mut walk,
             };
             let walked = walker.values(r.value, &desc, r.len);
@@ -88,10 +105,12 @@ impl Store {
             broken,
         })
     }
+}
 
-    /// Allocated blocks that are neither metadata, nor a record (named,
-    /// pinned or reserved), nor a nested block at all (reached or not).
-    pub(super) fn unaccounted(&self, a: &Arena<'_>, reached: &BTreeSet<u64>) -> Result<u64> {
+/// Allocated blocks that are neither metadata, nor a record (named,
+/// pinned or reserved), nor a nested block at all (reached or not).
+pub(crate) fn unaccounted(a: &Arena<'_>, reached: &BTreeSet<u64>) -> Result<u64> {
+    {
         let mut known: BTreeSet<u64> = a.metadata_blocks()?.into_iter().collect();
         known.extend(a.records()?);
         for (slot, _) in a.attached()? {
@@ -107,13 +126,11 @@ impl Store {
         }
         Ok(n)
     }
+}
 
-    /// Nested blocks no object reaches: (block, bytes, pending word).
-    pub(super) fn unreachable(
-        &self,
-        a: &Arena<'_>,
-        reached: &BTreeSet<u64>,
-    ) -> Result<Vec<(u64, u64, u64)>> {
+/// Nested blocks no object reaches: (block, bytes, pending word).
+pub(crate) fn unreachable(a: &Arena<'_>, reached: &BTreeSet<u64>) -> Result<Vec<(u64, u64, u64)>> {
+    {
         let mut out = Vec::new();
         for (blk, size) in a.allocated_blocks()? {
             if reached.contains(&blk) {
@@ -125,7 +142,9 @@ impl Store {
         }
         Ok(out)
     }
+}
 
+impl Store {
     /// Frees the nested blocks no object of the store reaches — what a
     /// process killed in the middle of a container operation, or a value
     /// lost before it was inserted, leaves behind — when that is safe:
