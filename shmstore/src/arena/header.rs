@@ -65,7 +65,9 @@
 //! generation was even, or odd with a dead owner, and the same before and
 //! after. It shares the lock's cache line, which every holder writes anyway.
 //!
-//! ⁴ Written once, at creation, before the state says ready, except bit 1:
+//! ⁴ The flags in the low 32 bits, their complement in the high 32 bits
+//! (a word whose halves disagree is corrupted, never acted on). Written
+//! once, at creation, before the state says ready, except bit 1:
 //!
 //! | bit | meaning                                                        |
 //! |-----|----------------------------------------------------------------|
@@ -156,6 +158,34 @@ const _: () = assert!(OFF_FLAGS + 8 <= HEAP_START);
 pub(crate) const FLAG_REMOVE_WHEN_UNUSED: u64 = 1;
 /// Flag: the store's last user removed it (or is removing it).
 pub(crate) const FLAG_REMOVED: u64 = 2;
+
+/// The lifecycle flags word for `flags`: the flags in the low 32 bits,
+/// their complement in the high 32 (see [`flags_of`]).
+pub(crate) fn flags_word(flags: u64) -> u64 {
+    let low = flags as u32;
+    (!low as u64) << 32 | low as u64
+}
+
+/// The lifecycle flags a word holds: [`Error::Corrupted`] unless its high
+/// half is the complement of its low half, the flags are known, and
+/// "removed" is set only on a store made to be removed when unused. A
+/// damaged word must never make a store go away (an opener removes a
+/// store marked removed).
+///
+/// [`Error::Corrupted`]: crate::Error::Corrupted
+pub(crate) fn flags_of(word: u64) -> Result<u64> {
+    let (low, high) = (word as u32, (word >> 32) as u32);
+    let flags = low as u64;
+    if high != !low
+        || flags & !(FLAG_REMOVE_WHEN_UNUSED | FLAG_REMOVED) != 0
+        || (flags & FLAG_REMOVED != 0 && flags & FLAG_REMOVE_WHEN_UNUSED == 0)
+    {
+        return Err(crate::Error::corrupted(format!(
+            "the lifecycle flags word {word:#018x} is damaged"
+        )));
+    }
+    Ok(flags)
+}
 /// The first heap byte: one page after the start.
 pub(crate) const HEAP_START: u64 = 4096;
 

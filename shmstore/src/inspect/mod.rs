@@ -352,8 +352,9 @@ pub struct SegmentInfo {
     pub allocated: u64,
     /// What it is.
     pub kind: SegmentKind,
-    /// Processes seen mapping it (through `/proc/<pid>/maps`; only those of
-    /// this pid namespace whose maps this user may read).
+    /// Processes seen mapping it writable, as its users do (through
+    /// `/proc/<pid>/maps`; only those of this pid namespace whose maps this
+    /// user may read; a read-only look like this one is not counted).
     pub mapped_by: Vec<u32>,
     /// The lifecycle verdict.
     pub status: Status,
@@ -636,7 +637,7 @@ fn probe(name: &SegmentName, extent: Extent) -> Result<Probed> {
 /// A summary of a store whose header cannot be walked: its words as they
 /// are, and the problem.
 fn broken_summary(page: &[u8], problem: String) -> StoreSummary {
-    let flags = word_at(page, OFF_FLAGS);
+    let flags = flags_of(word_at(page, OFF_FLAGS)).unwrap_or(0);
     StoreSummary {
         capacity: word_at(page, OFF_CAPACITY),
         committed: word_at(page, OFF_COMMITTED),
@@ -659,7 +660,7 @@ fn broken_summary(page: &[u8], problem: String) -> StoreSummary {
 fn summarise(snap: &Snapshot) -> StoreSummary {
     let mem = snap.mem;
     let w = |off| mem.u64(off).unwrap_or(0);
-    let flags = w(OFF_FLAGS);
+    let flags = flags_of(w(OFF_FLAGS));
     let mut s = StoreSummary {
         capacity: w(OFF_CAPACITY),
         committed: w(OFF_COMMITTED),
@@ -668,14 +669,19 @@ fn summarise(snap: &Snapshot) -> StoreSummary {
         recoveries: w(OFF_RECOVERIES),
         store_id: w(OFF_STORE_ID),
         creator: mem.u32(OFF_CREATOR).unwrap_or(0),
-        remove_when_unused: flags & FLAG_REMOVE_WHEN_UNUSED != 0,
-        removed: flags & FLAG_REMOVED != 0,
+        remove_when_unused: flags
+            .as_ref()
+            .is_ok_and(|f| f & FLAG_REMOVE_WHEN_UNUSED != 0),
+        removed: flags.as_ref().is_ok_and(|f| f & FLAG_REMOVED != 0),
         processes: Vec::new(),
         header_lock: LockState::of(snap.lock),
         journal_entries: w(OFF_JOURNAL_LEN),
         consistent: snap.consistent,
         problems: Vec::new(),
     };
+    if let Err(e) = &flags {
+        s.problems.push(e.to_string());
+    }
     let a = Arena::new(mem, &no_commit);
     match mem
         .atomic_u32(OFF_STATE)

@@ -147,6 +147,23 @@ fn a_value_prints_through_its_recorded_layout() {
     // The pretty form has the same content, one item a line.
     let pretty = format!("{:#}", look.value("slice", &limits).unwrap());
     assert_eq!(pretty, "[\n    1.25,\n    -2.0,\n]");
+    // Nested values that fit on a line stay on one.
+    let pretty = format!("{:#}", look.value("config", &limits).unwrap());
+    let expected = r#"Config {
+    name: "boiler \"A\"",
+    samples: [1, 2, 3],
+    labels: {7: "seven"},
+    mode: Fast,
+    on: true,
+    letter: 'é',
+    at: Point(-3, 1.5),
+    small: [4, 5, 6],
+    tag: "hot",
+    few: [9],
+    list: &Node { value: 1, next: &Node { value: 2, next: null } },
+    counter: ShmMutex<free>(41),
+}"#;
+    assert_eq!(pretty, expected);
 }
 
 #[test]
@@ -435,4 +452,38 @@ fn segments_that_are_not_stores_are_described() {
         segment(&Name::new("absent").0),
         Err(Error::NotFound { .. })
     ));
+}
+
+#[test]
+fn a_damaged_lifecycle_word_is_corrupted_and_never_removes_the_store() {
+    use std::os::unix::fs::FileExt;
+    let name = Name::new("flags");
+    let store = Store::create(&name.0, 1 << 20).unwrap();
+    store.insert("x", 1u64).unwrap();
+    drop(store);
+    let path = format!("/dev/shm/{}", name.0);
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    // "Removed" on a persistent store, with and without a matching check
+    // half; and a flipped check half.
+    for word in [
+        FLAG_REMOVED,
+        flags_word(FLAG_REMOVED),
+        flags_word(0) ^ 1 << 40,
+    ] {
+        file.write_all_at(&word.to_le_bytes(), OFF_FLAGS).unwrap();
+        match Store::open(&name.0) {
+            Err(Error::Corrupted { reason }) => assert!(reason.contains("lifecycle"), "{reason}"),
+            other => panic!("{word:#x}: {other:?}"),
+        }
+        assert!(std::path::Path::new(&path).exists(), "{word:#x}: removed");
+        let info = segment(&name.0).unwrap();
+        assert!(
+            info.store().unwrap().problems[0].contains("lifecycle"),
+            "{info:?}"
+        );
+        assert_eq!(info.status, Status::Abandoned, "not a readable store");
+    }
+    file.write_all_at(&flags_word(0).to_le_bytes(), OFF_FLAGS)
+        .unwrap();
+    assert!(Store::open(&name.0).unwrap().contains("x").unwrap());
 }

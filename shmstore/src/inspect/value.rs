@@ -502,7 +502,17 @@ impl fmt::Display for Value {
 /// Writes one item of a list, struct or map.
 type Part<'a> = Box<dyn Fn(&mut fmt::Formatter<'_>) -> fmt::Result + 'a>;
 
+/// Nested values whose one-line form is at most this long are printed on
+/// one line by the pretty form too.
+const SHORT: usize = 60;
+
 fn write_value(f: &mut fmt::Formatter<'_>, v: &Value, level: usize, pretty: bool) -> fmt::Result {
+    if pretty && level > 0 {
+        let one_line = v.to_string();
+        if one_line.chars().count() <= SHORT {
+            return f.write_str(&one_line);
+        }
+    }
     let pad = |n: usize| "    ".repeat(n);
     // Items separated by ", " on one line, or one per line, indented.
     let items =

@@ -35,7 +35,7 @@ impl Store {
         // only once the state says ready.
         let store_id = new_store_id();
         mem.set_u64(OFF_STORE_ID, store_id)?;
-        mem.set_u64(OFF_FLAGS, flags)?;
+        mem.set_u64(OFF_FLAGS, flags_word(flags))?;
         inner.store_id.store(store_id, Ordering::Relaxed);
         crate::crash::step();
         mem.atomic_u32(OFF_STATE)?
@@ -214,20 +214,20 @@ impl Store {
     pub(super) fn join(&self) -> Result<bool> {
         // Judged outside the lock (it asks the OS about each process), then
         // confirmed under it: the slots must not have changed meanwhile.
-        let ephemeral = self.inner.mem.u64(OFF_FLAGS)? & FLAG_REMOVE_WHEN_UNUSED != 0;
+        let ephemeral = flags_of(self.inner.mem.u64(OFF_FLAGS)?)? & FLAG_REMOVE_WHEN_UNUSED != 0;
         let dead_users = if ephemeral {
             self.inner.all_users_dead()?
         } else {
             None
         };
         let attached = self.with_arena(|a| {
-            let flags = a.mem.u64(OFF_FLAGS)?;
+            let flags = flags_of(a.mem.u64(OFF_FLAGS)?)?;
             if flags & FLAG_REMOVED != 0 {
                 return Ok(None);
             }
             if let Some(dead) = &dead_users {
                 if a.attached()? == *dead {
-                    a.set_u64(OFF_FLAGS, flags | FLAG_REMOVED)?;
+                    a.set_u64(OFF_FLAGS, flags_word(flags | FLAG_REMOVED))?;
                     return Ok(None);
                 }
             }
@@ -267,7 +267,7 @@ impl Inner {
     /// it concurrently either was registered before, and keeps it, or sees
     /// the mark and opens the name anew) and unlinks its name.
     pub(super) fn remove_if_unused(&self) -> Result<()> {
-        if self.mem.u64(OFF_FLAGS)? & FLAG_REMOVE_WHEN_UNUSED == 0 {
+        if flags_of(self.mem.u64(OFF_FLAGS)?)? & FLAG_REMOVE_WHEN_UNUSED == 0 {
             return Ok(());
         }
         let slots = self.with_arena(|a| a.attached())?;
@@ -281,8 +281,8 @@ impl Inner {
             if a.attached()? != slots {
                 return Ok(false); // someone joined meanwhile
             }
-            let flags = a.mem.u64(OFF_FLAGS)?;
-            a.set_u64(OFF_FLAGS, flags | FLAG_REMOVED)?;
+            let flags = flags_of(a.mem.u64(OFF_FLAGS)?)?;
+            a.set_u64(OFF_FLAGS, flags_word(flags | FLAG_REMOVED))?;
             Ok(true)
         })?;
         if removed {

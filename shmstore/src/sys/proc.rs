@@ -280,9 +280,9 @@ pub(crate) fn thread_group(tid: u32) -> Option<u32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// Which processes map which files: for each `(st_dev, st_ino)` asked
-/// about, the pids (in this pid namespace) whose `/proc/<pid>/maps` names
-/// it, in ascending order.
+/// Which processes map which files writable: for each `(st_dev, st_ino)`
+/// asked about, the pids (in this pid namespace) whose `/proc/<pid>/maps`
+/// names it with write permission, in ascending order.
 #[derive(Debug, Default)]
 pub(crate) struct Mappers {
     /// Pids per file.
@@ -292,8 +292,9 @@ pub(crate) struct Mappers {
     pub(crate) unreadable: u32,
 }
 
-/// Scans `/proc/*/maps` for mappings of `files` (`(st_dev, st_ino)`
-/// pairs). Only processes of this pid namespace whose maps this process
+/// Scans `/proc/*/maps` for writable mappings of `files` (`(st_dev,
+/// st_ino)` pairs): a store's users map it read-write, while a read-only
+/// look (`inspect`) maps at most its header page read-only and is not one. Only processes of this pid namespace whose maps this process
 /// may read are seen (root sees all); the others are counted in
 /// [`Mappers::unreadable`]. A `/proc` of another pid namespace is not
 /// scanned at all (its pids would name other processes).
@@ -338,8 +339,14 @@ pub(crate) fn mappers(files: &[(u64, u64)]) -> Mappers {
         };
         let mut seen = std::collections::HashSet::new();
         for line in maps.lines() {
-            // start-end perms offset major:minor inode [path]
-            let mut fields = line.split_ascii_whitespace().skip(3);
+            // start-end perms offset major:minor inode [path]. Only a
+            // writable mapping makes a user: a read-only one is an
+            // observer's (the `inspect` view maps a header page so).
+            let mut fields = line.split_ascii_whitespace().skip(1);
+            if !fields.next().is_some_and(|perms| perms.contains('w')) {
+                continue;
+            }
+            let mut fields = fields.skip(1);
             let (Some(dev), Some(ino)) = (fields.next(), fields.next()) else {
                 continue;
             };
@@ -546,6 +553,11 @@ mod tests {
         assert_eq!(seen.by_file.get(&file), Some(&vec![std::process::id()]));
         // SAFETY: the mapping made above, unused from here on.
         unsafe { crate::sys::shm::munmap(base, 4096) }.unwrap();
+        // A read-only mapping is an observer's, not a user's.
+        let ro = crate::sys::shm::mmap_shared_read_only(fd.as_fd(), 4096).unwrap();
+        assert!(!mappers(&[file]).by_file.contains_key(&file), "read-only");
+        // SAFETY: as above.
+        unsafe { crate::sys::shm::munmap(ro, 4096) }.unwrap();
         assert!(!mappers(&[file]).by_file.contains_key(&file), "unmapped");
     }
 
