@@ -196,7 +196,16 @@ impl Snapshot {
     /// what the header says is committed, nor the file's end).
     fn copy(seg: &Segment, extent: Extent, size: u64) -> Result<Snapshot> {
         let page = seg.header_page()?;
-        let committed = word_at(&page, OFF_COMMITTED).clamp(HEAP_START, size.max(HEAP_START));
+        // Never more than the file holds in memory: a header that claims
+        // more committed bytes (a damaged word over a large sparse segment)
+        // must not make this copy gigabytes of holes. The arena then finds
+        // the claim beyond the copy and says so.
+        let held = shm::fstat(seg.fd.as_fd())?
+            .allocated
+            .next_multiple_of(HEAP_START);
+        let committed = word_at(&page, OFF_COMMITTED)
+            .min(held)
+            .clamp(HEAP_START, size.max(HEAP_START));
         let upto = match extent {
             Extent::Full => committed,
             Extent::Summary => {
