@@ -52,6 +52,16 @@ pub enum Error {
         /// The store whose segment it now lives in.
         store: String,
     },
+    /// [`open_or_create`](crate::StoreOptions::open_or_create) found the
+    /// store already there, with another capacity than the one asked for.
+    CapacityMismatch {
+        /// The store's name.
+        name: String,
+        /// The capacity asked for (rounded up to a multiple of 4096).
+        requested: u64,
+        /// The existing store's capacity.
+        existing: u64,
+    },
     /// The store's arena has no free block large enough.
     OutOfMemory {
         /// Bytes requested (including the block's bookkeeping).
@@ -156,6 +166,17 @@ impl fmt::Display for Error {
                 "this {container} was moved into store \"{store}\" from another store: its \
                  offsets belong to the store it was created in; move it back, or build a new \
                  one in this store"
+            ),
+            Error::CapacityMismatch {
+                name,
+                requested,
+                existing,
+            } => write!(
+                f,
+                "store \"{name}\" already exists with a capacity of {existing} bytes, not the \
+                 {requested} asked for; open it with Store::open to take it as it is, or remove \
+                 it (`shmstore rm {}`) to create it anew",
+                name.trim_start_matches('/')
             ),
             Error::OutOfMemory {
                 requested,

@@ -8,7 +8,14 @@
 //!   with its compile-time [`TypeLayout`] and fingerprint; [`ShmMovable`]
 //!   for the types that may be moved or overwritten once stored.
 //! - [`Store`]: create, open and unlink stores; insert, get, remove named
-//!   objects and slices. [`StoreOptions`] sets capacity, mode and patience.
+//!   objects and slices. [`StoreOptions`] sets capacity, mode, patience,
+//!   and whether the store goes away with its last user
+//!   ([`StoreOptions::remove_when_unused`]).
+//! - [`inspect`]: looking without touching — [`Store::list`] (every store
+//!   in `/dev/shm`, its processes, its header lock, whether it is in use,
+//!   idle or abandoned) and [`Store::inspect`] (objects, holders, values
+//!   read through their recorded layouts, the consistency check), from
+//!   read-only copies; what the `shmstore` command shows.
 //! - [`Handle`] / [`SliceHandle`]: zero-copy views that deref to `&T` /
 //!   `&[T]` and pin what they point at.
 //! - [`ShmMutex`]: a robust process-shared mutex; a holder's death is
@@ -47,6 +54,15 @@
 //! }
 //! ```
 //!
+//! # Capacity costs nothing until used
+//!
+//! A store's capacity is a sparse reservation: the segment is sized to it
+//! when the store is created, but pages are committed (with `fallocate`)
+//! only as the heap grows into them. A store created with 64 GiB that
+//! holds a few objects uses a few pages of memory; ask for as much as the
+//! store may ever need, since it cannot grow later. [`Stats::committed`]
+//! tells what it uses.
+//!
 //! # What safe code can rely on
 //!
 //! Nothing another process writes into a store can make safe code here
@@ -66,6 +82,7 @@ mod arena;
 pub mod containers;
 mod crash;
 mod error;
+pub mod inspect;
 pub mod layout;
 pub(crate) mod region;
 mod store;

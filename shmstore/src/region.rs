@@ -242,7 +242,8 @@ impl Region {
     /// The segment's name.
     /// Which file the segment is (`st_dev`, `st_ino`).
     pub(crate) fn file_id(&self) -> Result<(u64, u64)> {
-        Ok(shm::fstat(self.fd.as_fd())?.file)
+        let st = shm::fstat(self.fd.as_fd())?;
+        Ok((st.dev, st.ino))
     }
 
     pub(crate) fn name(&self) -> &SegmentName {
@@ -298,6 +299,30 @@ impl Region {
             backed.fetch_max(offset + len, Ordering::AcqRel);
         }
         Ok(())
+    }
+}
+
+impl Region {
+    /// Unlinks the segment's name if it still names this segment (the same
+    /// file: device and inode), not a newer one made under the same name
+    /// since. Returns whether it unlinked.
+    ///
+    /// Between the comparison and the unlink another process could unlink
+    /// the name and create a new segment under it, which this would then
+    /// unlink: a window of two system calls, which needs a third process
+    /// removing and re-creating the store in it. Callers are the last
+    /// users of a store made to be removed when unused, and the processes
+    /// that find such a store abandoned.
+    pub(crate) fn unlink_if_same(&self) -> Result<bool> {
+        let mine = shm::fstat(self.fd.as_fd())?;
+        match shm::stat_segment(self.name.as_str())? {
+            Some(now) if now.dev == mine.dev && now.ino == mine.ino => match unlink(&self.name) {
+                Ok(()) => Ok(true),
+                Err(Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(e),
+            },
+            _ => Ok(false),
+        }
     }
 }
 

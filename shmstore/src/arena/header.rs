@@ -35,7 +35,8 @@
 //! | 176    | 8    | process table: slots                                      |
 //! | 184    | 8    | store id: a random non-zero word drawn at creation, which |
 //! |        |      | containers record to tell their own store from another    |
-//! | 192    | 64   | the header lock (process-shared robust pthread mutex)     |
+//! | 192    | 56   | the header lock (process-shared robust pthread mutex)     |
+//! | 248    | 8    | lock generation (atomic, not journalled)⁴                 |
 //! | 256    | 24   | bitmap of non-empty free-list bins                        |
 //! | 280    | 4    | publications (atomic, not journalled): a futex word that  |
 //! |        |      | every publish rings; `Store::wait_for` sleeps on it²      |
@@ -43,6 +44,7 @@
 //! | 320    | 8×N  | free-list bin heads ([`NBINS`](super::alloc::NBINS))      |
 //! | 1664   | 8×M  | fast-list heads ([`NFAST`](super::alloc::NFAST))          |
 //! | 2664   | 8    | top check: `!top`, written with `top`³                    |
+//! | 2672   | 8    | lifecycle flags⁵                                          |
 //! | 4096   |      | heap: allocator blocks                                    |
 //!
 //! ¹ `u32::MAX` ([`StartTime::UNKNOWN_LOW32_WORD`]) means the creator could
@@ -64,6 +66,25 @@
 //! [`Error::Corrupted`](crate::Error::Corrupted). Both words are written
 //! through the journal, so a crash between the two is rolled back.
 //!
+//! ⁴ Odd while a process holds the header lock, even when it is free: a
+//! holder adds one right after it takes the lock and one more just before
+//! it releases it (a holder that finds the previous owner dead makes it odd
+//! again). Nothing trusts it: it lets a process that must not take the lock
+//! (the read-only [`inspect`](crate::inspect) view) tell whether the
+//! metadata it copied changed while it copied: the words were stable if the
+//! generation was even, or odd with a dead owner, and the same before and
+//! after. It shares the lock's cache line, which every holder writes anyway.
+//!
+//! ⁵ The flags in the low 32 bits, their complement in the high 32 bits
+//! (a word whose halves disagree is corrupted, never acted on). Written
+//! once, at creation, before the state says ready, except bit 1:
+//!
+//! | bit | meaning                                                        |
+//! |-----|----------------------------------------------------------------|
+//! | 0   | remove when unused ([`StoreOptions::remove_when_unused`])      |
+//! | 1   | removed: its last user marked it so, under the header lock, before unlinking its name; an opener that finds it goes away and opens the name anew |
+//!
+//! [`StoreOptions::remove_when_unused`]: crate::StoreOptions::remove_when_unused
 //! [`StartTime::UNKNOWN_LOW32_WORD`]: crate::sys::proc::StartTime::UNKNOWN_LOW32_WORD
 //! [`StartTime::from_low32_word`]: crate::sys::proc::StartTime::from_low32_word
 //! [`liveness_low32`]: crate::sys::proc::liveness_low32
@@ -87,7 +108,13 @@ pub(crate) const MAGIC: [u8; 8] = *b"SHMSTOR\0";
 /// blocks; nested container blocks (see [`nested`](super::nested)); and the
 /// top check word (offset 2664), which version 2 leaves zero and version 3
 /// would read as a corrupted `top`.
-pub(crate) const VERSION: u32 = 3;
+///
+/// 4: the lifecycle flags (offset 2672), which version 3 leaves zero and
+/// would never act on (a store created to be removed when unused would
+/// outlive its users), and the lock generation (offset 248), which a
+/// version 3 holder would not maintain, so that a read-only view could take
+/// a changing store for a stable one.
+pub(crate) const VERSION: u32 = 4;
 
 pub(crate) const OFF_MAGIC: u64 = 0;
 pub(crate) const OFF_VERSION: u64 = 8;
@@ -116,7 +143,16 @@ pub(crate) const OFF_PROCS: u64 = 168;
 pub(crate) const OFF_PROCS_LEN: u64 = 176;
 pub(crate) const OFF_STORE_ID: u64 = 184;
 pub(crate) const OFF_LOCK: u64 = 192;
+/// The header lock's cache line: the `pthread_mutex_t` and the lock
+/// generation. Never journalled, never zeroed by `format`.
 pub(crate) const LOCK_SPACE: u64 = 64;
+/// Bytes reserved for the `pthread_mutex_t` (40 on x86_64 glibc and musl,
+/// 48 on aarch64 glibc).
+pub(crate) const MUTEX_SPACE: u64 = 56;
+/// The lock generation: see the layout table's note 4.
+pub(crate) const OFF_LOCK_GEN: u64 = 248;
+const _: () = assert!(OFF_LOCK + MUTEX_SPACE <= OFF_LOCK_GEN);
+const _: () = assert!(OFF_LOCK_GEN + 8 <= OFF_LOCK + LOCK_SPACE);
 pub(crate) const OFF_BITMAP: u64 = 256;
 pub(crate) const OFF_PUBLISHED: u64 = 280;
 const _: () = assert!(OFF_BITMAP + 8 * (super::alloc::NBINS as u64).div_ceil(64) <= OFF_PUBLISHED);
@@ -125,9 +161,44 @@ pub(crate) const OFF_BINS: u64 = 320;
 pub(crate) const OFF_FAST: u64 = 1664;
 const _: () = assert!(OFF_BINS + 8 * super::alloc::NBINS as u64 <= OFF_FAST);
 const _: () = assert!(OFF_FAST + 8 * super::alloc::NFAST as u64 <= OFF_TOP_CHECK);
-/// `!top`: see the layout table's note 2.
+/// `!top`: see the layout table's note 3.
 pub(crate) const OFF_TOP_CHECK: u64 = 2664;
-const _: () = assert!(OFF_TOP_CHECK + 8 <= HEAP_START);
+/// Lifecycle flags: see the layout table's note 5.
+pub(crate) const OFF_FLAGS: u64 = 2672;
+const _: () = assert!(OFF_TOP_CHECK + 8 <= OFF_FLAGS);
+const _: () = assert!(OFF_FLAGS + 8 <= HEAP_START);
+/// Flag: remove the store when its last user is gone.
+pub(crate) const FLAG_REMOVE_WHEN_UNUSED: u64 = 1;
+/// Flag: the store's last user removed it (or is removing it).
+pub(crate) const FLAG_REMOVED: u64 = 2;
+
+/// The lifecycle flags word for `flags`: the flags in the low 32 bits,
+/// their complement in the high 32 (see [`flags_of`]).
+pub(crate) fn flags_word(flags: u64) -> u64 {
+    let low = flags as u32;
+    (!low as u64) << 32 | low as u64
+}
+
+/// The lifecycle flags a word holds: [`Error::Corrupted`] unless its high
+/// half is the complement of its low half, the flags are known, and
+/// "removed" is set only on a store made to be removed when unused. A
+/// damaged word must never make a store go away (an opener removes a
+/// store marked removed).
+///
+/// [`Error::Corrupted`]: crate::Error::Corrupted
+pub(crate) fn flags_of(word: u64) -> Result<u64> {
+    let (low, high) = (word as u32, (word >> 32) as u32);
+    let flags = low as u64;
+    if high != !low
+        || flags & !(FLAG_REMOVE_WHEN_UNUSED | FLAG_REMOVED) != 0
+        || (flags & FLAG_REMOVED != 0 && flags & FLAG_REMOVE_WHEN_UNUSED == 0)
+    {
+        return Err(crate::Error::corrupted(format!(
+            "the lifecycle flags word {word:#018x} is damaged"
+        )));
+    }
+    Ok(flags)
+}
 /// The first heap byte: one page after the start.
 pub(crate) const HEAP_START: u64 = 4096;
 

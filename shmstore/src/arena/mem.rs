@@ -132,8 +132,11 @@ impl Mem {
     ///
     /// # Safety
     ///
-    /// - `base` is valid for reads and writes of `len` bytes for as long as
-    ///   this `Mem` or any copy of it is used, and is 8-byte aligned;
+    /// - `base` is 8-byte aligned and valid for reads and writes of every
+    ///   byte below the largest value `backed` holds while this `Mem` or any
+    ///   copy of it is used (a mapping of `len` bytes is; so is a private
+    ///   copy of a segment's first bytes, whose limit never grows): no
+    ///   access reaches past the backed limit (see [`Mem::ptr`]);
     /// - `backed` is valid for as long as this `Mem` or a copy is used, and
     ///   never holds more than `len`;
     /// - no Rust reference to those bytes is held while the arena writes
@@ -184,8 +187,8 @@ impl Mem {
                 if end <= self.backed() && align.is_power_of_two() && addr % align == 0 =>
             {
                 // SAFETY: `off + size <= backed <= len`, so `off` is inside
-                // (or one past) the allocation `new` vouched for, and fits
-                // in usize.
+                // (or one past) the bytes `new` vouched for (every byte
+                // below the backed limit), and fits in usize.
                 Ok(unsafe { self.base.as_ptr().add(off as usize) })
             }
             _ => Err(Error::corrupted(format!(

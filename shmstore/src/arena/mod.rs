@@ -228,6 +228,12 @@ impl<'a> Arena<'a> {
     /// Checks the words every operation relies on, cheaply, before use.
     pub(crate) fn validate_header(&self) -> Result<()> {
         self.sync_backed()?;
+        self.validate_header_words()
+    }
+
+    /// [`Arena::validate_header`] without committing anything: the words'
+    /// consistency alone (for a private copy of a segment's first pages).
+    pub(crate) fn validate_header_words(&self) -> Result<()> {
         let hdr = Header(self);
         let (cap, committed, top, used) =
             (hdr.capacity()?, hdr.committed()?, hdr.top()?, hdr.used()?);

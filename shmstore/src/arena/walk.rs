@@ -35,6 +35,12 @@ pub(crate) enum Locks {
     /// The caller holds what the walk reads (a container's own elements,
     /// through `&mut`): read under no lock and probe none.
     Blind,
+    /// A private copy of a segment (the read-only `inspect` view), which
+    /// no one writes and whose locks must not be taken: read each
+    /// `ShmMutex`'s lock word, and give up on what one that was held when
+    /// the copy was made guards (its holder may have been half-way through
+    /// a change). One whose holder died is read: no one was writing it.
+    Observe,
 }
 
 /// A nested block found by a walk.
@@ -119,10 +125,10 @@ pub(crate) struct Walker<'a> {
 /// that walking a value needs no stack of enclosing types and a value that
 /// refers to itself many times over (a linked list of a million nodes) is
 /// walked in a loop, not by recursion.
-struct Targets<'d>(HashMap<*const LayoutDesc, &'d LayoutDesc>);
+pub(crate) struct Targets<'d>(HashMap<*const LayoutDesc, &'d LayoutDesc>);
 
 impl<'d> Targets<'d> {
-    fn of(d: &'d LayoutDesc) -> Result<Targets<'d>> {
+    pub(crate) fn of(d: &'d LayoutDesc) -> Result<Targets<'d>> {
         let mut t = Targets(HashMap::new());
         t.collect(d, &mut Vec::new())?;
         Ok(t)
@@ -169,7 +175,7 @@ impl<'d> Targets<'d> {
     }
 
     /// `d`, or what it refers to if it is a back reference.
-    fn resolve(&self, d: &'d LayoutDesc) -> Result<&'d LayoutDesc> {
+    pub(crate) fn resolve(&self, d: &'d LayoutDesc) -> Result<&'d LayoutDesc> {
         match d.kind {
             LayoutDescKind::BackRef { .. } => self
                 .0
@@ -366,6 +372,13 @@ impl Walker<'_> {
                             match self.locks {
                                 Locks::Ignore | Locks::Blind => todo.push(inner),
                                 Locks::Try => self.locked(targets, off, inner, held)?,
+                                Locks::Observe => {
+                                    if observed_held(&self.mem, off)? {
+                                        self.out.busy.push(off);
+                                    } else {
+                                        todo.push(inner);
+                                    }
+                                }
                             }
                         }
                     }
@@ -528,6 +541,22 @@ impl Walker<'_> {
         }
         Ok(())
     }
+}
+
+/// `true` if the `ShmMutex` whose bytes start at `off` is held by a live
+/// thread (or its bytes cannot be interpreted), read from its lock word
+/// without locking.
+pub(crate) fn observed_held(mem: &Mem, off: u64) -> Result<bool> {
+    use crate::sys::pthread::{observe, Observed, OWNER_WORD};
+    let word = mem.u32(off)?;
+    let owner = mem.u32(
+        off.checked_add(OWNER_WORD)
+            .ok_or_else(|| Error::corrupted("a mutex's offset overflows"))?,
+    )?;
+    Ok(!matches!(
+        observe(word, owner),
+        Observed::Free | Observed::OwnerDied | Observed::Unrecoverable
+    ))
 }
 
 /// `true` if a value of layout `d` may hold a container (conservatively:

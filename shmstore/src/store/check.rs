@@ -1,6 +1,7 @@
 //! Space accounting and the full consistency check.
 
 use super::*;
+use crate::arena::walk::Locks;
 
 /// The result of [`Store::check`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -101,13 +102,23 @@ impl Store {
     /// unfinished inserts), so space they pinned shows as free.
     pub fn check(&self) -> Result<CheckReport> {
         let reaped = self.reap();
-        self.with_arena(|a| {
+        let mut report = self.with_arena(|a| check_arena(a, self.inner.store_id(), Locks::Try))?;
+        if let Err(e) = &reaped {
+            report
+                .problems
+                .insert(0, format!("releasing what dead processes held: {e}"));
+        }
+        Ok(report)
+    }
+}
+
+/// The walk of [`Store::check`] over an arena (the store's, under its
+/// header lock, or a private copy of a segment), treating the `ShmMutex`es
+/// inside values as `locks` says.
+pub(crate) fn check_arena(a: &Arena<'_>, store_id: u64, locks: Locks) -> Result<CheckReport> {
+    {
+        {
             let mut report = CheckReport::default();
-            if let Err(e) = &reaped {
-                report
-                    .problems
-                    .push(format!("releasing what dead processes held: {e}"));
-            }
             match a.check_heap() {
                 Ok((ub, fb, u, f)) => {
                     report.used_blocks = ub;
@@ -196,21 +207,21 @@ impl Store {
                 }
             }
             // Containers: every buffer reached, checked; the rest counted.
-            match self.reach(a) {
+            match collect::reach(a, store_id, locks) {
                 Ok(reach) => {
                     report.nested_blocks = reach.reached.len() as u64;
                     report
                         .problems
                         .extend(reach.broken.into_iter().map(|b| format!("container: {b}")));
                     if reach.busy.is_empty() {
-                        match self.unreachable(a, &reach.reached) {
+                        match collect::unreachable(a, &reach.reached) {
                             Ok(lost) => {
                                 report.unreachable_blocks = lost.len() as u64;
                                 report.unreachable_bytes = lost.iter().map(|l| l.1).sum();
                             }
                             Err(e) => report.problems.push(format!("heap walk: {e}")),
                         }
-                        match self.unaccounted(a, &reach.reached) {
+                        match collect::unaccounted(a, &reach.reached) {
                             Ok(n) => report.unaccounted_blocks = n,
                             Err(e) => report.problems.push(format!("heap walk: {e}")),
                         }
@@ -220,6 +231,6 @@ impl Store {
                 Err(e) => report.problems.push(format!("containers: {e}")),
             }
             Ok(report)
-        })
+        }
     }
 }

@@ -62,176 +62,7 @@ impl Store {
     ///   buffer being rebuilt shares its elements' buffers with the old one
     ///   for a moment).
     pub(super) fn reach(&self, a: &Arena<'_>) -> Result<Reach> {
-        let store_id = self.inner.store_id();
-        let mut records: BTreeSet<u64> = a.records()?.into_iter().collect();
-        // Removed objects still pinned by a handle of some process.
-        for (slot, _) in a.attached()? {
-            if let Ok(pins) = a.counted_pins(slot) {
-                records.extend(pins.into_iter().map(|(rec, _)| rec));
-            }
-        }
-        let metadata: BTreeSet<u64> = a.metadata_blocks()?.into_iter().collect();
-        let blocks = a.allocated_blocks()?;
-        // Removed records no pin table names.
-        let mut leftover = Vec::new();
-        for &(blk, _) in &blocks {
-            if records.contains(&blk) || metadata.contains(&blk) || a.nested_header(blk)?.is_some()
-            {
-                continue;
-            }
-            if a.record(blk).is_ok() {
-                let pins = a.pin_count(blk)?;
-                if pins & PIN_REMOVED != 0 && pins & PIN_COUNT == 0 {
-                    leftover.push(blk);
-                }
-                records.insert(blk);
-            }
-        }
-        let mut walk = Walk::new(a.walk_budget());
-        let mut busy = Vec::new();
-        let mut broken = Vec::new();
-        for rec in records {
-            let r = match a.record(rec) {
-                Ok(r) => r,
-                Err(e) => {
-                    broken.push(format!("record {rec:#x}: {e}"));
-                    continue;
-                }
-            };
-            // A type that does not decode is reported by the registry's
-            // own check; its value cannot be walked.
-            let Ok(desc) = a.type_desc(r.type_idx) else {
-                continue;
-            };
-            let before = walk.busy.len();
-            let broken_before = walk.broken.len();
-            let mut walker = Walker {
-                mem: a.mem,
-                store_id,
-                locks: Locks::Try,
-                out: &mut walk,
-            };
-            let walked = walker.values(r.value, &desc, r.len);
-            let name = || a.record_name(rec).unwrap_or_else(|_| format!("{rec:#x}"));
-            if walk.broken.len() > broken_before {
-                // Name the object, so that its owner can replace what broke.
-                let object = name();
-                for b in &mut walk.broken[broken_before..] {
-                    *b = format!("object \"{object}\": {b}");
-                }
-            }
-            if let Err(e) = walked {
-                // Part of the value could not be walked: what it reaches is
-                // not known.
-                broken.push(format!("record {rec:#x}: {e}"));
-                busy.push(name());
-            } else if walk.busy.len() > before {
-                busy.push(name());
-            }
-        }
-        broken.append(&mut walk.broken);
-        // The buffers live processes hold, and what they reach.
-        walk.lenient = true;
-        let mut liveness = HashMap::new();
-        for &(blk, _) in &blocks {
-            let Some((fp, _, pending)) = a.nested_header(blk)? else {
-                continue;
-            };
-            if pending == 0 || walk.reached(blk) || !self.holder_alive(a, pending, &mut liveness)? {
-                continue;
-            }
-            // An element type that was not registered holds no container.
-            let Some(idx) = a.find_type(fp)? else {
-                continue;
-            };
-            let desc = match a.type_desc(idx) {
-                Ok(d) => d,
-                Err(e) => {
-                    broken.push(format!("held buffer {blk:#x}: {e}"));
-                    continue;
-                }
-            };
-            let before = walk.busy.len();
-            let mut walker = Walker {
-                mem: a.mem,
-                store_id,
-                locks: Locks::Try,
-                out: &mut walk,
-            };
-            if let Err(e) = walker.block(blk, &desc) {
-                broken.push(format!("held buffer {blk:#x}: {e}"));
-            } else if walk.busy.len() > before {
-                busy.push(format!("a buffer held by a live process ({blk:#x})"));
-            }
-        }
-        Ok(Reach {
-            reached: walk.found.iter().map(|n| n.blk).collect(),
-            busy,
-            broken,
-            leftover,
-        })
-    }
-
-    /// `true` if the nested block `blk` (element fingerprint `fp`) holds a
-    /// locked `ShmMutex` (or cannot be read): it must not be freed (see
-    /// `Arena::free_record`).
-    fn holds_lock(&self, a: &Arena<'_>, blk: u64, fp: u64) -> bool {
-        let Ok(Some(idx)) = a.find_type(fp) else {
-            return false;
-        };
-        let Ok(desc) = a.type_desc(idx) else {
-            return true;
-        };
-        if !crate::arena::walk::has_locks(&desc) {
-            return false;
-        }
-        let mut walk = Walk::new(a.walk_budget());
-        walk.lenient = true;
-        let walked = Walker {
-            mem: a.mem,
-            store_id: self.inner.store_id(),
-            locks: Locks::Ignore,
-            out: &mut walk,
-        }
-        .block(blk, &desc);
-        walked.is_err() || !walk.locked.is_empty()
-    }
-
-    /// Allocated blocks that are neither metadata, nor a record (named,
-    /// pinned or reserved), nor a nested block at all (reached or not).
-    pub(super) fn unaccounted(&self, a: &Arena<'_>, reached: &BTreeSet<u64>) -> Result<u64> {
-        let mut known: BTreeSet<u64> = a.metadata_blocks()?.into_iter().collect();
-        known.extend(a.records()?);
-        for (slot, _) in a.attached()? {
-            if let Ok(pins) = a.counted_pins(slot) {
-                known.extend(pins.into_iter().map(|(rec, _)| rec));
-            }
-        }
-        let mut n = 0;
-        for (blk, _) in a.allocated_blocks()? {
-            if !known.contains(&blk) && !reached.contains(&blk) && a.nested_header(blk)?.is_none() {
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
-
-    /// Nested blocks no object reaches: (block, bytes, pending word).
-    pub(super) fn unreachable(
-        &self,
-        a: &Arena<'_>,
-        reached: &BTreeSet<u64>,
-    ) -> Result<Vec<(u64, u64, u64)>> {
-        let mut out = Vec::new();
-        for (blk, size) in a.allocated_blocks()? {
-            if reached.contains(&blk) {
-                continue;
-            }
-            if let Some((_, _, pending)) = a.nested_header(blk)? {
-                out.push((blk, size, pending));
-            }
-        }
-        Ok(out)
+        reach(a, self.inner.store_id(), Locks::Try)
     }
 
     /// Frees the nested blocks no object of the store reaches — what a
@@ -278,8 +109,8 @@ impl Store {
             }
             let mut liveness = HashMap::new();
             let mut victims = Vec::new();
-            for (blk, size, pending) in self.unreachable(a, &reach.reached)? {
-                if pending != 0 && self.holder_alive(a, pending, &mut liveness)? {
+            for (blk, size, pending) in unreachable(a, &reach.reached)? {
+                if pending != 0 && holder_alive(a, pending, &mut liveness)? {
                     report.kept_held += 1;
                 } else {
                     victims.push((blk, size));
@@ -320,10 +151,10 @@ impl Store {
                     let Some((fp, token, pending)) = a.nested_header(blk)? else {
                         continue;
                     };
-                    if pending != 0 && self.holder_alive(a, pending, &mut liveness)? {
+                    if pending != 0 && holder_alive(a, pending, &mut liveness)? {
                         continue;
                     }
-                    if self.holds_lock(a, blk, fp) {
+                    if holds_lock(a, self.inner.store_id(), blk, fp) {
                         continue;
                     }
                     if a.free_nested(blk, fp, token)? {
@@ -338,50 +169,214 @@ impl Store {
         }
         Ok(report)
     }
+}
 
-    /// `true` unless the process a nested block's pending word names is
-    /// known to be gone (see `arena::nested`): its process slot is free or
-    /// belongs to another process, or the process is dead.
-    fn holder_alive(
-        &self,
-        a: &Arena<'_>,
-        pending: u64,
-        cache: &mut HashMap<u64, bool>,
-    ) -> Result<bool> {
-        if let Some(&alive) = cache.get(&pending) {
-            return Ok(alive);
+/// See [`Store::reach`]; `locks` says how to treat the `ShmMutex`es the
+/// walk must read (a read-only view observes them instead of locking).
+pub(crate) fn reach(a: &Arena<'_>, store_id: u64, locks: Locks) -> Result<Reach> {
+    let mut records: BTreeSet<u64> = a.records()?.into_iter().collect();
+    // Removed objects still pinned by a handle of some process.
+    for (slot, _) in a.attached()? {
+        if let Ok(pins) = a.counted_pins(slot) {
+            records.extend(pins.into_iter().map(|(rec, _)| rec));
         }
-        let (slot, pid) = ((pending >> 32) as u32, pending as u32);
-        let alive = if slot == 0 {
-            // Not a word this crate writes: keep the block.
-            true
-        } else if slot == u32::MAX {
-            // No slot: known by pid alone.
-            !matches!(proc::liveness(pid, StartTime::Unknown), Liveness::Dead)
-        } else {
-            let alive = |owner: &crate::arena::procs::Owner| {
-                !matches!(
-                    proc::liveness_in(owner.pid, owner.pidns, owner.start),
-                    Liveness::Dead
-                )
-            };
-            match a.slot_owner(slot - 1) {
-                Ok(Some(owner)) if owner.pid == pid => alive(&owner),
-                // The slot was released (that mapping closed, or its
-                // process was found dead) or taken by another process: held
-                // if the process is still attached through another mapping
-                // (a value built through one mapping is still used through
-                // the others).
-                Ok(_) => a
-                    .attached()?
-                    .iter()
-                    .any(|(_, owner)| owner.pid == pid && alive(owner)),
-                // A slot index past the table: a corrupted word; keep the
-                // block (freeing is the irreversible choice).
-                Err(_) => true,
+    }
+    let metadata: BTreeSet<u64> = a.metadata_blocks()?.into_iter().collect();
+    let blocks = a.allocated_blocks()?;
+    // Removed records no pin table names.
+    let mut leftover = Vec::new();
+    for &(blk, _) in &blocks {
+        if records.contains(&blk) || metadata.contains(&blk) || a.nested_header(blk)?.is_some() {
+            continue;
+        }
+        if a.record(blk).is_ok() {
+            let pins = a.pin_count(blk)?;
+            if pins & PIN_REMOVED != 0 && pins & PIN_COUNT == 0 {
+                leftover.push(blk);
+            }
+            records.insert(blk);
+        }
+    }
+    let mut walk = Walk::new(a.walk_budget());
+    let mut busy = Vec::new();
+    let mut broken = Vec::new();
+    for rec in records {
+        let r = match a.record(rec) {
+            Ok(r) => r,
+            Err(e) => {
+                broken.push(format!("record {rec:#x}: {e}"));
+                continue;
             }
         };
-        cache.insert(pending, alive);
-        Ok(alive)
+        // A type that does not decode is reported by the registry's
+        // own check; its value cannot be walked.
+        let Ok(desc) = a.type_desc(r.type_idx) else {
+            continue;
+        };
+        let before = walk.busy.len();
+        let broken_before = walk.broken.len();
+        let mut walker = Walker {
+            mem: a.mem,
+            store_id,
+            locks,
+            out: &mut walk,
+        };
+        let walked = walker.values(r.value, &desc, r.len);
+        let name = || a.record_name(rec).unwrap_or_else(|_| format!("{rec:#x}"));
+        if walk.broken.len() > broken_before {
+            // Name the object, so that its owner can replace what broke.
+            let object = name();
+            for b in &mut walk.broken[broken_before..] {
+                *b = format!("object \"{object}\": {b}");
+            }
+        }
+        if let Err(e) = walked {
+            // Part of the value could not be walked: what it reaches is
+            // not known.
+            broken.push(format!("record {rec:#x}: {e}"));
+            busy.push(name());
+        } else if walk.busy.len() > before {
+            busy.push(name());
+        }
     }
+    broken.append(&mut walk.broken);
+    // The buffers live processes hold, and what they reach.
+    walk.lenient = true;
+    let mut liveness = HashMap::new();
+    for &(blk, _) in &blocks {
+        let Some((fp, _, pending)) = a.nested_header(blk)? else {
+            continue;
+        };
+        if pending == 0 || walk.reached(blk) || !holder_alive(a, pending, &mut liveness)? {
+            continue;
+        }
+        // An element type that was not registered holds no container.
+        let Some(idx) = a.find_type(fp)? else {
+            continue;
+        };
+        let desc = match a.type_desc(idx) {
+            Ok(d) => d,
+            Err(e) => {
+                broken.push(format!("held buffer {blk:#x}: {e}"));
+                continue;
+            }
+        };
+        let before = walk.busy.len();
+        let mut walker = Walker {
+            mem: a.mem,
+            store_id,
+            locks,
+            out: &mut walk,
+        };
+        if let Err(e) = walker.block(blk, &desc) {
+            broken.push(format!("held buffer {blk:#x}: {e}"));
+        } else if walk.busy.len() > before {
+            busy.push(format!("a buffer held by a live process ({blk:#x})"));
+        }
+    }
+    Ok(Reach {
+        reached: walk.found.iter().map(|n| n.blk).collect(),
+        busy,
+        broken,
+        leftover,
+    })
+}
+
+/// `true` if the nested block `blk` (element fingerprint `fp`) holds a
+/// locked `ShmMutex` (or cannot be read): it must not be freed (see
+/// `Arena::free_record`).
+fn holds_lock(a: &Arena<'_>, store_id: u64, blk: u64, fp: u64) -> bool {
+    let Ok(Some(idx)) = a.find_type(fp) else {
+        return false;
+    };
+    let Ok(desc) = a.type_desc(idx) else {
+        return true;
+    };
+    if !crate::arena::walk::has_locks(&desc) {
+        return false;
+    }
+    let mut walk = Walk::new(a.walk_budget());
+    walk.lenient = true;
+    let walked = Walker {
+        mem: a.mem,
+        store_id,
+        locks: Locks::Ignore,
+        out: &mut walk,
+    }
+    .block(blk, &desc);
+    walked.is_err() || !walk.locked.is_empty()
+}
+
+/// Allocated blocks that are neither metadata, nor a record (named,
+/// pinned or reserved), nor a nested block at all (reached or not).
+pub(crate) fn unaccounted(a: &Arena<'_>, reached: &BTreeSet<u64>) -> Result<u64> {
+    let mut known: BTreeSet<u64> = a.metadata_blocks()?.into_iter().collect();
+    known.extend(a.records()?);
+    for (slot, _) in a.attached()? {
+        if let Ok(pins) = a.counted_pins(slot) {
+            known.extend(pins.into_iter().map(|(rec, _)| rec));
+        }
+    }
+    let mut n = 0;
+    for (blk, _) in a.allocated_blocks()? {
+        if !known.contains(&blk) && !reached.contains(&blk) && a.nested_header(blk)?.is_none() {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Nested blocks no object reaches: (block, bytes, pending word).
+pub(crate) fn unreachable(a: &Arena<'_>, reached: &BTreeSet<u64>) -> Result<Vec<(u64, u64, u64)>> {
+    let mut out = Vec::new();
+    for (blk, size) in a.allocated_blocks()? {
+        if reached.contains(&blk) {
+            continue;
+        }
+        if let Some((_, _, pending)) = a.nested_header(blk)? {
+            out.push((blk, size, pending));
+        }
+    }
+    Ok(out)
+}
+
+/// `true` unless the process a nested block's pending word names is
+/// known to be gone (see `arena::nested`): its process slot is free or
+/// belongs to another process, or the process is dead.
+fn holder_alive(a: &Arena<'_>, pending: u64, cache: &mut HashMap<u64, bool>) -> Result<bool> {
+    if let Some(&alive) = cache.get(&pending) {
+        return Ok(alive);
+    }
+    let (slot, pid) = ((pending >> 32) as u32, pending as u32);
+    let alive = if slot == 0 {
+        // Not a word this crate writes: keep the block.
+        true
+    } else if slot == u32::MAX {
+        // No slot: known by pid alone.
+        !matches!(proc::liveness(pid, StartTime::Unknown), Liveness::Dead)
+    } else {
+        let alive = |owner: &crate::arena::procs::Owner| {
+            !matches!(
+                proc::liveness_in(owner.pid, owner.pidns, owner.start),
+                Liveness::Dead
+            )
+        };
+        match a.slot_owner(slot - 1) {
+            Ok(Some(owner)) if owner.pid == pid => alive(&owner),
+            // The slot was released (that mapping closed, or its
+            // process was found dead) or taken by another process: held
+            // if the process is still attached through another mapping
+            // (a value built through one mapping is still used through
+            // the others).
+            Ok(_) => a
+                .attached()?
+                .iter()
+                .any(|(_, owner)| owner.pid == pid && alive(owner)),
+            // A slot index past the table: a corrupted word; keep the
+            // block (freeing is the irreversible choice).
+            Err(_) => true,
+        }
+    };
+    cache.insert(pending, alive);
+    Ok(alive)
 }

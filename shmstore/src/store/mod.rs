@@ -71,6 +71,7 @@ mod wait;
 
 pub(crate) use mappings::{describe_address, located, store_with_id};
 
+pub(crate) use check::check_arena;
 pub use check::CheckReport;
 pub use collect::CollectReport;
 pub use handle::{Handle, SliceHandle};
@@ -86,7 +87,7 @@ pub const MIN_CAPACITY: u64 = 64 << 10;
 /// big slice never holds other processes up.
 const COPY_UNDER_LOCK: u64 = 64 << 10;
 
-const _: () = assert!(core::mem::size_of::<RawMutex>() as u64 <= LOCK_SPACE);
+const _: () = assert!(core::mem::size_of::<RawMutex>() as u64 <= MUTEX_SPACE);
 const _: () = assert!(core::mem::align_of::<RawMutex>() as u64 <= 64);
 
 /// A typed object store in a POSIX shared-memory segment.
@@ -116,7 +117,7 @@ pub(crate) const NESTED_FREES_PER_STEP: usize = 32;
 
 impl Inner {
     fn header_lock(&self) -> Result<&RawMutex> {
-        let p = self.mem.ptr(OFF_LOCK, LOCK_SPACE, 8)?;
+        let p = self.mem.ptr(OFF_LOCK, MUTEX_SPACE, 8)?;
         // SAFETY: the lock lies inside the mapped header page, aligned, and
         // was initialised by the creator before the state became ready
         // (checked when the store was opened); the mapping outlives `self`.
@@ -125,9 +126,21 @@ impl Inner {
 
     fn lock(&self) -> Result<HeaderGuard<'_>> {
         let lock = self.header_lock()?;
+        let generation = self.mem.atomic_u64(OFF_LOCK_GEN)?;
         let state = lock.lock()?;
+        // Odd from now on: a holder is (or may be) writing metadata. The
+        // release fence orders this store before every metadata write that
+        // follows, for a reader that copies the metadata without the lock
+        // and reads the generation after an acquire fence (the read-only
+        // `inspect` view; see the header's layout, note 3). A previous
+        // owner that died left it odd, or even if it died before this
+        // step: either way it changes.
+        let g = generation.load(Ordering::Relaxed);
+        generation.store(g.wrapping_add(1 + (g & 1)), Ordering::Relaxed);
+        core::sync::atomic::fence(Ordering::Release);
         let guard = HeaderGuard {
             lock,
+            generation,
             held: Some(held::note_locked(lock as *const RawMutex as usize)),
         };
         let commit = |from: u64, to: u64| self.region.commit(from, to - from);
@@ -283,6 +296,10 @@ impl Drop for Inner {
         if let Some(slot) = self.slot() {
             let owner = own_identity();
             while let Ok(true) = self.with_arena(|a| a.release_step(slot, owner)) {}
+            // The last user of a store made to be removed when unused takes
+            // its name with it. A failure leaves it for the next opener or
+            // `shmstore gc`, which find its users all gone.
+            let _ = self.remove_if_unused();
         }
     }
 }
@@ -311,12 +328,19 @@ impl fmt::Debug for Store {
 /// Holds the header lock; unlocks on drop.
 struct HeaderGuard<'a> {
     lock: &'a RawMutex,
+    /// The lock generation (header word), odd while the lock is held.
+    generation: &'a AtomicU64,
     /// This thread's note that it holds the lock (see [`held`]).
     held: Option<held::Held>,
 }
 
 impl Drop for HeaderGuard<'_> {
     fn drop(&mut self) {
+        // Even again: every metadata write of this holder happens before
+        // this release store, and so before any read that sees it.
+        let g = self.generation.load(Ordering::Relaxed);
+        self.generation
+            .store((g | 1).wrapping_add(1), Ordering::Release);
         // SAFETY: a HeaderGuard exists only while this thread holds the lock
         // (made in `Store::lock` after a successful lock()).
         unsafe { self.lock.unlock() };
@@ -326,7 +350,7 @@ impl Drop for HeaderGuard<'_> {
     }
 }
 
-pub(super) fn validate_object_name(name: &str) -> Result<&[u8]> {
+pub(crate) fn validate_object_name(name: &str) -> Result<&[u8]> {
     let reason = if name.is_empty() {
         "an object name must not be empty"
     } else if name.len() > MAX_OBJECT_NAME {
@@ -364,6 +388,39 @@ impl Store {
         Store::options().capacity(capacity).open_or_create(name)
     }
 
+    /// Every shared-memory segment in `/dev/shm`, sorted by name, each
+    /// described and judged as `shmstore ls` shows it: stores of this
+    /// format with their size, registered processes and header-lock state;
+    /// stores being created or of another format; other programs'
+    /// segments ([`SegmentKind::Foreign`](crate::inspect::SegmentKind),
+    /// which [`SegmentInfo::is_store`](crate::inspect::SegmentInfo::is_store)
+    /// filters out). Read-only: see [`inspect`](crate::inspect).
+    ///
+    /// ```
+    /// # fn main() -> shmstore::Result<()> {
+    /// # let name = format!("doc-list-{}", std::process::id());
+    /// let store = shmstore::Store::create(&name, 1 << 20)?;
+    /// let all = shmstore::Store::list()?;
+    /// let mine = all.iter().find(|s| s.name == format!("/{name}")).expect("listed");
+    /// assert_eq!(mine.store().expect("a store").capacity, 1 << 20);
+    /// assert_eq!(mine.users(), [std::process::id()]);
+    /// # shmstore::Store::unlink(&name)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn list() -> Result<Vec<crate::inspect::SegmentInfo>> {
+        crate::inspect::list()
+    }
+
+    /// A read-only look at the store `name`: its objects, their layouts,
+    /// holders and values, and the consistency check, from a private copy
+    /// of its committed bytes (see [`inspect`](crate::inspect)). Needs only
+    /// read permission; writes nothing to the segment, takes no lock,
+    /// attaches to nothing.
+    pub fn inspect(name: &str) -> Result<crate::inspect::Inspection> {
+        crate::inspect::Inspection::open(name)
+    }
+
     /// Removes the store's name; processes that have it open keep their
     /// mapping until they drop it.
     pub fn unlink(name: &str) -> Result<()> {
@@ -375,8 +432,33 @@ impl Store {
         self.inner.region.name().as_str()
     }
 
-    pub(super) fn with_arena<R>(&self, f: impl FnMut(&Arena<'_>) -> Result<R>) -> Result<R> {
+    pub(crate) fn with_arena<R>(&self, f: impl FnMut(&Arena<'_>) -> Result<R>) -> Result<R> {
         self.inner.with_arena(f)
+    }
+
+    /// Tests: holds the header lock until the guard drops.
+    #[cfg(test)]
+    pub(crate) fn test_hold_header_lock(&self) -> Result<impl Drop + '_> {
+        self.inner.lock()
+    }
+
+    /// Tests: takes the header lock, journals a change of the object count
+    /// to `objects`, and leaves both behind as a holder that dies would
+    /// (call it on a thread that then exits).
+    #[cfg(test)]
+    pub(crate) fn test_die_mid_operation(&self, objects: u64) -> Result<()> {
+        let guard = self.inner.lock()?;
+        let commit = |from: u64, to: u64| self.inner.region.commit(from, to - from);
+        let a = Arena::journaled(self.inner.mem, &commit);
+        Header(&a).set_objects(objects)?;
+        core::mem::forget(guard);
+        Ok(())
+    }
+
+    /// Tests: forgets this process's slot (as if another process had it).
+    #[cfg(test)]
+    pub(crate) fn test_forget_slot(&self) {
+        self.inner.slot.store(NO_SLOT, Ordering::Relaxed);
     }
 
     /// The store's state (for containers).

@@ -25,6 +25,49 @@ pub struct Entry {
     pub layout: Arc<LayoutDesc>,
 }
 
+impl Entry {
+    /// `true` if the entry is a single object of type `T`: what
+    /// [`Store::get::<T>`](Store::get) accepts. The store identifies types
+    /// by their layout's fingerprint (containers' parameters included), so
+    /// this is the same check `get` makes, without a lookup.
+    ///
+    /// ```
+    /// # fn main() -> shmstore::Result<()> {
+    /// # let name = format!("doc-entry-is-{}", std::process::id());
+    /// # let store = shmstore::Store::create(&name, 1 << 20)?;
+    /// store.insert("a", 1u64)?;
+    /// store.insert("b", 2u32)?;
+    /// store.insert_slice("c", &[3u64, 4])?;
+    /// let mut u64s: Vec<String> = store
+    ///     .entries()?
+    ///     .into_iter()
+    ///     .filter(|e| e.is::<u64>())
+    ///     .map(|e| e.name)
+    ///     .collect();
+    /// assert_eq!(u64s, ["a"]);
+    /// let slices = store.entries()?.into_iter().filter(|e| e.is_slice_of::<u64>()).count();
+    /// assert_eq!(slices, 1);
+    /// # shmstore::Store::unlink(&name)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn is<T: ShmSafe>(&self) -> bool {
+        self.len.is_none() && self.holds::<T>()
+    }
+
+    /// `true` if the entry is a slice of `T`s: what
+    /// [`Store::get_slice::<T>`](Store::get_slice) accepts.
+    pub fn is_slice_of<T: ShmSafe>(&self) -> bool {
+        self.len.is_some() && self.holds::<T>()
+    }
+
+    fn holds<T: ShmSafe>(&self) -> bool {
+        self.fingerprint == graph_fingerprint_of::<T>()
+            && self.layout.size == core::mem::size_of::<T>() as u64
+            && self.layout.align == core::mem::align_of::<T>() as u64
+    }
+}
+
 impl Store {
     /// Runs `f` with the header lock held and the registry index of the
     /// type `layout`, registering the type first if this store has not seen

@@ -3,7 +3,7 @@
 use super::*;
 
 impl Store {
-    pub(super) fn initialise(region: Region) -> Result<Store> {
+    pub(super) fn initialise(region: Region, flags: u64) -> Result<Store> {
         region.commit(0, HEAP_START)?;
         let inner = Inner::new(region);
         let mem = inner.mem;
@@ -26,7 +26,7 @@ impl Store {
         crate::crash::step();
         Arena::new(mem, &commit).format()?;
         crate::crash::step();
-        let lock = mem.ptr(OFF_LOCK, LOCK_SPACE, 8)?.cast::<RawMutex>();
+        let lock = mem.ptr(OFF_LOCK, MUTEX_SPACE, 8)?.cast::<RawMutex>();
         // SAFETY: `lock` is inside the committed header page, aligned (the
         // offset is a multiple of 64 and the mapping page-aligned), and no
         // other process uses it: the state word still says "creating".
@@ -35,6 +35,7 @@ impl Store {
         // only once the state says ready.
         let store_id = new_store_id();
         mem.set_u64(OFF_STORE_ID, store_id)?;
+        mem.set_u64(OFF_FLAGS, flags_word(flags))?;
         inner.store_id.store(store_id, Ordering::Relaxed);
         crate::crash::step();
         mem.atomic_u32(OFF_STATE)?
@@ -186,20 +187,107 @@ impl Store {
             a.type_count()?;
             a.dir_validate()
         })?;
-        store.join()?;
+        if !store.join()? {
+            // Removed by its last user (or by us, its users all dead): the
+            // name is gone or going; open it anew.
+            if late {
+                return Err(Error::NotFound {
+                    what: format!(
+                        "store \"{}\" (it was removed when its last user left, but its name \
+                         could not be unlinked)",
+                        name.as_str()
+                    ),
+                });
+            }
+            return Ok(None);
+        }
         Ok(Some(store))
     }
 
     /// Takes a slot in the process table, then releases the slots of
-    /// processes that are gone.
-    pub(super) fn join(&self) -> Result<()> {
-        if let Some(slot) = self.with_arena(|a| a.attach(own_identity()))? {
+    /// processes that are gone. Returns `false`, taking no slot, if the
+    /// store was removed when its last user left (see
+    /// [`StoreOptions::remove_when_unused`]), or is such a store whose
+    /// registered users are all dead, which it then removes: its name is
+    /// unlinked (if it is still this segment's) and the caller opens the
+    /// name again.
+    pub(super) fn join(&self) -> Result<bool> {
+        // Judged outside the lock (it asks the OS about each process), then
+        // confirmed under it: the slots must not have changed meanwhile.
+        let ephemeral = flags_of(self.inner.mem.u64(OFF_FLAGS)?)? & FLAG_REMOVE_WHEN_UNUSED != 0;
+        let dead_users = if ephemeral {
+            self.inner.all_users_dead()?
+        } else {
+            None
+        };
+        let attached = self.with_arena(|a| {
+            let flags = flags_of(a.mem.u64(OFF_FLAGS)?)?;
+            if flags & FLAG_REMOVED != 0 {
+                return Ok(None);
+            }
+            if let Some(dead) = &dead_users {
+                if a.attached()? == *dead {
+                    a.set_u64(OFF_FLAGS, flags_word(flags | FLAG_REMOVED))?;
+                    return Ok(None);
+                }
+            }
+            a.attach(own_identity()).map(Some)
+        })?;
+        let Some(slot) = attached else {
+            let _ = self.inner.region.unlink_if_same();
+            return Ok(false);
+        };
+        if let Some(slot) = slot {
             self.inner.slot.store(slot, Ordering::Relaxed);
         }
         // A dead process's slot that cannot be released (its pin table is
         // corrupted) must not keep everyone from opening the store: the
         // failure is reported by `check()`, which reaps again.
         let _ = self.reap();
+        Ok(true)
+    }
+}
+
+impl Inner {
+    /// The process table's slots if it holds at least one and every one
+    /// belongs to a process known to be dead; `None` otherwise (a process
+    /// whose liveness cannot be told counts as alive).
+    pub(super) fn all_users_dead(&self) -> Result<Option<Vec<(u32, Owner)>>> {
+        let slots = self.with_arena(|a| a.attached())?;
+        let dead = !slots.is_empty()
+            && slots
+                .iter()
+                .all(|(_, o)| matches!(proc::liveness_in(o.pid, o.pidns, o.start), Liveness::Dead));
+        Ok(dead.then_some(slots))
+    }
+
+    /// After this process released its slot: if the store is to be
+    /// removed when unused and no live process is registered any more,
+    /// marks it removed (under the header lock, so that a process opening
+    /// it concurrently either was registered before, and keeps it, or sees
+    /// the mark and opens the name anew) and unlinks its name.
+    pub(super) fn remove_if_unused(&self) -> Result<()> {
+        if flags_of(self.mem.u64(OFF_FLAGS)?)? & FLAG_REMOVE_WHEN_UNUSED == 0 {
+            return Ok(());
+        }
+        let slots = self.with_arena(|a| a.attached())?;
+        let unused = slots
+            .iter()
+            .all(|(_, o)| matches!(proc::liveness_in(o.pid, o.pidns, o.start), Liveness::Dead));
+        if !unused {
+            return Ok(());
+        }
+        let removed = self.with_arena(|a| {
+            if a.attached()? != slots {
+                return Ok(false); // someone joined meanwhile
+            }
+            let flags = flags_of(a.mem.u64(OFF_FLAGS)?)?;
+            a.set_u64(OFF_FLAGS, flags_word(flags | FLAG_REMOVED))?;
+            Ok(true)
+        })?;
+        if removed {
+            self.region.unlink_if_same()?;
+        }
         Ok(())
     }
 }

@@ -21,6 +21,7 @@ pub struct StoreOptions {
     capacity: u64,
     mode: u32,
     open_timeout: Duration,
+    remove_when_unused: bool,
 }
 
 impl Default for StoreOptions {
@@ -29,14 +30,20 @@ impl Default for StoreOptions {
             capacity: 64 << 20,
             mode: 0o600,
             open_timeout: Duration::from_secs(5),
+            remove_when_unused: false,
         }
     }
 }
 
 impl StoreOptions {
-    /// Bytes to reserve for a new store (default 64 MiB). The segment is
-    /// sparse: only pages the allocator hands out are committed. Rounded up
-    /// to a multiple of 4096; at least [`MIN_CAPACITY`].
+    /// Bytes to reserve for a new store (default 64 MiB). Rounded up to a
+    /// multiple of 4096; at least [`MIN_CAPACITY`].
+    ///
+    /// The capacity is a sparse reservation: the segment is sized to it at
+    /// once, but only the pages the allocator hands out are committed (with
+    /// `fallocate`, as the heap grows), so a store created with 64 GiB that
+    /// holds 1 MiB costs about 1 MiB of memory. Ask for what the store may
+    /// ever need: it cannot grow later.
     pub fn capacity(mut self, bytes: u64) -> Self {
         self.capacity = bytes;
         self
@@ -56,12 +63,57 @@ impl StoreOptions {
         self
     }
 
+    /// Makes a new store go away with its last user (default: `false`, the
+    /// store persists until [`Store::unlink`]ed).
+    ///
+    /// The flag is recorded in the store's header when it is created (it
+    /// does not change an existing store's). Then:
+    ///
+    /// - when the last process that has the store open drops it (its last
+    ///   [`Store`] and handle), that process removes the store's name, so
+    ///   the next [`open`](StoreOptions::open) is [`Error::NotFound`] and the
+    ///   next [`open_or_create`](StoreOptions::open_or_create) makes a new,
+    ///   empty store;
+    /// - if the last users died instead (killed, crashed), the next process
+    ///   that opens the name finds every registered user dead, removes the
+    ///   store and proceeds as above; and `shmstore gc` lists it as
+    ///   abandoned and removes it.
+    ///
+    /// A process that cannot be told dead (another pid namespace, an
+    /// unreadable `/proc`) counts as a user. Processes beyond the 128 that
+    /// the store's process table records are not counted: with more users
+    /// than that, the store may be removed while some still use it (their
+    /// mappings stay valid; the name is gone).
+    ///
+    /// ```
+    /// # fn main() -> shmstore::Result<()> {
+    /// # let name = format!("doc-ephemeral-{}", std::process::id());
+    /// let store = shmstore::Store::options()
+    ///     .capacity(1 << 20)
+    ///     .remove_when_unused(true)
+    ///     .create(&name)?;
+    /// store.insert("x", 1u64)?;
+    /// drop(store); // the last user: the store goes with it
+    /// assert!(matches!(shmstore::Store::open(&name), Err(shmstore::Error::NotFound { .. })));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn remove_when_unused(mut self, yes: bool) -> Self {
+        self.remove_when_unused = yes;
+        self
+    }
+
     /// Creates a new store; [`Error::AlreadyExists`] if the name is taken.
     pub fn create(&self, name: &str) -> Result<Store> {
         let name = SegmentName::parse(name)?;
         let capacity = self.checked_capacity()?;
         let region = Region::create(&name, capacity as usize, self.mode)?;
-        match Store::initialise(region) {
+        let flags = if self.remove_when_unused {
+            FLAG_REMOVE_WHEN_UNUSED
+        } else {
+            0
+        };
+        match Store::initialise(region, flags) {
             Ok(store) => Ok(store),
             Err(e) => {
                 let _ = region::unlink(&name);
@@ -86,8 +138,16 @@ impl StoreOptions {
     /// Opens the store, creating it if it does not exist. When several
     /// processes race, exactly one creates and initialises it; the others
     /// wait (up to the open timeout) for it to become ready.
+    ///
+    /// A store that already exists with another capacity than this one's
+    /// (rounded up to a multiple of 4096) is [`Error::CapacityMismatch`],
+    /// which carries both: a capacity cannot change once a store exists, and
+    /// a program that asked for more room than it got would otherwise find
+    /// out only when the store is full. [`open`](StoreOptions::open) takes
+    /// a store whatever its capacity; [`Store::stats`] tells it.
     pub fn open_or_create(&self, name: &str) -> Result<Store> {
         let parsed = SegmentName::parse(name)?;
+        let capacity = self.checked_capacity()?;
         let deadline = Instant::now() + self.open_timeout;
         loop {
             match self.create(name) {
@@ -97,6 +157,13 @@ impl StoreOptions {
             match Store::attach(&parsed, self.open_timeout) {
                 // Unlinked between our create and open: try again.
                 Err(Error::NotFound { .. }) if Instant::now() < deadline => continue,
+                Ok(store) if store.inner.mem.len() != capacity => {
+                    return Err(Error::CapacityMismatch {
+                        name: parsed.as_str().to_string(),
+                        requested: capacity,
+                        existing: store.inner.mem.len(),
+                    })
+                }
                 other => return other,
             }
         }

@@ -359,6 +359,114 @@ pub(crate) fn own_pid_namespace() -> u32 {
     })
 }
 
+/// The process (thread group) a thread id belongs to, from the `Tgid:`
+/// line of `/proc/<tid>/status` (a thread's directory exists there even
+/// though `/proc` does not list it). `None` if it cannot be told: no such
+/// thread, an unreadable or foreign `/proc`.
+pub(crate) fn thread_group(tid: u32) -> Option<u32> {
+    if tid == 0 || !proc_is_ours() {
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Which processes map which files writable: for each `(st_dev, st_ino)`
+/// asked about, the pids (in this pid namespace) whose `/proc/<pid>/maps`
+/// names it with write permission, in ascending order.
+#[derive(Debug, Default)]
+pub(crate) struct Mappers {
+    /// Pids per file.
+    pub(crate) by_file: std::collections::HashMap<(u64, u64), Vec<u32>>,
+    /// Processes whose maps could not be read (another user's, without
+    /// privilege): they may map any of the files.
+    pub(crate) unreadable: u32,
+}
+
+/// Scans `/proc/*/maps` for writable mappings of `files` (`(st_dev,
+/// st_ino)` pairs): a store's users map it read-write, while a read-only
+/// look (`inspect`) maps at most its header page read-only and is not one. Only processes of this pid namespace whose maps this process
+/// may read are seen (root sees all); the others are counted in
+/// [`Mappers::unreadable`]. A `/proc` of another pid namespace is not
+/// scanned at all (its pids would name other processes).
+pub(crate) fn mappers(files: &[(u64, u64)]) -> Mappers {
+    let mut out = Mappers::default();
+    if files.is_empty() || !proc_is_ours() {
+        return out;
+    }
+    // The maps file prints the device as the kernel's major:minor in hex.
+    let wanted: std::collections::HashMap<(u32, u32, u64), (u64, u64)> = files
+        .iter()
+        .map(|&(dev, ino)| {
+            (
+                (
+                    libc::major(dev as libc::dev_t),
+                    libc::minor(dev as libc::dev_t),
+                    ino,
+                ),
+                (dev, ino),
+            )
+        })
+        .collect();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let maps = match std::fs::read_to_string(format!("/proc/{pid}/maps")) {
+            Ok(m) => m,
+            // Exited meanwhile: it maps nothing.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(_) => {
+                out.unreadable += 1;
+                continue;
+            }
+        };
+        let mut seen = std::collections::HashSet::new();
+        for line in maps.lines() {
+            // start-end perms offset major:minor inode [path]. Only a
+            // writable mapping makes a user: a read-only one is an
+            // observer's (the `inspect` view maps a header page so).
+            let mut fields = line.split_ascii_whitespace().skip(1);
+            if !fields.next().is_some_and(|perms| perms.contains('w')) {
+                continue;
+            }
+            let mut fields = fields.skip(1);
+            let (Some(dev), Some(ino)) = (fields.next(), fields.next()) else {
+                continue;
+            };
+            let Some((major, minor)) = dev.split_once(':') else {
+                continue;
+            };
+            let (Ok(major), Ok(minor), Ok(ino)) = (
+                u32::from_str_radix(major, 16),
+                u32::from_str_radix(minor, 16),
+                ino.parse::<u64>(),
+            ) else {
+                continue;
+            };
+            if let Some(&file) = wanted.get(&(major, minor, ino)) {
+                if seen.insert(file) {
+                    out.by_file.entry(file).or_default().push(pid);
+                }
+            }
+        }
+    }
+    for pids in out.by_file.values_mut() {
+        pids.sort_unstable();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -519,6 +627,62 @@ mod tests {
             StartTime::Unknown
         );
         assert_eq!(liveness_low16(m.pid, StartTime::Unknown), Liveness::Unknown);
+    }
+
+    #[test]
+    fn a_thread_belongs_to_its_process() {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() } as u32;
+        assert_eq!(thread_group(tid), Some(std::process::id()));
+        let other = std::thread::spawn(|| {
+            // SAFETY: as above.
+            unsafe { libc::gettid() as u32 }
+        });
+        let _ = other.join().unwrap();
+        assert_eq!(thread_group(NO_SUCH_PID), None);
+        assert_eq!(thread_group(0), None);
+    }
+
+    #[test]
+    fn this_process_is_seen_mapping_a_file_it_maps() {
+        use std::os::fd::AsFd;
+        let name = format!("/shmstore-ut-{}-mappers", std::process::id());
+        let cname = std::ffi::CString::new(name.clone()).unwrap();
+        let fd = crate::sys::shm::shm_open(
+            &cname,
+            crate::sys::shm::OpenHow::CreateExclusive { mode: 0o600 },
+        )
+        .unwrap();
+        let _unlink = scopeguard_unlink(cname.clone());
+        crate::sys::shm::ftruncate(fd.as_fd(), 4096).unwrap();
+        let st = crate::sys::shm::fstat(fd.as_fd()).unwrap();
+        let file = (st.dev, st.ino);
+        assert!(
+            !mappers(&[file]).by_file.contains_key(&file),
+            "not mapped yet"
+        );
+        let base = crate::sys::shm::mmap_shared(fd.as_fd(), 4096).unwrap();
+        let seen = mappers(&[file]);
+        assert_eq!(seen.by_file.get(&file), Some(&vec![std::process::id()]));
+        // SAFETY: the mapping made above, unused from here on.
+        unsafe { crate::sys::shm::munmap(base, 4096) }.unwrap();
+        // A read-only mapping is an observer's, not a user's.
+        let ro = crate::sys::shm::mmap_shared_read_only(fd.as_fd(), 4096).unwrap();
+        assert!(!mappers(&[file]).by_file.contains_key(&file), "read-only");
+        // SAFETY: as above.
+        unsafe { crate::sys::shm::munmap(ro, 4096) }.unwrap();
+        assert!(!mappers(&[file]).by_file.contains_key(&file), "unmapped");
+    }
+
+    /// Unlinks a segment when dropped.
+    fn scopeguard_unlink(name: std::ffi::CString) -> impl Drop {
+        struct U(std::ffi::CString);
+        impl Drop for U {
+            fn drop(&mut self) {
+                let _ = crate::sys::shm::shm_unlink(&self.0);
+            }
+        }
+        U(name)
     }
 
     #[test]

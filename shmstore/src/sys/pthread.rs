@@ -172,6 +172,63 @@ fn deadline_timespec(
     })
 }
 
+/// What the bytes of a robust mutex say about who holds it, read without
+/// taking it: an observation, stale as soon as it is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Observed {
+    /// No one holds it.
+    Free,
+    /// The thread with this id holds it.
+    Held { tid: u32 },
+    /// Its holder died holding it; the next locker is told
+    /// (`EOWNERDEAD`) and recovers.
+    OwnerDied,
+    /// A locker that was told its holder died holds it and has not yet
+    /// marked it consistent.
+    Recovering { tid: u32 },
+    /// Released without being marked consistent after its holder died:
+    /// every lock fails.
+    Unrecoverable,
+    /// Bytes this build cannot interpret (another C library's mutex).
+    Unknown,
+}
+
+/// The kernel's robust-futex bits of a lock word: the owner's thread id.
+const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
+/// glibc's `__owner` of a robust mutex whose owner died and that was not
+/// yet marked consistent (`PTHREAD_MUTEX_INCONSISTENT`).
+const OWNER_INCONSISTENT: u32 = i32::MAX as u32;
+/// glibc's `__owner` of an unrecoverable mutex
+/// (`PTHREAD_MUTEX_NOTRECOVERABLE`).
+const OWNER_NOTRECOVERABLE: u32 = i32::MAX as u32 - 1;
+
+/// Interprets the first 12 bytes of a robust `pthread_mutex_t` — glibc's
+/// `__lock` (the futex word: owner's thread id and the kernel's
+/// [`FUTEX_OWNER_DIED`] bit), `__count` and `__owner` (its recovery
+/// state) — as read from a segment without locking. Another C library
+/// lays its mutex out otherwise: [`Observed::Unknown`].
+pub(crate) fn observe(lock_word: u32, owner_word: u32) -> Observed {
+    if !cfg!(target_env = "gnu") {
+        return Observed::Unknown;
+    }
+    let tid = lock_word & FUTEX_TID_MASK;
+    if owner_word == OWNER_NOTRECOVERABLE {
+        Observed::Unrecoverable
+    } else if lock_word & FUTEX_OWNER_DIED != 0 && tid == 0 {
+        Observed::OwnerDied
+    } else if tid != 0 && owner_word == OWNER_INCONSISTENT {
+        Observed::Recovering { tid }
+    } else if tid != 0 {
+        Observed::Held { tid }
+    } else {
+        Observed::Free
+    }
+}
+
+/// Offset of glibc's `__owner` in a `pthread_mutex_t` (after `__lock` and
+/// `__count`), for [`observe`].
+pub(crate) const OWNER_WORD: u64 = 8;
+
 impl RawMutex {
     /// `PTHREAD_MUTEX_INITIALIZER`: a valid process-private, non-robust
     /// mutex until [`RawMutex::init`] runs at the final address.
@@ -440,6 +497,39 @@ mod tests {
             "{err}"
         );
         assert!(matches!(m.try_lock(), Err(Error::Corrupted { .. })));
+    }
+
+    /// What `observe` reads from a mutex's bytes.
+    fn observed(m: &RawMutex) -> Observed {
+        // SAFETY: the first 12 bytes of a glibc mutex are three 4-aligned
+        // ints that glibc and the kernel access atomically; these are
+        // atomic loads of them, and `m` outlives the call.
+        let words = unsafe { &*m.inner.get().cast::<[core::sync::atomic::AtomicU32; 3]>() };
+        observe(
+            words[0].load(core::sync::atomic::Ordering::Acquire),
+            words[2].load(core::sync::atomic::Ordering::Acquire),
+        )
+    }
+
+    #[test]
+    #[cfg(target_env = "gnu")]
+    fn observing_a_lock_tells_free_held_owner_died_recovering_and_unrecoverable() {
+        let m = robust();
+        assert_eq!(observed(&m), Observed::Free);
+        m.lock().unwrap();
+        // SAFETY: gettid has no preconditions.
+        let me = unsafe { libc::gettid() } as u32;
+        assert_eq!(observed(&m), Observed::Held { tid: me });
+        // SAFETY: held by this thread.
+        unsafe { m.unlock() };
+        assert_eq!(observed(&m), Observed::Free);
+        lock_on_a_dying_thread(&m);
+        assert_eq!(observed(&m), Observed::OwnerDied);
+        assert_eq!(m.lock().unwrap(), Acquired::OwnerDied);
+        assert_eq!(observed(&m), Observed::Recovering { tid: me });
+        // SAFETY: held by this thread.
+        unsafe { m.unlock() };
+        assert_eq!(observed(&m), Observed::Unrecoverable);
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub(crate) enum OpenHow {
     },
     /// `O_RDWR` on an existing segment.
     Existing,
+    /// `O_RDONLY` on an existing segment: for looking without changing
+    /// anything (a read permission suffices).
+    ReadOnly,
 }
 
 /// The facts of [`fstat`] that shmstore uses.
@@ -40,8 +43,81 @@ pub(crate) struct FileStat {
     /// The permission bits of `st_mode` (`st_mode & 0o7777`), without the
     /// file type.
     pub(crate) mode: u32,
-    /// `(st_dev, st_ino)`: which file it is.
-    pub(crate) file: (u64, u64),
+    /// `st_dev` and `st_ino`: which file it is, whatever its name.
+    pub(crate) dev: u64,
+    /// See `dev`.
+    pub(crate) ino: u64,
+    /// Bytes of memory the file holds (`st_blocks` × 512): its committed
+    /// pages.
+    pub(crate) allocated: u64,
+    /// `true` for a regular file (every segment is one).
+    pub(crate) regular: bool,
+}
+
+/// Where the C library keeps shared-memory segments: `shm_open("/x")`
+/// opens `/dev/shm/x` on Linux.
+pub(crate) const SHM_DIR: &str = "/dev/shm";
+
+/// The path of segment `name` (`"/x"`) under [`SHM_DIR`].
+pub(crate) fn segment_path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(SHM_DIR).join(name.trim_start_matches('/'))
+}
+
+impl FileStat {
+    fn of(m: &std::fs::Metadata) -> FileStat {
+        use std::os::unix::fs::MetadataExt;
+        FileStat {
+            size: m.size(),
+            uid: m.uid(),
+            mode: m.mode() & 0o7777,
+            dev: m.dev(),
+            ino: m.ino(),
+            allocated: m.blocks().saturating_mul(512),
+            regular: m.file_type().is_file(),
+        }
+    }
+}
+
+/// `stat` of the segment `name` (`"/x"`) by its path, without opening it
+/// (so without read permission): `Ok(None)` if there is no such segment.
+pub(crate) fn stat_segment(name: &str) -> Result<Option<FileStat>> {
+    match std::fs::symlink_metadata(segment_path(name)) {
+        Ok(m) => Ok(Some(FileStat::of(&m))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("stat", e)),
+    }
+}
+
+/// The names (`"/x"`) of every entry of [`SHM_DIR`], in no particular
+/// order; names that are not UTF-8 are skipped (`shm_open` callers of
+/// this crate cannot name them).
+pub(crate) fn list_segments() -> Result<Vec<String>> {
+    let dir = std::fs::read_dir(SHM_DIR).map_err(|e| Error::io("readdir", e))?;
+    let mut out = Vec::new();
+    for entry in dir {
+        let entry = entry.map_err(|e| Error::io("readdir", e))?;
+        if let Ok(name) = entry.file_name().into_string() {
+            out.push(format!("/{name}"));
+        }
+    }
+    Ok(out)
+}
+
+/// `pread(fd, buf, offset)` until `buf` is full or the file ends, retried
+/// on `EINTR`; returns the bytes read. Reading a hole of a tmpfs file
+/// gives zeros and allocates nothing, so it can never fault.
+pub(crate) fn read_at(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        let at = off_t(offset.saturating_add(done as u64), "an offset")?;
+        match nix::sys::uio::pread(fd, &mut buf[done..], at) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Error::io("pread", os_error(e))),
+        }
+    }
+    Ok(done)
 }
 
 fn os_error(errno: Errno) -> io::Error {
@@ -91,6 +167,7 @@ pub(crate) fn shm_open(name: &CStr, how: OpenHow) -> Result<OwnedFd> {
             Mode::from_bits_truncate(mode),
         ),
         OpenHow::Existing => (OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()),
+        OpenHow::ReadOnly => (OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()),
     };
     nix::sys::mman::shm_open(name, flags, mode).map_err(|e| name_error(e, "shm_open", name))
 }
@@ -134,9 +211,13 @@ pub(crate) fn fstat(fd: BorrowedFd<'_>) -> Result<FileStat> {
         size: u64::try_from(st.st_size).unwrap_or(0),
         uid: st.st_uid,
         mode: st.st_mode & 0o7777,
-        // Both are unsigned on Linux; `as` keeps every bit.
-        #[allow(clippy::unnecessary_cast)]
-        file: (st.st_dev as u64, st.st_ino as u64),
+        // Widths vary between targets (`dev_t`, `ino_t`, `blkcnt_t`).
+        #[allow(clippy::useless_conversion)]
+        dev: u64::from(st.st_dev),
+        #[allow(clippy::useless_conversion)]
+        ino: u64::from(st.st_ino),
+        allocated: u64::try_from(st.st_blocks).unwrap_or(0).saturating_mul(512),
+        regular: st.st_mode & libc::S_IFMT == libc::S_IFREG,
     })
 }
 
@@ -180,6 +261,32 @@ pub(crate) fn mmap_shared(fd: BorrowedFd<'_>, len: usize) -> Result<NonNull<u8>>
             None,
             length,
             ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    ptr.map(NonNull::cast)
+        .map_err(|e| Error::io("mmap", os_error(e)))
+}
+
+/// `mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0)`: a view that cannot
+/// write (a write through it is a `SIGSEGV`, never a change), for reading
+/// words another process changes atomically.
+///
+/// As for [`mmap_shared`], touching a page of the view that the file does
+/// not hold is a `SIGBUS` on a full tmpfs: map only pages known to exist.
+pub(crate) fn mmap_shared_read_only(fd: BorrowedFd<'_>, len: usize) -> Result<NonNull<u8>> {
+    let length = NonZeroUsize::new(len).ok_or_else(|| Error::InvalidArgument {
+        reason: "cannot map 0 bytes".to_string(),
+    })?;
+    // SAFETY: as in `mmap_shared`: a new mapping at a place the kernel
+    // chooses, aliasing nothing; nothing is dereferenced here.
+    let ptr = unsafe {
+        nix::sys::mman::mmap(
+            None,
+            length,
+            ProtFlags::PROT_READ,
             MapFlags::MAP_SHARED,
             fd,
             0,
