@@ -268,6 +268,9 @@ impl Header<'_> {
     word!(committed, set_committed, OFF_COMMITTED);
     /// `top`, checked against its check word.
     pub(crate) fn top(&self) -> Result<u64> {
+        if let Some(top) = self.0.top_cache.get() {
+            return Ok(top);
+        }
         let top = self.0.mem.u64(OFF_TOP)?;
         let check = self.0.mem.u64(OFF_TOP_CHECK)?;
         if check != !top {
@@ -276,12 +279,23 @@ impl Header<'_> {
                 !top
             )));
         }
+        // Kept for the rest of this operation: only `set_top` changes it
+        // then (another process can change it only under the header lock,
+        // which this operation holds; a rollback forgets it).
+        if self.0.journaled {
+            self.0.top_cache.set(Some(top));
+        }
         Ok(top)
     }
     /// Sets `top` and its check word (both journalled).
     pub(crate) fn set_top(&self, v: u64) -> Result<()> {
+        self.0.top_cache.set(None);
         self.0.set_u64(OFF_TOP, v)?;
-        self.0.set_u64(OFF_TOP_CHECK, !v)
+        self.0.set_u64(OFF_TOP_CHECK, !v)?;
+        if self.0.journaled {
+            self.0.top_cache.set(Some(v));
+        }
+        Ok(())
     }
     word!(used, set_used, OFF_USED);
     word!(objects, set_objects, OFF_OBJECTS);

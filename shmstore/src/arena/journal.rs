@@ -190,6 +190,7 @@ impl Arena<'_> {
     /// capacity: written only while the store is formatted) nor the
     /// header lock.
     pub(crate) fn rollback(&self) -> Result<u64> {
+        self.top_cache.set(None);
         let (area, cap) = self.journal_area()?;
         let len = self.mem.u64(OFF_JOURNAL_LEN)?;
         if len > cap {
@@ -220,6 +221,7 @@ impl Arena<'_> {
         self.mem.set_u64(OFF_JOURNAL_LEN, 0)?;
         self.forget_fresh();
         self.forget_nested_frees();
+        self.top_cache.set(None);
         Ok(len)
     }
 

@@ -43,6 +43,9 @@ pub(crate) struct Arena<'a> {
     nfresh: Cell<usize>,
     consolidation_requested: Cell<bool>,
     journal_area: Cell<Option<(u64, u64)>>,
+    /// `top`, once read and checked in this operation (kept by `set_top`,
+    /// forgotten by a rollback): every allocator step reads it.
+    pub(crate) top_cache: Cell<Option<u64>>,
     /// The heap's top when the current operation began.
     untouched_from: Cell<Option<u64>>,
     /// Nested blocks of records this operation freed, to free once it has
@@ -123,6 +126,7 @@ impl<'a> Arena<'a> {
             nfresh: Cell::new(0),
             consolidation_requested: Cell::new(false),
             journal_area: Cell::new(None),
+            top_cache: Cell::new(None),
             untouched_from: Cell::new(None),
             nested_frees: core::cell::RefCell::new(Vec::new()),
         }
