@@ -256,7 +256,7 @@ impl Inner {
     /// `arena::nested`).
     pub(crate) fn pending_word(&self) -> u64 {
         let slot = self.slot().map_or(u32::MAX as u64, |s| s as u64 + 1);
-        slot << 32 | std::process::id() as u64
+        slot << 32 | crate::sys::proc::me().pid as u64
     }
 
     /// The bytes of this store's mapping, checked.
