@@ -173,8 +173,7 @@ impl<'a> Ctx<'a> {
             // First use outside the store (a value being built, a container
             // moved out through a guard): claim the buffer and everything
             // its elements reach.
-            self.with_arena(|a| a.nested(blk, ty, token).map(drop))?;
-            super::own::claim_block::<T>(self, blk)?;
+            super::own::claim_block::<T>(self, blk, token)?;
             let mut n = n;
             n.pending = mark;
             return Ok(n);

@@ -112,12 +112,15 @@ pub(crate) fn claim<T: ShmSafe>(ctx: &Ctx<'_>, at: u64, count: u64) -> Result<()
     })
 }
 
-/// Claims the nested block `blk` (elements of `E`) and
-/// everything its elements reach.
-pub(crate) fn claim_block<E: ShmSafe>(ctx: &Ctx<'_>, blk: u64) -> Result<()> {
+/// Claims the nested block `blk` (elements of `E`, owned by the container
+/// with `token`) and everything its elements reach. The block is checked
+/// again under the header lock first: it may have been reclaimed since the
+/// caller looked (a container moved out and not yet used).
+pub(crate) fn claim_block<E: ShmSafe>(ctx: &Ctx<'_>, blk: u64, token: u64) -> Result<()> {
     let mark = ctx.inner().pending_word();
     let desc = owns::<E>().then(desc_of::<E>);
     ctx.with_arena(|a| {
+        a.nested(blk, super::ctx::elem_type::<E>(), token)?;
         a.set_pending(blk, mark)?;
         if let Some(desc) = &desc {
             let mut walk = Walk::new(a.walk_budget());

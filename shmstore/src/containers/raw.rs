@@ -203,10 +203,10 @@ impl RawBuf {
         let Ok(Some(b)) = self.buffer::<T>(&ctx) else {
             return;
         };
-        if super::own::claim_block::<T>(&ctx, b.blk).is_err() {
+        let token = self.token.load(Ordering::Relaxed);
+        if super::own::claim_block::<T>(&ctx, b.blk, token).is_err() {
             return;
         }
-        let token = self.token.load(Ordering::Relaxed);
         self.buf.store(0, Ordering::Release);
         crate::crash::step();
         let fp = crate::layout::graph_fingerprint_of::<T>();
