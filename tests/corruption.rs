@@ -410,6 +410,7 @@ const HEADER_WORDS: &[(u64, u8, &str)] = &[
     (168, 8, "process table"),
     (176, 8, "process slots"),
     (184, 8, "store id"),
+    (284, 4, "pid namespace"),
     (2664, 8, "top check"),
 ];
 /// Header words that locate names: the directory's, `top`, its check word

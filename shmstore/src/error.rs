@@ -103,13 +103,23 @@ pub enum Error {
         /// What was found, with the offset.
         reason: String,
     },
-    /// A process died while holding a lock, and no one has marked the data
-    /// it guarded consistent since: it may be half-updated. Every `lock`
-    /// reports this until a holder from `lock_recover` calls
-    /// `mark_consistent` (see [`ShmMutex`](crate::ShmMutex#owner-death)).
+    /// A process died (or a thread panicked) while holding a lock, and no
+    /// one has marked the data it guarded consistent since: it may be
+    /// half-updated. Every `lock` reports this until a holder from
+    /// `lock_recover` calls `mark_consistent` (see
+    /// [`ShmMutex`](crate::ShmMutex#owner-death)).
     OwnerDied {
         /// The lock: its type and, when this process can tell, the store
         /// and object it lives in.
+        what: String,
+    },
+    /// A call without a timed form waited as long as it may for something
+    /// another process holds, which is held far longer than it ever should
+    /// be (its holder is stopped, or the word that names it was
+    /// overwritten); nothing was changed. (See
+    /// [`ShmSemaphore::release`](crate::ShmSemaphore::release).)
+    Busy {
+        /// What was waited for, who holds it, and how long was waited.
         what: String,
     },
     /// An operating-system call failed for a reason without its own variant.
@@ -206,9 +216,11 @@ impl fmt::Display for Error {
             Error::Corrupted { reason } => write!(f, "store is corrupted: {reason}"),
             Error::OwnerDied { what } => write!(
                 f,
-                "a process died while holding {what}; the data it guards may be half-updated: \
-                 lock it with lock_recover(), repair the data and call mark_consistent()"
+                "a holder of {what} died or panicked while holding it; the data it guards may \
+                 be half-updated: lock it with lock_recover() (write_recover() for a \
+                 ShmRwLock), repair the data and call mark_consistent()"
             ),
+            Error::Busy { what } => write!(f, "gave up waiting: {what}"),
             Error::Io { op, source } => write!(f, "{op} failed: {source}"),
         }
     }

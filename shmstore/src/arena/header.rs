@@ -40,7 +40,8 @@
 //! | 256    | 24   | bitmap of non-empty free-list bins                        |
 //! | 280    | 4    | publications (atomic, not journalled): a futex word that  |
 //! |        |      | every publish rings; `Store::wait_for` sleeps on it²      |
-//! | 284    | 36   | free                                                      |
+//! | 284    | 4    | pid namespace of every process that attached (atomic)⁶    |
+//! | 288    | 32   | free                                                      |
 //! | 320    | 8×N  | free-list bin heads ([`NBINS`](super::alloc::NBINS))      |
 //! | 1664   | 8×M  | fast-list heads ([`NFAST`](super::alloc::NFAST))          |
 //! | 2664   | 8    | top check: `!top`, written with `top`³                    |
@@ -84,6 +85,19 @@
 //! | 0   | remove when unused ([`StoreOptions::remove_when_unused`])      |
 //! | 1   | removed: its last user marked it so, under the header lock, before unlinking its name; an opener that finds it goes away and opens the name anew |
 //!
+//! ⁶ The inode of the pid namespace (`/proc/self/ns/pid`) of the creator,
+//! written before the magic; a process that attaches from another pid
+//! namespace, or that cannot read its own (0), replaces it, under the
+//! header lock and before it attaches, with [`PIDNS_MIXED`] — for good:
+//! the word is never set back. While it names this process's namespace,
+//! every process that ever used the store shares it, so a pid recorded in
+//! a lock means the same process here as there, and a holder found dead
+//! may be repaired (see [`crate::sync`]). Once it is mixed, no holder is
+//! ever judged dead through it (a pid of another namespace names another
+//! process here): dead holders' locks, permits and slots are waited for,
+//! never taken over. Not journalled (nothing undoes it: it only grows more
+//! cautious).
+//!
 //! [`StoreOptions::remove_when_unused`]: crate::StoreOptions::remove_when_unused
 //! [`StartTime::UNKNOWN_LOW32_WORD`]: crate::sys::proc::StartTime::UNKNOWN_LOW32_WORD
 //! [`StartTime::from_low32_word`]: crate::sys::proc::StartTime::from_low32_word
@@ -114,7 +128,15 @@ pub(crate) const MAGIC: [u8; 8] = *b"SHMSTOR\0";
 /// outlive its users), and the lock generation (offset 248), which a
 /// version 3 holder would not maintain, so that a read-only view could take
 /// a changing store for a stable one.
-pub(crate) const VERSION: u32 = 4;
+///
+/// 5: the pid namespace word (offset 284, note 6), which version 4 leaves
+/// zero and would neither maintain nor honour (a version 4 process of
+/// another pid namespace would take the locks of live processes over);
+/// and, inside objects, the reader slots of a
+/// [`ShmRwLock`](crate::ShmRwLock) (one word per slot: pid, start time and
+/// count together) and its writer-thread word, which a version 4 process
+/// would misread.
+pub(crate) const VERSION: u32 = 5;
 
 pub(crate) const OFF_MAGIC: u64 = 0;
 pub(crate) const OFF_VERSION: u64 = 8;
@@ -156,7 +178,13 @@ const _: () = assert!(OFF_LOCK_GEN + 8 <= OFF_LOCK + LOCK_SPACE);
 pub(crate) const OFF_BITMAP: u64 = 256;
 pub(crate) const OFF_PUBLISHED: u64 = 280;
 const _: () = assert!(OFF_BITMAP + 8 * (super::alloc::NBINS as u64).div_ceil(64) <= OFF_PUBLISHED);
-const _: () = assert!(OFF_PUBLISHED + 4 <= OFF_BINS);
+/// The pid namespace word: see the layout table's note 6.
+pub(crate) const OFF_PIDNS: u64 = 284;
+/// The pid namespace word once processes of several namespaces (or one
+/// that could not tell its own) attached.
+pub(crate) const PIDNS_MIXED: u32 = u32::MAX;
+const _: () = assert!(OFF_PUBLISHED + 4 <= OFF_PIDNS);
+const _: () = assert!(OFF_PIDNS + 4 <= OFF_BINS);
 pub(crate) const OFF_BINS: u64 = 320;
 pub(crate) const OFF_FAST: u64 = 1664;
 const _: () = assert!(OFF_BINS + 8 * super::alloc::NBINS as u64 <= OFF_FAST);

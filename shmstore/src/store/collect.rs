@@ -352,8 +352,10 @@ fn holder_alive(a: &Arena<'_>, pending: u64, cache: &mut HashMap<u64, bool>) -> 
         // Not a word this crate writes: keep the block.
         true
     } else if slot == u32::MAX {
-        // No slot: known by pid alone.
-        !matches!(proc::liveness(pid, StartTime::Unknown), Liveness::Dead)
+        // No slot: known by pid alone, which means this process only in a
+        // store whose processes all share one pid namespace.
+        !super::open::one_pid_namespace_in(&a.mem)
+            || !matches!(proc::liveness(pid, StartTime::Unknown), Liveness::Dead)
     } else {
         let alive = |owner: &crate::arena::procs::Owner| {
             !matches!(

@@ -152,6 +152,31 @@ pub(crate) unsafe fn located<'a>(addr: usize, size: usize) -> Option<(&'a Inner,
     Some((unsafe { &*c.raw }, c.store_id))
 }
 
+/// Whether a holder recorded in the `size` bytes at `addr` may be judged
+/// dead by this process: `Some(true)` if they lie in a store all of whose
+/// processes share this process's pid namespace (see
+/// [`Inner::one_pid_namespace`]), `Some(false)` in any other store, `None`
+/// if no store of this process maps them (a primitive in this process's
+/// own memory, which only its threads use).
+///
+/// # Safety
+///
+/// As for [`located`]: the caller holds a reference to those bytes.
+pub(crate) unsafe fn one_pid_namespace_at(addr: usize, size: usize) -> Option<bool> {
+    // SAFETY: the caller's guarantee.
+    let (inner, _) = unsafe { located(addr, size) }?;
+    Some(inner.one_pid_namespace())
+}
+
+/// The store id and offset of the `size` bytes at `addr`, if a store of
+/// this process maps them: the same for every mapping of one store, so
+/// that a lock reached through two mappings is known as one.
+pub(crate) fn store_place(addr: usize, size: usize) -> Option<(u64, u64)> {
+    let c = find(addr)?;
+    let off = addr - c.base;
+    (size <= c.len - off).then_some((c.store_id, off as u64))
+}
+
 /// A store of this process with id `store_id`, if one is open.
 pub(crate) fn store_with_id(store_id: u64) -> Option<Store> {
     let maps = MAPPINGS.read();
@@ -173,11 +198,15 @@ fn store_at(addr: usize) -> Option<(Store, u64)> {
 
 /// Where `addr` is, in words: `in object "name" of store "/s"`, or `at
 /// offset 0x... of store "/s"`; `None` if no store of this process maps
-/// it. Takes the header lock: for error paths only.
+/// it. For error paths only. Never waits: the object's name is looked up
+/// only if the header lock is free right now (a lock's error must not
+/// wait for a process that holds the header lock, a stopped one say); if
+/// it is not, the offset is given instead.
 pub(crate) fn describe_address(addr: usize) -> Option<String> {
     let (store, off) = store_at(addr)?;
     let object = store
-        .with_arena(|a| {
+        .inner
+        .try_with_arena(|a| {
             for rec in a.records()? {
                 let r = a.record(rec)?;
                 let size = a.type_info(r.type_idx)?.size.saturating_mul(r.len);
@@ -188,6 +217,7 @@ pub(crate) fn describe_address(addr: usize) -> Option<String> {
             Ok(None)
         })
         .ok()
+        .flatten()
         .flatten();
     Some(match object {
         Some(name) => format!("in object \"{name}\" of store \"{}\"", store.name()),

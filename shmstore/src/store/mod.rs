@@ -69,7 +69,9 @@ mod raw;
 mod tests;
 mod wait;
 
-pub(crate) use mappings::{describe_address, located, store_with_id};
+pub(crate) use mappings::{
+    describe_address, located, one_pid_namespace_at, store_place, store_with_id,
+};
 
 pub(crate) use check::check_arena;
 pub use check::CheckReport;
@@ -111,6 +113,18 @@ pub(crate) struct Inner {
 
 const NO_SLOT: u32 = u32::MAX;
 
+/// How to take the header lock.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Wait {
+    /// As long as it takes (a holder that died is recovered from; a lock
+    /// word naming no thread is [`Error::Corrupted`]).
+    Block,
+    /// Until this instant, then give up.
+    Until(Instant),
+    /// Only if it is free now.
+    Try,
+}
+
 /// Nested blocks freed per committed step (each logs about a dozen words;
 /// the journal holds 1024).
 pub(crate) const NESTED_FREES_PER_STEP: usize = 32;
@@ -125,9 +139,30 @@ impl Inner {
     }
 
     fn lock(&self) -> Result<HeaderGuard<'_>> {
+        self.lock_how(Wait::Block)?
+            .ok_or_else(|| Error::corrupted("an untimed header lock ended without the lock"))
+    }
+
+    /// Takes the header lock as `how` says: `Ok(None)` if it was not free
+    /// in time ([`Wait::Try`], [`Wait::Until`]).
+    ///
+    /// A blocking wait sleeps in slices; between two, a lock word naming a
+    /// thread that does not exist (seen twice) is [`Error::Corrupted`]
+    /// rather than a wait without end — judged only while the store's
+    /// processes share one pid namespace (see
+    /// [`RawMutex::lock_until`]).
+    fn lock_how(&self, how: Wait) -> Result<Option<HeaderGuard<'_>>> {
         let lock = self.header_lock()?;
         let generation = self.mem.atomic_u64(OFF_LOCK_GEN)?;
-        let state = lock.lock()?;
+        let judge = || self.one_pid_namespace();
+        let state = match how {
+            Wait::Try => lock.try_lock()?,
+            Wait::Block => lock.lock_until(None, judge)?,
+            Wait::Until(at) => lock.lock_until(Some(at), judge)?,
+        };
+        let Some(state) = state else {
+            return Ok(None);
+        };
         // Odd from now on: a holder is (or may be) writing metadata. The
         // release fence orders this store before every metadata write that
         // follows, for a reader that copies the metadata without the lock
@@ -171,7 +206,7 @@ impl Inner {
             // all the same.
             arena.rollback()?;
         }
-        Ok(guard)
+        Ok(Some(guard))
     }
 
     /// Runs `f` over the arena with the header lock held, as one
@@ -198,13 +233,50 @@ impl Inner {
         Ok(r)
     }
 
+    /// [`Inner::with_arena`] for an operation that frees nothing (a
+    /// look-up), taking the header lock as `how` says: `Ok(None)`, having
+    /// run nothing, if it was not free in time.
+    pub(crate) fn with_arena_how<R>(
+        &self,
+        how: Wait,
+        f: impl FnMut(&Arena<'_>) -> Result<R>,
+    ) -> Result<Option<R>> {
+        let Some(guard) = self.lock_how(how)? else {
+            return Ok(None);
+        };
+        let (r, frees) = self.with_arena_locked(guard, f)?;
+        debug_assert!(
+            frees.is_empty(),
+            "an operation that frees under a timed lock"
+        );
+        Ok(Some(r))
+    }
+
+    /// [`Inner::with_arena_how`] with [`Wait::Try`]: never waits.
+    pub(crate) fn try_with_arena<R>(
+        &self,
+        f: impl FnMut(&Arena<'_>) -> Result<R>,
+    ) -> Result<Option<R>> {
+        self.with_arena_how(Wait::Try, f)
+    }
+
     /// One operation under the header lock (see [`Inner::with_arena`]);
     /// returns also the nested blocks it left to free.
     fn with_arena_once<R>(
         &self,
+        f: impl FnMut(&Arena<'_>) -> Result<R>,
+    ) -> Result<(R, Vec<crate::arena::walk::NestedRef>)> {
+        let guard = self.lock()?;
+        self.with_arena_locked(guard, f)
+    }
+
+    /// [`Inner::with_arena_once`] with the lock already taken.
+    fn with_arena_locked<R>(
+        &self,
+        guard: HeaderGuard<'_>,
         mut f: impl FnMut(&Arena<'_>) -> Result<R>,
     ) -> Result<(R, Vec<crate::arena::walk::NestedRef>)> {
-        let _guard = self.lock()?;
+        let _guard = guard;
         let commit = |from: u64, to: u64| self.region.commit(from, to - from);
         let arena = Arena::journaled(self.mem, &commit);
         arena.validate_header()?;

@@ -157,15 +157,28 @@ impl Store {
     }
 
     pub(super) fn lookup_pinned<T: ShmSafe>(&self, name: &str, slice: bool) -> Result<Record> {
+        self.lookup_pinned_how::<T>(name, slice, super::Wait::Block)?
+            .ok_or_else(|| Error::corrupted("an untimed look-up ended without the header lock"))
+    }
+
+    /// [`Store::lookup_pinned`], taking the header lock as `how` says:
+    /// `Ok(None)` if it was not free in time.
+    pub(super) fn lookup_pinned_how<T: ShmSafe>(
+        &self,
+        name: &str,
+        slice: bool,
+        how: super::Wait,
+    ) -> Result<Option<Record>> {
         check_type_layout(T::LAYOUT)?;
         let key = validate_object_name(name)?;
         let hash = hash_name(key);
-        self.with_arena(|a| match a.lookup(key, hash)? {
-            Some(Found { rec, .. }) => self.typed_pin::<T>(a, name, rec, slice),
-            None => Err(Error::NotFound {
-                what: format!("object \"{name}\""),
-            }),
-        })
+        self.inner
+            .with_arena_how(how, |a| match a.lookup(key, hash)? {
+                Some(Found { rec, .. }) => self.typed_pin::<T>(a, name, rec, slice),
+                None => Err(Error::NotFound {
+                    what: format!("object \"{name}\""),
+                }),
+            })
     }
 
     /// Checks a pinned value's bytes if its type has invalid bit patterns
@@ -551,6 +564,21 @@ impl Store {
         let pin = self.pin_of(&r);
         let ptr = self.check_value::<T>(name, &r)?;
         Ok(Handle { pin, ptr })
+    }
+
+    /// [`Store::get`], waiting for the header lock only until `at`:
+    /// `Ok(None)` if it was not free by then.
+    pub(super) fn get_until<T: ShmSafe>(
+        &self,
+        name: &str,
+        at: Instant,
+    ) -> Result<Option<Handle<T>>> {
+        let Some(r) = self.lookup_pinned_how::<T>(name, false, super::Wait::Until(at))? else {
+            return Ok(None);
+        };
+        let pin = self.pin_of(&r);
+        let ptr = self.check_value::<T>(name, &r)?;
+        Ok(Some(Handle { pin, ptr }))
     }
 
     /// A handle to the slice `name`, checked to hold `T`s.

@@ -16,6 +16,10 @@ impl Store {
         // The low 32 bits of our start time, or the "unknown" word if we
         // could not read it (then we count as alive while our pid exists).
         mem.set_u32(OFF_CREATOR_START, me.start.low32_word())?;
+        // The pid namespace those are numbered in (header note 6); one this
+        // process cannot tell is mixed from the start.
+        mem.atomic_u32(OFF_PIDNS)?
+            .store(namespace_word(me.pidns), Ordering::Relaxed);
         mem.atomic_u32(OFF_STATE)?
             .store(STATE_CREATING, Ordering::Relaxed);
         mem.set_u32(OFF_VERSION, VERSION)?;
@@ -137,12 +141,16 @@ impl Store {
                 // The start time tells the creator from a process that got
                 // its pid after it died (the low 32 bits suffice for that).
                 // Only a definite answer says it died: if this process
-                // cannot tell (no fd left, `hidepid`), it waits for the
-                // creator as for a live one, up to the open timeout.
-                let died = match proc::liveness_low32(creator, started) {
-                    Liveness::Dead => true,
-                    Liveness::Alive | Liveness::Unknown => false,
-                };
+                // cannot tell (no fd left, `hidepid`, a creator of another
+                // pid namespace), it waits for the creator as for a live
+                // one, up to the open timeout.
+                let pidns = mem.atomic_u32(OFF_PIDNS)?.load(Ordering::Relaxed);
+                let ours = proc::can_judge() && pidns == proc::own_pid_namespace();
+                let died = ours
+                    && match proc::liveness_low32(creator, started) {
+                        Liveness::Dead => true,
+                        Liveness::Alive | Liveness::Unknown => false,
+                    };
                 if died {
                     return Err(Error::corrupted(format!(
                         "store \"{}\" was left half-initialised by its creator (pid {creator}), which died; \
@@ -231,7 +239,16 @@ impl Store {
                     return Ok(None);
                 }
             }
-            a.attach(own_identity()).map(Some)
+            let me = own_identity();
+            // Before this process can record itself anywhere (header note
+            // 6): a process of another pid namespace makes the store's
+            // namespace mixed, for good. SeqCst, and under the header
+            // lock: every record this process makes later comes after it.
+            let pidns = a.mem.atomic_u32(OFF_PIDNS)?;
+            if pidns.load(Ordering::SeqCst) != namespace_word(me.pidns) {
+                pidns.store(PIDNS_MIXED, Ordering::SeqCst);
+            }
+            a.attach(me).map(Some)
         })?;
         let Some(slot) = attached else {
             let _ = self.inner.region.unlink_if_same();
@@ -290,6 +307,43 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+/// The pid namespace word (header note 6) for a process of namespace
+/// `pidns`: mixed if it could not read it (0), or if it is the sentinel
+/// itself.
+fn namespace_word(pidns: u32) -> u32 {
+    if pidns == 0 {
+        PIDNS_MIXED
+    } else {
+        pidns
+    }
+}
+
+impl Inner {
+    /// Whether every process that ever attached to this store shares this
+    /// process's pid namespace, and this process can judge liveness in it
+    /// (header note 6): only then may a holder recorded in the store be
+    /// judged dead here.
+    pub(crate) fn one_pid_namespace(&self) -> bool {
+        one_pid_namespace_in(&self.mem)
+    }
+}
+
+/// [`Inner::one_pid_namespace`] of the store whose bytes are `mem`.
+pub(crate) fn one_pid_namespace_in(mem: &Mem) -> bool {
+    if !proc::can_judge() {
+        return false;
+    }
+    // The caller loaded the holder's identity before this (with acquire,
+    // from a release by the holder, which set the word — if it had to —
+    // before it could record itself anywhere). The fence keeps this load
+    // after that one.
+    core::sync::atomic::fence(Ordering::SeqCst);
+    mem.atomic_u32(OFF_PIDNS).is_ok_and(|w| {
+        let ns = w.load(Ordering::SeqCst);
+        ns != PIDNS_MIXED && ns == proc::own_pid_namespace()
+    })
 }
 
 /// A fresh, non-zero store id: a hash, with this process's random SipHash

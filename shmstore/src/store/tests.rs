@@ -479,3 +479,79 @@ fn a_recorded_type_that_does_not_decode_is_reported_not_shown() {
     assert!(store.check().unwrap().is_ok());
     assert_eq!(store.entries().unwrap().len(), 1);
 }
+
+/// Review 8, finding 3, in one process: the header records the creator's
+/// pid namespace; a process attaching from another one makes the store
+/// mixed, for good; and in a mixed store no holder is judged dead — a
+/// reader slot, a writer word, a semaphore holder and a queue claim naming
+/// processes that do not exist here are all waited for, never taken over.
+#[test]
+fn a_store_attached_from_another_pid_namespace_judges_no_holder_dead() {
+    let name = format!("shmstore-unit-pidns-{}", std::process::id());
+    let _ = Store::unlink(&name);
+    let store = Store::create(&name, 1 << 20).unwrap();
+    let word = || {
+        store
+            .inner
+            .mem
+            .atomic_u32(OFF_PIDNS)
+            .unwrap()
+            .load(Ordering::SeqCst)
+    };
+    assert_eq!(word(), proc::own_pid_namespace());
+    assert!(store.inner.one_pid_namespace());
+    let lock = store
+        .get_or_insert_with("l", || crate::ShmRwLock::new(0u64))
+        .unwrap();
+    // Another namespace's process attaches (its namespace in the word, as
+    // if it had created the store; then ours attaches again).
+    store
+        .inner
+        .mem
+        .atomic_u32(OFF_PIDNS)
+        .unwrap()
+        .store(proc::own_pid_namespace() ^ 1, Ordering::SeqCst);
+    let second = Store::open(&name).unwrap();
+    let _ = Store::unlink(&name);
+    assert_eq!(word(), PIDNS_MIXED, "marked mixed at attach");
+    assert!(!store.inner.one_pid_namespace());
+    assert!(!second.inner.one_pid_namespace());
+    drop(second);
+    assert_eq!(word(), PIDNS_MIXED, "for good");
+    // A writer word naming a process that does not exist here (it may be
+    // one of the other namespace's): waited for, not repaired.
+    let ghost = i32::MAX as u64 | 7 << 32;
+    let words = &*lock as *const crate::ShmRwLock<u64> as *const AtomicU64;
+    // SAFETY: the writer word, an `AtomicU64` at offset 0 of the lock (its
+    // layout table); the handle keeps it mapped.
+    let writer = unsafe { &*words };
+    writer.store(ghost, Ordering::SeqCst);
+    let l = lock.clone();
+    with_watchdog(move || {
+        assert!(l
+            .try_write_recover_for(Duration::from_millis(200))
+            .unwrap()
+            .is_none());
+    });
+    assert_eq!(writer.load(Ordering::SeqCst), ghost, "not taken over");
+    writer.store(0, Ordering::SeqCst);
+    // A semaphore's holder: its permit is not returned.
+    let sem = store
+        .get_or_insert_with("s", || crate::ShmSemaphore::with_owners(1))
+        .unwrap();
+    let holders = &*sem as *const crate::ShmSemaphore as *const u8;
+    // SAFETY: holder slot 0 (`owner: AtomicU64` at 64, `held: AtomicU32`
+    // at 72: the layout table) and the count word at 0.
+    let (owner, held, count) = unsafe {
+        (
+            &*holders.add(64).cast::<AtomicU64>(),
+            &*holders.add(72).cast::<AtomicU32>(),
+            &*holders.cast::<AtomicU32>(),
+        )
+    };
+    owner.store(ghost, Ordering::SeqCst);
+    held.store(1, Ordering::SeqCst);
+    count.store(0, Ordering::SeqCst);
+    assert!(!sem.try_acquire_for(Duration::from_millis(200)).unwrap());
+    assert_eq!(held.load(Ordering::SeqCst), 1, "not reaped");
+}

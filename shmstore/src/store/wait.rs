@@ -32,6 +32,13 @@ impl Store {
     /// that died between publishing and ringing delays waiters by 25 ms at
     /// most.
     ///
+    /// The timeout bounds the whole call: each look-up waits for the
+    /// store's header lock only until the deadline, so a process that
+    /// holds it and does not run (stopped with `SIGSTOP`, say) makes this
+    /// return `Ok(None)` at the deadline, not when it runs again. (Only an
+    /// object whose bytes turn out invalid, an error, gives its pin back
+    /// under an untimed lock.)
+    ///
     /// ```
     /// use std::time::Duration;
     /// # fn main() -> shmstore::Result<()> {
@@ -56,11 +63,19 @@ impl Store {
     pub fn wait_for<T: ShmSafe>(&self, name: &str, timeout: Duration) -> Result<Option<Handle<T>>> {
         let bell = Bell::new(self.inner.published()?);
         let deadline = Deadline::after(timeout);
+        let until = Instant::now().checked_add(timeout);
         loop {
             // Read before looking: a publish after the look rings it.
             let seen = bell.read();
-            match self.get::<T>(name) {
-                Ok(handle) => return Ok(Some(handle)),
+            let found = match until {
+                Some(at) => self.get_until::<T>(name, at),
+                // A timeout too large to represent: no deadline.
+                None => self.get::<T>(name).map(Some),
+            };
+            match found {
+                Ok(Some(handle)) => return Ok(Some(handle)),
+                // The header lock was not free before the deadline.
+                Ok(None) => return Ok(None),
                 Err(Error::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
@@ -115,5 +130,40 @@ mod tests {
             store.wait_for::<u32>("", Duration::from_secs(30)),
             Err(Error::InvalidName { .. })
         ));
+    }
+
+    #[test]
+    fn wait_for_returns_at_its_deadline_while_another_thread_holds_the_header_lock() {
+        let name = format!("shmstore-unit-wait-for-held-{}", std::process::id());
+        let _unlink = Unlink(name.clone());
+        let store = Store::create(&name, 1 << 20).unwrap();
+        store.insert("there", 1u64).unwrap();
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let holder = &store;
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let _held = holder.test_hold_header_lock().unwrap();
+                held_tx.send(()).unwrap();
+                // Held until the waiter has returned (or 60 s).
+                let _ = done_rx.recv_timeout(Duration::from_secs(60));
+            });
+            held_rx.recv().unwrap();
+            let t = Instant::now();
+            // Even an object that exists cannot be looked up: the lock is
+            // held for the whole timeout.
+            let got = store.wait_for::<u64>("there", Duration::from_millis(100));
+            let took = t.elapsed();
+            done_tx.send(()).unwrap();
+            assert!(matches!(got, Ok(None)), "{got:?}");
+            assert!(took < Duration::from_secs(30), "{took:?}");
+        });
+        assert_eq!(
+            *store
+                .wait_for::<u64>("there", Duration::from_secs(30))
+                .unwrap()
+                .unwrap(),
+            1
+        );
     }
 }

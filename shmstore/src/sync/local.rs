@@ -13,7 +13,20 @@
 //! An entry is the lock's address (64-aligned, so its low 6 bits are free)
 //! with the reader slot in bits 0..5 and "write" in bit 5, and a count of
 //! the read locks held.
-
+//!
+//! # Addresses and what they name
+//!
+//! The fast path ([`holding_tag`]) compares addresses only. Whenever it
+//! matters — before a lock would wait, or refuse — the lock asks
+//! [`holding_checked`] instead, which
+//!
+//! - also finds the entries made through another mapping of the same
+//!   store (one process may map a store twice: the same lock then has two
+//!   addresses), by comparing the store id and offset of each entry's
+//!   address with the lock's (see `store::store_place`); and
+//! - believes an entry only if the lock's own words agree (the caller's
+//!   check): the entry of a forgotten guard, of a lock that was since
+//!   replaced by a new one at the same address, is dropped.
 use core::cell::{Cell, RefCell};
 
 /// How this thread holds a lock.
@@ -139,10 +152,10 @@ fn add_spilled(tag: usize) {
     });
 }
 
-/// Removes one hold of a lock at `addr` of kind `write`.
+/// Removes one hold of `tag` (address and kind, exactly as added).
 #[inline]
-fn remove(addr: usize, write: bool) {
-    let kind = |t: usize| t & !LOW == addr && (t & WRITE != 0) == write && t != 0;
+fn remove(tag: usize) {
+    let kind = |t: usize| t == tag;
     let done = TAGS
         .try_with(|tags| {
             READS.with(|reads| match tags.iter().position(|t| kind(t.get())) {
@@ -184,10 +197,11 @@ pub(crate) fn add_read(addr: usize, slot: usize) {
     add(addr | (slot & SLOT_BITS));
 }
 
-/// Notes that one read lock of `addr` was released.
+/// Notes that one read lock of `addr`, counted in reader `slot`, was
+/// released.
 #[inline]
-pub(crate) fn remove_read(addr: usize) {
-    remove(addr, false);
+pub(crate) fn remove_read(addr: usize, slot: usize) {
+    remove(addr | (slot & SLOT_BITS));
 }
 
 /// Notes the write lock of `addr`.
@@ -199,7 +213,73 @@ pub(crate) fn add_write(addr: usize) {
 /// Notes that the write lock of `addr` was released.
 #[inline]
 pub(crate) fn remove_write(addr: usize) {
-    remove(addr, true);
+    remove(addr | WRITE);
+}
+
+/// How this thread holds the lock of `size` bytes at `addr` (64-aligned),
+/// through this or any other mapping of its store: the first entry that
+/// names it and that `valid` accepts (given what the entry says). Entries
+/// that name it and that `valid` rejects are dropped (see the module
+/// docs).
+pub(crate) fn holding_checked(
+    addr: usize,
+    size: usize,
+    valid: impl Fn(Holding) -> bool,
+) -> Holding {
+    debug_assert_eq!(addr & LOW, 0);
+    // Looked up once, and only if some entry is at another address.
+    let mut place: Option<Option<(u64, u64)>> = None;
+    let mut names_it = |entry: usize| {
+        let at = entry & !LOW;
+        if entry == 0 {
+            return false;
+        }
+        if at == addr {
+            return true;
+        }
+        let here = *place.get_or_insert_with(|| crate::store::store_place(addr, size));
+        here.is_some() && crate::store::store_place(at, size) == here
+    };
+    let mut found = Holding::No;
+    let _ = TAGS.try_with(|tags| {
+        READS.with(|reads| {
+            for (t, n) in tags.iter().zip(reads) {
+                let tag = t.get();
+                if found != Holding::No || !names_it(tag) {
+                    continue;
+                }
+                let h = Holding::of(tag);
+                if valid(h) {
+                    found = h;
+                } else {
+                    t.set(0);
+                    n.set(0);
+                }
+            }
+        })
+    });
+    if found != Holding::No || SPILLED.try_with(Cell::get).unwrap_or(0) == 0 {
+        return found;
+    }
+    let _ = SPILL.try_with(|s| {
+        let mut s = s.borrow_mut();
+        let mut i = 0;
+        while i < s.len() {
+            let tag = s[i].0;
+            if found == Holding::No && names_it(tag) {
+                let h = Holding::of(tag);
+                if valid(h) {
+                    found = h;
+                } else {
+                    s.swap_remove(i);
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        let _ = SPILLED.try_with(|n| n.set(s.len()));
+    });
+    found
 }
 
 #[cfg(test)]
@@ -214,15 +294,44 @@ mod tests {
         add_write(128);
         assert_eq!(holding(64), Holding::Read { slot: 3 });
         assert_eq!(holding(128), Holding::Write);
-        remove_read(64);
+        remove_read(64, 3);
         assert_eq!(holding(64), Holding::Read { slot: 3 });
-        remove_read(64);
+        remove_read(64, 3);
         assert_eq!(holding(64), Holding::No);
         remove_write(128);
         assert_eq!(holding(128), Holding::No);
         std::thread::spawn(|| assert_eq!(holding(64), Holding::No))
             .join()
             .unwrap();
+    }
+
+    #[test]
+    fn checked_holdings_drop_entries_the_lock_contradicts() {
+        let (a, b) = (1 << 30, (1 << 30) + 64);
+        add_write(a);
+        add_read(b, 4);
+        // The lock at `a` says no one writes it: the entry goes.
+        assert_eq!(holding_checked(a, 64, |_| false), Holding::No);
+        assert_eq!(holding(a), Holding::No);
+        // The lock at `b` agrees: the entry stays.
+        let at_b = holding_checked(b, 64, |h| h == Holding::Read { slot: 4 });
+        assert_eq!(at_b, Holding::Read { slot: 4 });
+        assert_eq!(holding(b), Holding::Read { slot: 4 });
+        remove_read(b, 4);
+        assert_eq!(holding_checked(b, 64, |_| true), Holding::No);
+        // Spilled entries are checked alike.
+        let base = 1 << 31;
+        for i in 0..ENTRIES + 2 {
+            add_write(base + 64 * i);
+        }
+        let last = base + 64 * (ENTRIES + 1);
+        assert_eq!(holding_checked(last, 64, |_| true), Holding::Write);
+        assert_eq!(holding_checked(last, 64, |_| false), Holding::No);
+        assert_eq!(holding(last), Holding::No);
+        for i in 0..ENTRIES + 1 {
+            remove_write(base + 64 * i);
+        }
+        assert_eq!(SPILLED.with(Cell::get), 0);
     }
 
     #[test]
@@ -237,8 +346,8 @@ mod tests {
             assert_eq!(holding(a), Holding::Read { slot: i % 32 }, "{i}");
         }
         assert_eq!(holding(base + 64 * 100), Holding::Write);
-        for &a in &addrs {
-            remove_read(a);
+        for (i, &a) in addrs.iter().enumerate() {
+            remove_read(a, i % 32);
             assert_eq!(holding(a), Holding::No);
         }
         remove_write(base + 64 * 100);

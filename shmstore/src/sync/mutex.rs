@@ -6,9 +6,10 @@ use core::mem::{align_of, offset_of, size_of};
 use core::ops::{Deref, DerefMut};
 use core::ptr;
 use core::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::held::{self, Held};
+use super::wait::{self, Place};
 use crate::layout::{InvalidBitPattern, LayoutKind, ShmMovable, ShmSafe, TypeLayout};
 use crate::sys::pthread::{Acquired, RawMutex, FUTEX_OWNER_DIED};
 use crate::Error;
@@ -67,6 +68,25 @@ const INCONSISTENT: u32 = 1;
 /// death is seen (so it never becomes unrecoverable); the flag carries the
 /// report from then on. A holder that dies after `mark_consistent` but
 /// before unlocking sets it again.
+///
+/// A guard dropped while its thread unwinds from a panic sets the flag
+/// too, as `std`'s mutex is poisoned: the update may be half done, and the
+/// next locker — in any process — is told so in the same way. (Under
+/// `panic = "abort"` the process dies instead, which is reported alike.)
+///
+/// # A lock word that names no thread
+///
+/// The kernel marks a robust mutex whose owner died, but only through the
+/// owner's own list of the locks it holds: a lock word that names a thread
+/// which does not exist (bytes another process wrote over the mutex) would
+/// be waited on forever. So a mutex in a store is waited for in slices of
+/// 100 ms, and after each one that ended without the lock, the thread its
+/// word names is looked up (`kill(tid, 0)`); the same word naming no
+/// thread after two slices in a row is [`Error::Corrupted`]. This is
+/// judged only while every process that attached to the store shares this
+/// process's pid namespace (thread ids of another namespace name other
+/// threads here); otherwise such a word is waited on like a held lock,
+/// and only the timed forms return.
 ///
 /// # Invalid values
 ///
@@ -151,7 +171,7 @@ impl<T: ShmSafe> ShmMutex<T> {
     /// - [`Error::InvalidArgument`] if this thread already holds the lock of
     ///   this mutex (in a store; a relock would deadlock).
     pub fn lock(&self) -> Result<ShmMutexGuard<'_, T>, Error> {
-        let acquired = self.raw.lock()?;
+        let acquired = self.raw_lock()?;
         self.acquire(acquired, Flag::Refuse)
     }
 
@@ -177,7 +197,7 @@ impl<T: ShmSafe> ShmMutex<T> {
     ///
     /// ```
     /// # use shmstore::ShmMutex;
-    /// # use std::time::Duration;
+    /// # use std::time::{Duration, Instant};
     /// # fn main() -> shmstore::Result<()> {
     /// let m = ShmMutex::new(0u64);
     /// match m.try_lock_for(Duration::from_millis(100))? {
@@ -192,7 +212,7 @@ impl<T: ShmSafe> ShmMutex<T> {
     ///
     /// As for [`lock`](ShmMutex::lock).
     pub fn try_lock_for(&self, timeout: Duration) -> Result<Option<ShmMutexGuard<'_, T>>, Error> {
-        match self.raw.lock_for(timeout)? {
+        match self.raw_lock_for(timeout)? {
             Some(acquired) => self.acquire(acquired, Flag::Refuse).map(Some),
             None => Ok(None),
         }
@@ -209,7 +229,7 @@ impl<T: ShmSafe> ShmMutex<T> {
         &self,
         timeout: Duration,
     ) -> Result<Option<ShmMutexGuard<'_, T>>, Error> {
-        match self.raw.lock_for(timeout)? {
+        match self.raw_lock_for(timeout)? {
             Some(acquired) => self.acquire(acquired, Flag::Report).map(Some),
             None => Ok(None),
         }
@@ -236,7 +256,7 @@ impl<T: ShmSafe> ShmMutex<T> {
     ///
     /// As for [`lock`](ShmMutex::lock), but never [`Error::OwnerDied`].
     pub fn lock_recover(&self) -> Result<ShmMutexGuard<'_, T>, Error> {
-        let acquired = self.raw.lock()?;
+        let acquired = self.raw_lock()?;
         self.acquire(acquired, Flag::Report)
     }
 
@@ -268,7 +288,7 @@ impl<T: ShmSafe> ShmMutex<T> {
     where
         T: ShmMovable,
     {
-        let acquired = self.raw.lock()?;
+        let acquired = self.raw_lock()?;
         let guard = self.locked(acquired);
         // What the old value's containers own is freed by walking its
         // bytes by layout (checked, never read as a `T`), this thread
@@ -354,9 +374,44 @@ impl<T: ShmSafe> ShmMutex<T> {
         }
         let acquired = match acquired {
             Some(a) => a,
-            None => self.raw.lock()?,
+            None => self.raw_lock()?,
         };
         self.acquire(acquired, flag)
+    }
+
+    /// Takes the pthread mutex, as long as it takes.
+    fn raw_lock(&self) -> Result<Acquired, Error> {
+        self.raw_lock_until(None)?
+            .ok_or_else(|| Error::corrupted("an untimed lock ended without the lock"))
+    }
+
+    /// Takes the pthread mutex, waiting at most `timeout` (`Ok(None)`
+    /// then).
+    fn raw_lock_for(&self, timeout: Duration) -> Result<Option<Acquired>, Error> {
+        // A timeout too far to represent: no deadline.
+        self.raw_lock_until(Instant::now().checked_add(timeout))
+    }
+
+    /// Takes the pthread mutex, waiting until `deadline` (`None`: as long
+    /// as it takes). A mutex in a store sleeps in slices and checks that
+    /// the thread its lock word names exists (see
+    /// [the type docs](ShmMutex#a-lock-word-that-names-no-thread)); a
+    /// local one (not robust: its word holds no thread id) just waits.
+    fn raw_lock_until(&self, deadline: Option<Instant>) -> Result<Option<Acquired>, Error> {
+        if let Some(a) = self.raw.try_lock()? {
+            return Ok(Some(a));
+        }
+        match wait::place_of(self) {
+            Place::Store(_) => self.raw.lock_until(deadline, || {
+                matches!(wait::place_of(self), Place::Store(true))
+            }),
+            Place::Local => match deadline {
+                None => self.raw.lock().map(Some),
+                Some(at) => self
+                    .raw
+                    .lock_for(at.saturating_duration_since(Instant::now())),
+            },
+        }
     }
 
     fn lock_addr(&self) -> usize {
@@ -610,6 +665,11 @@ impl<T: ShmMovable> DerefMut for ShmMutexGuard<'_, T> {
 
 impl<T: ShmSafe> Drop for ShmMutexGuard<'_, T> {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The update may be half done: reported as a dead holder's is
+            // (see the type docs), before the lock is given up.
+            self.mutex.state.fetch_or(INCONSISTENT, Ordering::AcqRel);
+        }
         // SAFETY: a guard exists only while the thread that created it holds
         // the lock (it is `!Send`), and this drop releases it exactly once.
         unsafe { self.mutex.raw.unlock() };
@@ -914,6 +974,31 @@ mod tests {
         g.mark_consistent();
         drop(g);
         assert_eq!(format!("{m:?}"), "ShmMutex { data: 9, .. }");
+    }
+
+    #[test]
+    fn a_holder_that_panics_is_reported_like_one_that_died() {
+        let m = in_place([0u64; 2]);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut g = m.lock().unwrap();
+            g[0] = 1;
+            panic!("half-way");
+        }));
+        assert!(r.is_err());
+        assert!(m.owner_died());
+        match m.lock() {
+            Err(e @ Error::OwnerDied { .. }) => {
+                assert!(e.to_string().contains("panicked"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut g = m.lock_recover().unwrap();
+        assert!(g.owner_died());
+        assert_eq!(*g, [1, 0]);
+        g[1] = 1;
+        g.mark_consistent();
+        drop(g);
+        assert_eq!(*m.lock().unwrap(), [1, 1]);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use core::mem::{align_of, size_of, MaybeUninit};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::wait::{self, dead, Bell, Deadline};
+use super::wait::{self, dead_in, Bell, Deadline};
 use crate::layout::{LayoutKind, ShmMovable, ShmSafe, TypeLayout};
 use crate::sys::proc::{self, StartTime};
 use crate::{Error, Result};
@@ -75,11 +75,12 @@ fn my_owner() -> Result<u64> {
     Ok((me.pid as u64) << PID_SHIFT | (me.start.low16_word() as u64) << START_SHIFT)
 }
 
-/// Whether the claimant recorded in `s` is known to be dead.
-fn claimant_dead(s: u64) -> bool {
+/// Whether the claimant recorded in `s`, a slot word of `queue`, is known
+/// to be dead.
+fn claimant_dead<Q>(queue: &Q, s: u64) -> bool {
     let pid = ((s >> PID_SHIFT) & ((1 << PID_BITS) - 1)) as u32;
     let start = StartTime::from_low16_word((s >> START_SHIFT) as u16);
-    dead(pid, start, 16)
+    dead_in(queue, pid, start, 16)
 }
 
 #[repr(C)]
@@ -154,16 +155,28 @@ struct Slot<T> {
 /// they need — producers that have gone round the ring to it, or nobody
 /// else: consumers pass over slots being written or read, taking later
 /// values. So values of different producers may be claimed out of push
-/// order while one of them is slow or dead; the values of one producer are
-/// claimed in the order it pushed them (a consumer that passed over a slot
-/// being written checks, after claiming a later one, that it was not
-/// published meanwhile, and starts again if it was). With several
-/// consumers, their pops may of course *return* in another order. A dead
-/// process delays the others by about 50 ms at most, and only when they
-/// would otherwise wait on it.
+/// order while one of them is slow or dead. The values of one producer are
+/// first claimed in the order it pushed them (a consumer that passed over
+/// a slot being written checks, after claiming a later one, that it was
+/// not published meanwhile, and starts again if it was) — but a value that
+/// is *put back* is claimed again after the values claimed while it was
+/// out: its consumer died, or its [`pop_with`](ShmQueue::pop_with) closure
+/// panicked, while other consumers went on past it. So the order of one
+/// producer's values holds as long as no value of it is put back; each
+/// value is still returned by exactly one pop. With several consumers,
+/// their pops may of course *return* in another order. A dead process
+/// delays the others by about 50 ms at most, and only when they would
+/// otherwise wait on it.
 ///
+/// A slot is repaired only when its claimant is known to be dead, and
+/// only while every process that ever attached to the queue's store shares
+/// one pid namespace (see [the module docs](crate::sync#dead-processes)).
 /// A process stopped (`SIGSTOP`) with a slot claimed is alive: its slot
 /// waits for it.
+///
+/// A `head` or `tail` word that contradicts the other (see the layout) is
+/// [`Error::Corrupted`], checked once a lap and whenever a push finds the
+/// queue full or a pop finds it empty.
 ///
 /// # Values
 ///
@@ -179,8 +192,8 @@ struct Slot<T> {
 ///
 /// | offset | field   | type                                               |
 /// |--------|---------|----------------------------------------------------|
-/// | 0      | `tail`  | `AtomicU64`: the next position to push (a hint: may lag by the claims of producers that died just after claiming) |
-/// | 64     | `head`  | `AtomicU64`: the oldest position not yet given back (a hint: may lag) |
+/// | 0      | `tail`  | `AtomicU64`: the next position to push (a hint: may lag by the claim of a producer that died just after claiming) |
+/// | 64     | `head`  | `AtomicU64`: the oldest position not yet given back (a hint: may lag); at most `tail + 1`, at least `tail - 2 N` |
 /// | 128    | `items` | `AtomicU32`: the shared futex consumers sleep on (bit 0: someone may sleep; bits 1..32: rung when a value is published) |
 /// | 132    | `space` | `AtomicU32`: the same, for producers (rung when a slot is given back) |
 /// | 192    | `slots` | `N` × `{ state: AtomicU64, value: T }` (each slot aligned to `max(8, align_of::<T>())`) |
@@ -360,7 +373,9 @@ impl<T: ShmMovable, const N: usize> ShmQueue<T, N> {
     ///
     /// `f` holds one slot while it runs: keep it short (producers that go
     /// round the ring to that slot wait for it). If `f` panics, the value
-    /// goes back to the queue.
+    /// goes back to the queue — behind the values other consumers claimed
+    /// meanwhile (see [the type docs](ShmQueue#dead-producers-and-consumers)
+    /// on order).
     ///
     /// # Errors
     ///
@@ -427,6 +442,58 @@ impl<T: ShmMovable, const N: usize> ShmQueue<T, N> {
         ))
     }
 
+    /// Checks the head and tail words against each other: the head is at
+    /// most one past the tail (the tail lags only by the claim of a
+    /// producer between claiming a slot and moving the tail on, and a
+    /// position is given back only after it was claimed), and the tail at
+    /// most `2 N` past the head (the head lags only by positions given
+    /// back that no one moved it over yet, fewer than `N`, and no position
+    /// `N` or more past the oldest one not given back can be claimed). A
+    /// head or tail word that breaks either (another process wrote it) is
+    /// [`Error::Corrupted`]: otherwise pops would look for values where
+    /// none are, and pushes fill a ring no pop empties, forever and
+    /// without a word.
+    ///
+    /// The head is read before and after the tail, each bound against the
+    /// read that makes it hold whatever moved in between (both only grow).
+    fn check_ends(&self) -> Result<()> {
+        let head = self.head.load(Ordering::Acquire);
+        let tail = self.tail.load(Ordering::Acquire);
+        let head_after = self.head.load(Ordering::Acquire);
+        let n = N as u64;
+        if head > tail.saturating_add(1) {
+            return Err(Error::corrupted(format!(
+                "{}: the head {head} is ahead of the tail {tail}",
+                Self::LAYOUT.type_expr()
+            )));
+        }
+        if tail.saturating_sub(head_after) > n.saturating_mul(2) {
+            return Err(Error::corrupted(format!(
+                "{}: the tail {tail} is more than twice the capacity ahead of the head \
+                 {head_after}",
+                Self::LAYOUT.type_expr()
+            )));
+        }
+        if tail.checked_add(n.saturating_mul(2)).is_none() {
+            return Err(Error::corrupted(format!(
+                "{}: the tail {tail} is within twice the capacity of 2^64",
+                Self::LAYOUT.type_expr()
+            )));
+        }
+        Ok(())
+    }
+
+    /// `head + N`, the end of a scan from `head`: [`Error::Corrupted`] near
+    /// 2^64 (no queue gets there by pushing).
+    fn scan_end(&self, head: u64) -> Result<u64> {
+        head.checked_add(N as u64).ok_or_else(|| {
+            Error::corrupted(format!(
+                "{}: the head {head} is within the capacity of 2^64",
+                Self::LAYOUT.type_expr()
+            ))
+        })
+    }
+
     fn push_until(&self, value: T, deadline: Option<Deadline>) -> Result<Result<(), T>> {
         let me = my_owner()?;
         let claim = || self.claim_push(me);
@@ -473,6 +540,11 @@ impl<T: ShmMovable, const N: usize> ShmQueue<T, N> {
                     if owner(s) != 0 {
                         return Err(self.corrupted(pos, s, "an empty slot with an owner"));
                     }
+                    // Once a lap (a few loads, on a line the consumers
+                    // write: not on every push), before claiming anything.
+                    if pos % N as u64 == 0 {
+                        self.check_ends()?;
+                    }
                     let claimed = word(lp, WRITING, me);
                     if slot
                         .state
@@ -494,8 +566,10 @@ impl<T: ShmMovable, const N: usize> ShmQueue<T, N> {
                     }
                 }
                 // Claimed for this position already, or even given back:
-                // the tail lags behind; move it on.
+                // the tail lags behind; move it on (seldom: a look at the
+                // ends first, so that a damaged tail is not walked on).
                 0 | 1 => {
+                    self.check_ends()?;
                     let _ = self.tail.compare_exchange(
                         pos,
                         pos.wrapping_add(1),
@@ -512,6 +586,7 @@ impl<T: ShmMovable, const N: usize> ShmQueue<T, N> {
                             "an unclaimed slot a lap behind the tail",
                         ));
                     }
+                    self.check_ends()?;
                     return Ok(None);
                 }
                 _ => {
@@ -521,6 +596,8 @@ impl<T: ShmMovable, const N: usize> ShmQueue<T, N> {
                 }
             }
         }
+        // Full, or lost every race: a look at the ends before waiting.
+        self.check_ends()?;
         Ok(None)
     }
 
@@ -636,10 +713,25 @@ impl<T: ShmMovable, const N: usize> ShmQueue<T, N> {
     /// is still being written, its producer is not `q`'s: a producer
     /// publishes a value before it claims the next.)
     fn claim_pop(&self, me: u64) -> Result<Option<Claim>> {
+        let claim = self.scan_for_pop(me)?;
+        if claim.is_none() {
+            // Nothing to pop: a look at the ends before waiting (a head
+            // ahead of the tail would otherwise make this for ever).
+            self.check_ends()?;
+        }
+        Ok(claim)
+    }
+
+    /// [`Self::claim_pop`]'s scan.
+    fn scan_for_pop(&self, me: u64) -> Result<Option<Claim>> {
         let mut rounds = 0usize;
         'scan: loop {
             let head = self.head.load(Ordering::Acquire);
-            let end = head.saturating_add(N as u64);
+            let end = self.scan_end(head)?;
+            // Once a lap, as for a push.
+            if head % N as u64 == 0 {
+                self.check_ends()?;
+            }
             let mut pos = head;
             // The first position passed over as being written.
             let mut passed: Option<u64> = None;
@@ -742,8 +834,9 @@ impl<T: ShmMovable, const N: usize> ShmQueue<T, N> {
     /// Repairs the slots between the head and the tail claimed by dead
     /// processes. Run by waiters every 20 ms.
     fn repair_scan(&self) -> Result<()> {
+        self.check_ends()?;
         let head = self.head.load(Ordering::Acquire);
-        for pos in head..head.saturating_add(N as u64) {
+        for pos in head..self.scan_end(head)? {
             let s = self.slot(pos).state.load(Ordering::Acquire);
             if lap_diff(lap(s), Self::lap_of(pos)) == 0 && phase(s) == EMPTY {
                 break;
@@ -763,8 +856,8 @@ impl<T: ShmMovable, const N: usize> ShmQueue<T, N> {
         }
         let lp = Self::lap_of(pos);
         let (fixed, bell) = match phase(s) {
-            WRITING if claimant_dead(s) => (word(lp + 1, EMPTY, 0), &self.space),
-            READING if claimant_dead(s) => (word(lp, FULL, 0), &self.items),
+            WRITING if claimant_dead(self, s) => (word(lp + 1, EMPTY, 0), &self.space),
+            READING if claimant_dead(self, s) => (word(lp, FULL, 0), &self.items),
             _ => return Ok(()),
         };
         if slot
@@ -1097,6 +1190,51 @@ mod tests {
             .state
             .store(word(0, EMPTY, GHOST), Ordering::Relaxed);
         assert!(matches!(q.try_push(1), Err(Error::Corrupted { .. })));
+    }
+
+    #[test]
+    fn a_head_or_tail_that_contradicts_the_other_is_corruption() {
+        // Review 8, finding 7: a head ahead of the tail hid values and
+        // wedged the queue without an error.
+        for head in [2, 3, 7, u64::MAX - 3, u64::MAX] {
+            let q = ShmQueue::<u64, 8>::new();
+            q.head.store(head, Ordering::Relaxed);
+            assert!(
+                matches!(q.try_push(1), Err(Error::Corrupted { .. })),
+                "head {head}"
+            );
+            assert!(
+                matches!(q.try_pop(), Err(Error::Corrupted { .. })),
+                "head {head}"
+            );
+        }
+        // One past the tail is what a producer that died before moving
+        // the tail leaves: not corruption.
+        let q = ShmQueue::<u64, 8>::new();
+        q.head.store(1, Ordering::Relaxed);
+        assert_eq!(q.try_pop().unwrap(), None);
+        // A tail too far ahead of the head, or near 2^64.
+        for tail in [17, 1000, u64::MAX - 3] {
+            let q = ShmQueue::<u64, 8>::new();
+            q.tail.store(tail, Ordering::Relaxed);
+            assert!(
+                matches!(q.try_pop(), Err(Error::Corrupted { .. })),
+                "tail {tail}"
+            );
+            let q = ShmQueue::<u64, 8>::new();
+            q.tail.store(tail, Ordering::Relaxed);
+            let r = q.try_push_for(1, Duration::from_millis(50));
+            assert!(
+                matches!(r, Err(Error::Corrupted { .. })),
+                "tail {tail}: {r:?}"
+            );
+        }
+        // Many laps of a sound queue never trip the checks.
+        let q = ShmQueue::<u64, 2>::new();
+        for i in 0..1000 {
+            q.push(i).unwrap();
+            assert_eq!(q.pop().unwrap(), i);
+        }
     }
 
     #[test]

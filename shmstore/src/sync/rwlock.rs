@@ -12,32 +12,57 @@ use std::time::Duration;
 
 use super::local::{self, Holding};
 use super::mutex::Flag;
-use super::wait::{self, dead, id64_is_dead, my_id64, Bell, Deadline};
+use super::wait::{self, dead_in, id64_dead_in, my_id64, Bell, Deadline};
 use crate::layout::{InvalidBitPattern, LayoutKind, ShmMovable, ShmSafe, TypeLayout};
-use crate::sys::proc::{self, Me, StartTime};
+use crate::sys::proc::{self, StartTime};
 use crate::{Error, Result};
 
 /// Reader slots: how many processes can hold read locks at once (a further
-/// one waits until a slot is free, as for a writer).
+/// one waits until a slot is free, as for a writer). A process holding
+/// more than [`MAX_READS_PER_SLOT`] read locks at once counts them in more
+/// than one slot.
 pub const MAX_READER_PROCESSES: usize = 32;
 
-/// `state` bit: a writer died holding the lock, and no one has marked the
-/// data consistent since.
+/// The most read locks one reader slot counts (a process holding more at
+/// once takes another slot).
+pub const MAX_READS_PER_SLOT: u32 = COUNT as u32;
+
+/// `state` bit: a writer died (or panicked) holding the lock, and no one
+/// has marked the data consistent since.
 const INCONSISTENT: u32 = 1;
 /// `state` bit: the holder of the writer word has exclusive access (all
 /// readers drained) and may be changing the data.
 const WRITING: u32 = 2;
 
-/// The read locks one process holds.
+// A reader slot's word:
+//
+// | bits   | field                                                  |
+// |--------|--------------------------------------------------------|
+// | 0..12  | read locks the process counts here                     |
+// | 12..34 | its pid (Linux pids are below 2^22)                    |
+// | 34..64 | the low 30 bits of its start time (all ones: unknown)  |
+//
+// One word, changed only by compare-and-swap: the identity and the count
+// of a slot change together, so no one ever sees a count under an
+// identity that is not the counting process's.
+
+/// Reader slot word bits: the count.
+const COUNT: u64 = (1 << 12) - 1;
+const PID_SHIFT: u32 = 12;
+const PID_BITS: u32 = 22;
+const START_SHIFT: u32 = 34;
+/// Start-time bits a reader slot records.
+const START_BITS: u32 = 30;
+/// Reader slot word bits: the identity (pid and start time).
+const IDENT: u64 = !COUNT;
+
+/// The read locks one process counts (see the word's table above).
 #[repr(C)]
 struct ReaderSlot {
-    /// The process's pid (high half) and how many read locks it holds (low
-    /// half). A slot with count 0 is free to be taken over.
+    /// Identity and count. A slot with count 0 is free to be taken by any
+    /// process (it keeps the identity of its last user until then).
     word: AtomicU64,
-    /// The low 32 bits of the process's start time (`u32::MAX`: unknown);
-    /// written before the count first becomes non-zero.
-    start: AtomicU32,
-    _pad: u32,
+    _pad: u64,
 }
 
 impl ReaderSlot {
@@ -45,17 +70,36 @@ impl ReaderSlot {
     #[allow(clippy::declare_interior_mutable_const)]
     const FREE: ReaderSlot = ReaderSlot {
         word: AtomicU64::new(0),
-        start: AtomicU32::new(0),
         _pad: 0,
     };
 }
 
-fn pid_of(word: u64) -> u32 {
-    (word >> 32) as u32
+fn count_of(word: u64) -> u64 {
+    word & COUNT
 }
 
-fn count_of(word: u64) -> u32 {
-    word as u32
+fn pid_of(word: u64) -> u32 {
+    ((word >> PID_SHIFT) & ((1 << PID_BITS) - 1)) as u32
+}
+
+fn start_of(word: u64) -> StartTime {
+    StartTime::from_low_bits(word >> START_SHIFT, START_BITS)
+}
+
+/// This process's identity bits in a reader slot word (count 0), or an
+/// error on a pid that does not fit (Linux pids are below 2^22).
+#[inline]
+fn my_ident() -> Result<u64> {
+    let me = proc::me();
+    if me.pid == 0 || me.pid >= 1 << PID_BITS {
+        return Err(Error::InvalidArgument {
+            reason: format!(
+                "process id {} does not fit the 22 bits a ShmRwLock's reader slot records",
+                me.pid
+            ),
+        });
+    }
+    Ok((me.pid as u64) << PID_SHIFT | me.start.low_bits(START_BITS) << START_SHIFT)
 }
 
 /// A readers-writer lock around a `T`, shared by every process that maps
@@ -100,15 +144,48 @@ fn count_of(word: u64) -> u32 {
 /// # A dead reader
 ///
 /// Each process that reads counts its read locks in a reader slot of its
-/// own, which records its pid and start time. A writer waiting for readers
-/// checks every 20 ms whether the processes of the slots still counting are
-/// alive, and empties the slots of dead ones: a reader killed at any
-/// instruction holds writers up for about 50 ms at most. At most
+/// own: one word holding its pid, its start time and the count, changed
+/// with one compare-and-swap, so a slot never shows one process's count
+/// under another's identity. A writer waiting for readers checks every
+/// 20 ms whether the processes of the slots still counting are alive, and
+/// empties the slots of dead ones: a reader killed at any instruction
+/// holds writers up for about 50 ms at most. At most
 /// [`MAX_READER_PROCESSES`] processes hold read locks at once.
+///
+/// Only a process known to be dead is repaired, and only while every
+/// process that ever attached to the lock's store shares one pid namespace
+/// (see [the module docs](crate::sync#dead-processes)): otherwise a holder
+/// that died is waited for, like a live one.
 ///
 /// Robustness is per process: a *thread* that exits holding a guard of this
 /// lock (one passed to `mem::forget`) keeps holding it for as long as its
 /// process lives.
+///
+/// # A writer that panics
+///
+/// A write guard dropped while its thread unwinds from a panic marks the
+/// data inconsistent, exactly as a writer's death does (as `std`'s locks
+/// are poisoned): the update may be half done, so later `read` and `write`
+/// calls, in every process, refuse with [`Error::OwnerDied`] until a holder
+/// from [`write_recover`](ShmRwLock::write_recover) repairs the data and
+/// calls [`ShmRwLockWriteGuard::mark_consistent`]. (Under `panic = "abort"`
+/// the process dies instead, which is reported the same way.) A read guard
+/// dropped in a panic changes nothing.
+///
+/// # Re-entrancy
+///
+/// Each thread keeps a note of the locks it holds, so that reading again
+/// while holding a read lock succeeds even while a writer waits, and a
+/// call that would wait for the calling thread itself is refused with
+/// [`Error::InvalidArgument`]. A lock is known by its store and offset, so
+/// this also holds through two mappings of one store in one process. A
+/// note is checked against the lock's own words before it is believed: the
+/// note of a guard that was `mem::forget`ten is dropped once the lock no
+/// longer says this thread writes (or this process reads) it — for example
+/// when a new lock was put at the same place. (While another thread of the
+/// same process reads the new lock in the forgotten guard's slot, that
+/// thread's count cannot be told from the forgotten one: this thread's
+/// `write` is refused as a re-entrant one until those reads end.)
 ///
 /// # Invalid values
 ///
@@ -134,24 +211,36 @@ fn count_of(word: u64) -> u32 {
 /// | 0      | `writer`  | `AtomicU64`: 0, or the writer's pid (low 32 bits) and start time (low 32 bits of it, high half; `u32::MAX` unknown) |
 /// | 8      | `state`   | `AtomicU32`, bits below                         |
 /// | 12     | `seq`     | `AtomicU32`: the shared futex waiters sleep on (bit 0: someone may sleep; bits 1..32: changes when the lock is released) |
-/// | 16     | —         | padding to 64                                   |
-/// | 64     | `readers` | [`MAX_READER_PROCESSES`] × 16 bytes: `word: AtomicU64` (pid in the high half, read locks held in the low half), `start: AtomicU32` (low 32 bits of the start time), padding |
+/// | 16     | `writer_thread` | `AtomicU32`: the thread id of the thread that took the writer word last (only that process's own notes are checked against it) |
+/// | 20     | —         | padding to 64                                   |
+/// | 64     | `readers` | [`MAX_READER_PROCESSES`] × 16 bytes: `word: AtomicU64`, padding |
 /// | 576    | `data`    | `T` (at the next multiple of `align_of::<T>()`) |
 ///
 /// `state`:
 ///
 /// | bit | meaning                                                        |
 /// |-----|----------------------------------------------------------------|
-/// | 0   | a writer died holding the lock; no one has marked the data consistent since |
+/// | 0   | a writer died or panicked holding the lock; no one has marked the data consistent since |
 /// | 1   | the writer has drained every reader and may be changing the data |
 ///
 /// Other `state` bits are [`Error::Corrupted`].
+///
+/// A reader slot's `word`:
+///
+/// | bits   | meaning                                                   |
+/// |--------|-----------------------------------------------------------|
+/// | 0..12  | read locks the process holds, counted here (at most [`MAX_READS_PER_SLOT`]) |
+/// | 12..34 | the process's pid                                         |
+/// | 34..64 | the low 30 bits of its start time (all ones: unknown)     |
+///
+/// A slot counting 0 is free for any process to take.
 #[repr(C, align(64))]
 pub struct ShmRwLock<T> {
     writer: AtomicU64,
     state: AtomicU32,
     seq: AtomicU32,
-    _pad: [u8; 48],
+    writer_thread: AtomicU32,
+    _pad: [u8; 44],
     readers: [ReaderSlot; MAX_READER_PROCESSES],
     data: UnsafeCell<T>,
 }
@@ -186,7 +275,8 @@ impl<T: ShmSafe> ShmRwLock<T> {
             writer: AtomicU64::new(0),
             state: AtomicU32::new(0),
             seq: AtomicU32::new(0),
-            _pad: [0; 48],
+            writer_thread: AtomicU32::new(0),
+            _pad: [0; 44],
             readers: [ReaderSlot::FREE; MAX_READER_PROCESSES],
             data: UnsafeCell::new(value),
         }
@@ -196,14 +286,15 @@ impl<T: ShmSafe> ShmRwLock<T> {
     ///
     /// # Errors
     ///
-    /// - [`Error::OwnerDied`] if a writer died and no one has marked the
-    ///   data consistent since (see [the type docs](ShmRwLock#a-dead-writer));
+    /// - [`Error::OwnerDied`] if a writer died (or panicked) and no one has
+    ///   marked the data consistent since (see
+    ///   [the type docs](ShmRwLock#a-dead-writer));
     /// - [`Error::Corrupted`] if the lock's words are not valid, or the
     ///   data holds an invalid value;
     /// - [`Error::InvalidArgument`] if this thread holds the write lock.
     pub fn read(&self) -> Result<ShmRwLockReadGuard<'_, T>> {
         match self.read_fast() {
-            Some(slot) => self.finish_read(slot, Flag::Refuse),
+            Some((slot, ident)) => self.finish_read(slot, ident, Flag::Refuse),
             None => self
                 .read_until(Flag::Refuse, Some(Deadline::NEVER))
                 .and_then(|g| g.ok_or_else(never_timed_out)),
@@ -355,9 +446,10 @@ impl<T: ShmSafe> ShmRwLock<T> {
         Ok(())
     }
 
-    /// `true` if a writer died and no one has marked the data consistent
-    /// since, as far as this process can tell without locking (a writer
-    /// that died just now is only found by the next process that waits).
+    /// `true` if a writer died (or panicked) and no one has marked the data
+    /// consistent since, as far as this process can tell without locking
+    /// (a writer that died just now is only found by the next process that
+    /// waits).
     pub fn owner_died(&self) -> bool {
         self.state.load(Ordering::Acquire) & INCONSISTENT != 0
     }
@@ -394,14 +486,32 @@ impl<T: ShmSafe> ShmRwLock<T> {
         ))
     }
 
+    /// How this thread holds this lock, through any mapping of it: the
+    /// thread's notes (see [`local`]), each checked against the lock's
+    /// words first; a note the words contradict (a forgotten guard's, of a
+    /// lock since replaced) is dropped.
+    fn held_by_this_thread(&self, ident: u64) -> Holding {
+        local::holding_checked(self.addr(), size_of::<Self>(), |h| match h {
+            Holding::No => false,
+            Holding::Write => {
+                self.writer.load(Ordering::SeqCst) == my_id64()
+                    && self.writer_thread.load(Ordering::Relaxed) == proc::my_tid()
+            }
+            Holding::Read { slot } => self.readers.get(slot).is_some_and(|s| {
+                let w = s.word.load(Ordering::SeqCst);
+                w & IDENT == ident && count_of(w) > 0
+            }),
+        })
+    }
+
     /// Takes a read lock: `deadline` `None` tries once without waiting.
     fn read_until(
         &self,
         flag: Flag,
         deadline: Option<Deadline>,
     ) -> Result<Option<ShmRwLockReadGuard<'_, T>>> {
-        let me = proc::me();
-        let slot = match Holding::of(local::holding_tag(self.addr())) {
+        let ident = my_ident()?;
+        let slot = match self.held_by_this_thread(ident) {
             Holding::Write => {
                 return Err(Error::InvalidArgument {
                     reason: "this thread holds the write lock of this ShmRwLock; reading it \
@@ -409,9 +519,9 @@ impl<T: ShmSafe> ShmRwLock<T> {
                         .to_string(),
                 })
             }
-            Holding::Read { slot } if self.read_again(slot, me) => Some(slot),
-            _ => {
-                let once = || self.try_read_once(me);
+            Holding::Read { slot } => Some(self.read_again(slot, ident)?),
+            Holding::No => {
+                let once = || self.try_read_once(ident);
                 // One attempt before the waiting machinery: the common case.
                 match (once()?, deadline) {
                     (Some(slot), _) => Some(slot),
@@ -427,27 +537,36 @@ impl<T: ShmSafe> ShmRwLock<T> {
             }
         };
         match slot {
-            Some(slot) => self.finish_read(slot, flag).map(Some),
+            Some(slot) => self.finish_read(slot, ident, flag).map(Some),
             None => Ok(None),
         }
     }
 
-    /// The common case of a read lock, kept small: this thread holds no
-    /// lock of this one, no writer is there, and this process's slot counts
-    /// the lock at once. `None` otherwise (including for every error,
-    /// which the full path then meets and reports).
+    /// The common case of a read lock, kept small: this thread has no note
+    /// of this lock at this address, no writer is there, and this
+    /// process's slot counts the lock at once. `None` otherwise (including
+    /// for every error, which the full path then meets and reports; and
+    /// for a lock this thread holds through another mapping, which has a
+    /// writer or a note of ours, and goes the full way too).
     #[inline]
-    fn read_fast(&self) -> Option<usize> {
+    fn read_fast(&self) -> Option<(usize, u64)> {
         if local::holding_tag(self.addr()) != 0 {
             return None;
         }
-        self.try_read_once(proc::me()).ok().flatten()
+        let ident = my_ident().ok()?;
+        let slot = self.try_read_once(ident).ok().flatten()?;
+        Some((slot, ident))
     }
 
     /// Turns a read lock counted in `slot` into a guard: notes it, applies
     /// `flag`, checks the state word and the data.
     #[inline]
-    fn finish_read(&self, slot: usize, flag: Flag) -> Result<ShmRwLockReadGuard<'_, T>> {
+    fn finish_read(
+        &self,
+        slot: usize,
+        ident: u64,
+        flag: Flag,
+    ) -> Result<ShmRwLockReadGuard<'_, T>> {
         local::add_read(self.addr(), slot);
         let state = self.state.load(Ordering::Acquire);
         // From here on the guard owns the read lock: an early return
@@ -456,6 +575,7 @@ impl<T: ShmSafe> ShmRwLock<T> {
         let guard = ShmRwLockReadGuard {
             lock: self,
             slot,
+            ident,
             owner_died: state & INCONSISTENT != 0,
             _not_send: PhantomData,
         };
@@ -469,42 +589,64 @@ impl<T: ShmSafe> ShmRwLock<T> {
         Ok(guard)
     }
 
-    /// One more read lock for a thread that holds one in `slot`: counted
-    /// there, whatever writer waits (it waits for this thread anyway).
-    fn read_again(&self, slot: usize, me: Me) -> bool {
-        let Some(s) = self.readers.get(slot) else {
-            return false;
-        };
-        s.word
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
-                (pid_of(w) == me.pid && count_of(w) > 0 && count_of(w) < u32::MAX).then_some(w + 1)
-            })
+    /// One more read lock for a thread that holds one counted in `slot`:
+    /// counted there (or, if that slot is full, in another of this
+    /// process's or a free one), whatever writer waits — it waits for this
+    /// thread anyway. The slot that counts it.
+    fn read_again(&self, slot: usize, ident: u64) -> Result<usize> {
+        let counted = self.readers.get(slot).is_some_and(|s| {
+            s.word
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
+                    (w & IDENT == ident && count_of(w) > 0 && count_of(w) < COUNT).then_some(w + 1)
+                })
+                .is_ok()
+        });
+        if counted {
+            return Ok(slot);
+        }
+        // Its slot is full: count in another, without waiting for a
+        // writer (who waits for this thread's read lock anyway).
+        loop {
+            let Some((idx, w)) = self.my_slot(ident) else {
+                return Err(Error::InvalidArgument {
+                    reason: format!(
+                        "this thread reads this ShmRwLock already and every reader slot is \
+                         full ({MAX_READER_PROCESSES} slots of {MAX_READS_PER_SLOT} read \
+                         locks): another read lock would wait for the writer that waits \
+                         for this thread"
+                    ),
+                });
+            };
+            if self.count_in(idx, w, ident) {
+                return Ok(idx);
+            }
+        }
+    }
+
+    /// Counts one read lock of the process `ident` in slot `idx`, whose
+    /// word was `w` (ours with room, or free): `false` if it changed.
+    #[inline]
+    fn count_in(&self, idx: usize, w: u64, ident: u64) -> bool {
+        let new = if w & IDENT == ident { w + 1 } else { ident | 1 };
+        self.readers[idx]
+            .word
+            .compare_exchange(w, new, Ordering::SeqCst, Ordering::Relaxed)
             .is_ok()
     }
 
     /// One attempt at a read lock: `Some(slot)` if taken.
     #[inline]
-    fn try_read_once(&self, me: Me) -> Result<Option<usize>> {
+    fn try_read_once(&self, ident: u64) -> Result<Option<usize>> {
         if self.writer.load(Ordering::SeqCst) != 0 {
             return Ok(None);
         }
-        // A few attempts: a slot may be taken over between finding and
-        // counting in it (only while it counts 0).
+        // A few attempts: a slot may change between finding and counting
+        // in it (a free one may be taken by another process).
         for _ in 0..4 {
-            let Some((idx, w)) = self.my_slot(me) else {
+            let Some((idx, w)) = self.my_slot(ident) else {
                 return Ok(None);
             };
-            if count_of(w) == u32::MAX {
-                return Err(Error::corrupted(format!(
-                    "{}: reader slot {idx} counts 2^32 - 1 read locks",
-                    Self::LAYOUT.type_expr()
-                )));
-            }
-            if self.readers[idx]
-                .word
-                .compare_exchange(w, w + 1, Ordering::SeqCst, Ordering::Relaxed)
-                .is_err()
-            {
+            if !self.count_in(idx, w, ident) {
                 continue;
             }
             crate::crash::step();
@@ -514,66 +656,55 @@ impl<T: ShmSafe> ShmRwLock<T> {
             if self.writer.load(Ordering::SeqCst) == 0 {
                 return Ok(Some(idx));
             }
-            self.unlock_read(idx);
+            self.unlock_read(idx, ident);
             return Ok(None);
         }
         Ok(None)
     }
 
-    /// This process's reader slot (taking a free one if it has none) and
-    /// its word; `None` if every slot counts read locks of other processes.
+    /// A reader slot for the process `ident` and its word: one of its own
+    /// with room for one more read lock, else a free one (counting 0);
+    /// `None` if every slot counts read locks of others (or is full).
     #[inline]
-    fn my_slot(&self, me: Me) -> Option<(usize, u64)> {
-        let start = me.start.low32_word();
-        let first = me.pid as usize % MAX_READER_PROCESSES;
+    fn my_slot(&self, ident: u64) -> Option<(usize, u64)> {
+        let first = pid_of(ident) as usize % MAX_READER_PROCESSES;
         let slots = (0..MAX_READER_PROCESSES).map(|i| (first + i) % MAX_READER_PROCESSES);
         for idx in slots.clone() {
-            let s = &self.readers[idx];
-            let w = s.word.load(Ordering::Acquire);
-            if pid_of(w) != me.pid {
-                continue;
-            }
-            if s.start.load(Ordering::Acquire) == start {
+            let w = self.readers[idx].word.load(Ordering::Acquire);
+            if w & IDENT == ident && count_of(w) < COUNT {
+                #[cfg(test)]
+                tests::before_counting_in(idx);
                 return Some((idx, w));
             }
-            // Our pid with another start time: a process that had our pid
-            // before us, gone for good. (A slot this process is claiming on
-            // another thread, whose start is not written yet, counts 0:
-            // emptying it only makes that thread look again.)
-            let _ = s
-                .word
-                .compare_exchange(w, 0, Ordering::AcqRel, Ordering::Relaxed);
         }
         for idx in slots {
-            let s = &self.readers[idx];
-            let w = s.word.load(Ordering::Acquire);
-            if count_of(w) != 0 {
-                continue;
-            }
-            let mine = (me.pid as u64) << 32;
-            if s.word
-                .compare_exchange(w, mine, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                // Before the count becomes non-zero (a release), so that
-                // whoever judges a counting slot sees our start time.
-                s.start.store(start, Ordering::Release);
-                return Some((idx, mine));
+            let w = self.readers[idx].word.load(Ordering::Acquire);
+            if count_of(w) == 0 {
+                #[cfg(test)]
+                tests::before_counting_in(idx);
+                return Some((idx, w));
             }
         }
         None
     }
 
-    /// Releases one read lock counted in `slot`, and wakes a waiting
-    /// writer.
+    /// Releases one read lock of the process `ident` counted in `slot`,
+    /// and wakes a waiting writer. A slot that no longer counts for
+    /// `ident` (emptied by someone who found this process dead, which
+    /// only corruption can bring about for a live one) is left alone: what
+    /// it counts now is someone else's.
     #[inline]
-    fn unlock_read(&self, slot: usize) {
+    fn unlock_read(&self, slot: usize, ident: u64) {
         let s = &self.readers[slot];
-        let before = s.word.fetch_sub(1, Ordering::SeqCst);
-        if count_of(before) == 0 {
-            // Only another process's writing can empty a slot we count in:
-            // undo the borrow from the pid half rather than leave it.
-            s.word.fetch_add(1, Ordering::SeqCst);
+        let mut w = s.word.load(Ordering::Relaxed);
+        while w & IDENT == ident && count_of(w) > 0 {
+            match s
+                .word
+                .compare_exchange_weak(w, w - 1, Ordering::SeqCst, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => w = now,
+            }
         }
         crate::crash::step();
         if self.writer.load(Ordering::SeqCst) != 0 {
@@ -584,7 +715,7 @@ impl<T: ShmSafe> ShmRwLock<T> {
     /// Takes the write lock: `deadline` `None` tries once without waiting.
     /// Neither applies the owner-died flag nor checks the data.
     fn lock_write(&self, deadline: Option<Deadline>) -> Result<Option<ShmRwLockWriteGuard<'_, T>>> {
-        if local::holding_tag(self.addr()) != 0 {
+        if self.held_by_this_thread(my_ident()?) != Holding::No {
             return Err(Error::InvalidArgument {
                 reason: "this thread holds a lock of this ShmRwLock already; writing it \
                          would deadlock"
@@ -611,6 +742,9 @@ impl<T: ShmSafe> ShmRwLock<T> {
         if claimed.is_none() {
             return Ok(None);
         }
+        // Which thread of ours holds the writer word: only read by this
+        // process's threads, to check their own notes.
+        self.writer_thread.store(proc::my_tid(), Ordering::Relaxed);
         crate::crash::step();
         let drained = || Ok(self.no_readers().then_some(()));
         let drained = match (drained(), deadline) {
@@ -673,8 +807,9 @@ impl<T: ShmSafe> ShmRwLock<T> {
             .all(|s| count_of(s.word.load(Ordering::SeqCst)) == 0)
     }
 
-    /// Empties the reader slots of dead processes (their read locks), and
-    /// rings if any was.
+    /// Empties the reader slots of processes known to be dead (their read
+    /// locks), and rings if any was. A slot's identity and count are one
+    /// word, so the identity judged is the counting process's.
     fn reap_readers(&self) {
         let mut reaped = false;
         for s in &self.readers {
@@ -682,8 +817,7 @@ impl<T: ShmSafe> ShmRwLock<T> {
             if count_of(w) == 0 {
                 continue;
             }
-            let start = StartTime::from_low32_word(s.start.load(Ordering::Acquire));
-            if dead(pid_of(w), start, 32)
+            if dead_in(self, pid_of(w), start_of(w), START_BITS)
                 && s.word
                     .compare_exchange(w, 0, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
@@ -702,7 +836,7 @@ impl<T: ShmSafe> ShmRwLock<T> {
     /// process killed while repairing is itself a dead writer to the next.
     fn repair_writer(&self) -> Result<()> {
         let w = self.writer.load(Ordering::Acquire);
-        if w == 0 || !id64_is_dead(w) {
+        if w == 0 || !id64_dead_in(self, w) {
             return Ok(());
         }
         let me = my_id64();
@@ -761,6 +895,8 @@ fn never_timed_out() -> Error {
 pub struct ShmRwLockReadGuard<'a, T: ShmSafe> {
     lock: &'a ShmRwLock<T>,
     slot: usize,
+    /// The identity bits the slot counts this read lock under.
+    ident: u64,
     owner_died: bool,
     _not_send: PhantomData<*const ()>,
 }
@@ -790,8 +926,8 @@ impl<T: ShmSafe> Deref for ShmRwLockReadGuard<'_, T> {
 
 impl<T: ShmSafe> Drop for ShmRwLockReadGuard<'_, T> {
     fn drop(&mut self) {
-        self.lock.unlock_read(self.slot);
-        local::remove_read(self.lock.addr());
+        self.lock.unlock_read(self.slot, self.ident);
+        local::remove_read(self.lock.addr(), self.slot);
     }
 }
 
@@ -852,6 +988,11 @@ impl<T: ShmMovable> DerefMut for ShmRwLockWriteGuard<'_, T> {
 impl<T: ShmSafe> Drop for ShmRwLockWriteGuard<'_, T> {
     fn drop(&mut self) {
         let lock = self.lock;
+        if std::thread::panicking() {
+            // The update may be half done: reported as a dead writer's is
+            // (see the type docs), before the access is given up.
+            lock.state.fetch_or(INCONSISTENT, Ordering::SeqCst);
+        }
         // First the flag, then the word: a death between the two leaves a
         // dead writer without access, which is released without a report.
         lock.state.fetch_and(!WRITING, Ordering::SeqCst);
@@ -934,7 +1075,7 @@ mod tests {
     use super::*;
     use std::time::Instant;
 
-    /// A process that cannot exist (pid `i32::MAX`).
+    /// A process that cannot exist (pid `i32::MAX`), for the writer word.
     const GHOST: u32 = i32::MAX as u32;
 
     #[test]
@@ -1053,13 +1194,22 @@ mod tests {
         assert!(!l.owner_died());
     }
 
+    /// A reader slot word of pid `pid` with start `start`, counting `n`.
+    fn slot_word(pid: u32, start: StartTime, n: u64) -> u64 {
+        (pid as u64) << PID_SHIFT | start.low_bits(START_BITS) << START_SHIFT | n
+    }
+
+    /// A pid no process has (below 2^22, as reader slots record; above
+    /// any `pid_max` short of the largest).
+    const GHOST_PID: u32 = 4_000_000;
+
     #[test]
     fn read_locks_of_a_dead_process_are_reaped() {
         let l = ShmRwLock::new(0u64);
-        l.readers[7]
-            .word
-            .store((GHOST as u64) << 32 | 3, Ordering::Relaxed);
-        l.readers[7].start.store(12, Ordering::Relaxed);
+        l.readers[7].word.store(
+            slot_word(GHOST_PID, StartTime::Known(12), 3),
+            Ordering::Relaxed,
+        );
         let t = Instant::now();
         let g = l.try_write_for(Duration::from_secs(30)).unwrap();
         assert!(g.is_some());
@@ -1071,17 +1221,139 @@ mod tests {
     fn a_slot_of_a_process_that_had_our_pid_is_not_ours() {
         let l = ShmRwLock::new(0u64);
         let me = proc::me();
+        let StartTime::Known(t) = me.start else {
+            panic!("this test needs a readable /proc/self/stat")
+        };
         let idx = me.pid as usize % MAX_READER_PROCESSES;
-        l.readers[idx]
-            .word
-            .store((me.pid as u64) << 32 | 2, Ordering::Relaxed);
-        l.readers[idx]
-            .start
-            .store(me.start.low32_word() ^ 1, Ordering::Relaxed);
+        let old = slot_word(me.pid, StartTime::Known(t ^ 1), 2);
+        l.readers[idx].word.store(old, Ordering::Relaxed);
         let r = l.read().unwrap();
-        assert_eq!(count_of(l.readers[idx].word.load(Ordering::Relaxed)), 1);
+        // Counted in a slot of our own; the old process's is left as it is.
+        assert_ne!(r.slot, idx);
+        assert_eq!(l.readers[idx].word.load(Ordering::Relaxed), old);
+        assert_eq!(
+            l.readers[r.slot].word.load(Ordering::Relaxed),
+            my_ident().unwrap() | 1
+        );
         drop(r);
+        // The old process is gone (our pid, another start): reaped.
+        assert!(l.try_write_for(Duration::from_secs(30)).unwrap().is_some());
         assert!(l.no_readers());
+    }
+
+    type Hook = Option<Box<dyn FnMut(usize)>>;
+
+    thread_local! {
+        /// Run by `my_slot` right before it returns the slot it found (to
+        /// play another process that takes the slot at that moment).
+        static BEFORE_COUNT: core::cell::RefCell<Hook> = const { core::cell::RefCell::new(None) };
+    }
+
+    pub(super) fn before_counting_in(idx: usize) {
+        BEFORE_COUNT.with(|h| {
+            if let Some(f) = h.borrow_mut().as_mut() {
+                f(idx)
+            }
+        });
+    }
+
+    /// Review 8, finding 2: a free slot was claimed (pid) and its start
+    /// time written in two steps; another process could take the slot in
+    /// between and then carry the first one's start time, which made it
+    /// look dead to a writer. Here another process takes the free slot
+    /// this thread found, right before this thread counts in it: the
+    /// taker's word stays whole (its identity and count), this thread
+    /// counts elsewhere under its own, and a writer judges both alive.
+    #[test]
+    fn a_slot_taken_between_finding_and_counting_keeps_its_taker_whole() {
+        let l: &'static ShmRwLock<u64> = Box::leak(Box::new(ShmRwLock::new(0)));
+        // pid 1 with an unknown start time: alive to everyone.
+        let other = slot_word(1, StartTime::Unknown, 1);
+        let mine = my_ident().unwrap();
+        let taken = std::rc::Rc::new(core::cell::Cell::new(None));
+        let seen = taken.clone();
+        BEFORE_COUNT.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move |idx| {
+                if seen.get().is_none() {
+                    l.readers[idx].word.store(other, Ordering::SeqCst);
+                    seen.set(Some(idx));
+                }
+            }))
+        });
+        let r = l.read().unwrap();
+        BEFORE_COUNT.with(|h| *h.borrow_mut() = None);
+        let first = taken.get().expect("the hook ran");
+        assert_eq!(l.readers[first].word.load(Ordering::SeqCst), other);
+        assert_ne!(r.slot, first);
+        assert_eq!(l.readers[r.slot].word.load(Ordering::SeqCst), mine | 1);
+        drop(r);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert!(l
+                    .try_write_for(Duration::from_millis(100))
+                    .unwrap()
+                    .is_none())
+            })
+            .join()
+            .unwrap();
+        });
+        assert_eq!(l.readers[first].word.load(Ordering::SeqCst), other);
+    }
+
+    #[test]
+    fn a_read_guard_leaves_a_slot_that_counts_for_another_process_alone() {
+        let l = ShmRwLock::new(0u64);
+        let r = l.read().unwrap();
+        let slot = r.slot;
+        // Someone emptied our slot and another process counts there now.
+        let other = slot_word(1, StartTime::Unknown, 1);
+        l.readers[slot].word.store(other, Ordering::SeqCst);
+        drop(r);
+        assert_eq!(l.readers[slot].word.load(Ordering::SeqCst), other);
+    }
+
+    #[test]
+    fn a_process_holding_more_reads_than_a_slot_counts_uses_another_slot() {
+        let l = ShmRwLock::new(7u8);
+        let guards: Vec<_> = (0..MAX_READS_PER_SLOT + 2)
+            .map(|_| l.read().unwrap())
+            .collect();
+        let mut slots: Vec<usize> = guards.iter().map(|g| g.slot).collect();
+        slots.dedup();
+        assert_eq!(
+            slots.len(),
+            2,
+            "a second slot for the reads past the first's"
+        );
+        assert!(matches!(l.try_write(), Err(Error::InvalidArgument { .. })));
+        drop(guards);
+        assert!(l.no_readers());
+        assert!(l.try_write().unwrap().is_some());
+    }
+
+    #[test]
+    fn a_writer_that_panics_marks_the_data_inconsistent() {
+        let l = ShmRwLock::new([0u64; 2]);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut w = l.write().unwrap();
+            w[0] = 1;
+            panic!("half-way");
+        }));
+        assert!(r.is_err());
+        assert!(l.owner_died());
+        assert!(matches!(l.read().map(|_| ()), Err(Error::OwnerDied { .. })));
+        // A reader that panics changes nothing.
+        let mut w = l.write_recover().unwrap();
+        assert!(w.owner_died());
+        w[1] = 1;
+        w.mark_consistent();
+        drop(w);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _g = l.read().unwrap();
+            panic!("reading");
+        }));
+        assert!(r.is_err());
+        assert_eq!(*l.read().unwrap(), [1, 1]);
     }
 
     #[test]

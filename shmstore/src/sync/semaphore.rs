@@ -6,7 +6,7 @@ use core::mem::{align_of, size_of};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::wait::{self, id64_is_dead, my_id64, Deadline, CHECK_EVERY};
+use super::wait::{self, id64_dead_in, my_id64, Deadline, CHECK_EVERY};
 use crate::layout::{LayoutKind, ShmMovable, ShmSafe, TypeLayout};
 use crate::sys::futex;
 use crate::{Error, Result};
@@ -113,7 +113,15 @@ struct Redo {
 /// permits the semaphore was made with, whatever was killed where.
 ///
 /// A process stopped (`SIGSTOP`) inside the bookkeeping lock is alive: the
-/// others wait for it (use [`try_acquire_for`](ShmSemaphore::try_acquire_for)).
+/// others wait for it — [`try_acquire_for`](ShmSemaphore::try_acquire_for)
+/// and [`try_release_for`](ShmSemaphore::try_release_for) as long as you
+/// say, [`release`](ShmSemaphore::release) at most [`RELEASE_PATIENCE`]
+/// (then [`Error::Busy`], the permit still held), `acquire` as long as it
+/// takes.
+///
+/// Only a process known to be dead is repaired, and only while every
+/// process that ever attached to the semaphore's store shares one pid
+/// namespace (see [the module docs](crate::sync#dead-processes)).
 ///
 /// # Layout
 ///
@@ -246,14 +254,51 @@ impl ShmSemaphore {
     /// Gives a permit back and wakes a waiter. In owned mode, only a
     /// process holding a permit may release one.
     ///
+    /// A plain semaphore's release never waits. An owned one's takes the
+    /// bookkeeping lock (see [the type docs](ShmSemaphore#dead-processes)),
+    /// which its holders keep for a few instructions; it waits for it at
+    /// most [`RELEASE_PATIENCE`], then gives up with [`Error::Busy`],
+    /// having changed nothing (the permit is still this process's): the
+    /// lock is then held by a process that is stopped (`SIGSTOP`), or its
+    /// word was overwritten. [`try_release_for`](ShmSemaphore::try_release_for)
+    /// waits as long as you choose instead.
+    ///
     /// # Errors
     ///
     /// - [`Error::InvalidArgument`] if the semaphore already holds
     ///   [`MAX_PERMITS`], or (owned mode) this process holds no permit;
+    /// - [`Error::Busy`] (owned mode) if the bookkeeping lock stayed held
+    ///   by a process not known to be dead for [`RELEASE_PATIENCE`];
     /// - [`Error::Corrupted`] if the semaphore's words are not valid.
     pub fn release(&self) -> Result<()> {
+        if self.try_release_for(RELEASE_PATIENCE)? {
+            return Ok(());
+        }
+        Err(Error::Busy {
+            what: format!(
+                "releasing a permit of a ShmSemaphore: its bookkeeping lock stayed held for \
+                 {RELEASE_PATIENCE:?} by {} (stopped, or the lock word was overwritten); the \
+                 permit is still this process's",
+                describe_id(self.lock.load(Ordering::Relaxed))
+            ),
+        })
+    }
+
+    /// [`release`](ShmSemaphore::release), waiting at most `timeout` for
+    /// an owned semaphore's bookkeeping lock: `Ok(false)`, having changed
+    /// nothing, if it was still held then by a process not known to be
+    /// dead. A plain semaphore never waits.
+    ///
+    /// # Errors
+    ///
+    /// As for [`release`](ShmSemaphore::release), but never
+    /// [`Error::Busy`].
+    pub fn try_release_for(&self, timeout: Duration) -> Result<bool> {
         let before = if self.owned()? {
-            self.release_owned()?
+            match self.release_owned(Deadline::after(timeout))? {
+                Some(before) => before,
+                None => return Ok(false),
+            }
         } else {
             let mut cur = self.count.load(Ordering::Relaxed);
             loop {
@@ -275,7 +320,7 @@ impl ShmSemaphore {
         if before & SLEEPERS != 0 {
             self.wake_one(before + 1);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Wakes a sleeper after a release made the word `now`; clears a stale
@@ -354,18 +399,20 @@ impl ShmSemaphore {
         let mut last_check = Instant::now();
         let mut round = 0u32;
         loop {
+            // AcqRel: taking the lock publishes our identity with a
+            // release (a process judging us reads it with acquire).
             match self
                 .lock
-                .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) => break,
                 Err(holder) => {
                     if last_check.elapsed() >= CHECK_EVERY {
                         last_check = Instant::now();
-                        if id64_is_dead(holder)
+                        if id64_dead_in(self, holder)
                             && self
                                 .lock
-                                .compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed)
+                                .compare_exchange(holder, me, Ordering::AcqRel, Ordering::Relaxed)
                                 .is_ok()
                         {
                             break;
@@ -427,12 +474,11 @@ impl ShmSemaphore {
     }
 
     /// Owned mode: gives back one of this process's permits; returns the
-    /// count word before (for the wake-up).
-    fn release_owned(&self) -> Result<u32> {
-        let book = loop {
-            if let Some(book) = self.book(Deadline::after(wait::SLICE))? {
-                break book;
-            }
+    /// count word before (for the wake-up), or `None` if the bookkeeping
+    /// lock was not free before `deadline`.
+    fn release_owned(&self, deadline: Deadline) -> Result<Option<u32>> {
+        let Some(book) = self.book(deadline)? else {
+            return Ok(None);
         };
         let me = my_id64();
         let slot = self.holders.iter().position(|h| {
@@ -452,7 +498,7 @@ impl ShmSemaphore {
         }
         let held = self.holders[slot].held.load(Ordering::Relaxed);
         book.write(slot, me, held - 1, count + 1);
-        Ok(before)
+        Ok(Some(before))
     }
 
     /// Owned mode: returns the permits of holders that are dead. Called by
@@ -461,7 +507,8 @@ impl ShmSemaphore {
         let dead: Vec<usize> = (0..MAX_HOLDERS)
             .filter(|&i| {
                 let h = &self.holders[i];
-                h.held.load(Ordering::Acquire) > 0 && id64_is_dead(h.owner.load(Ordering::Acquire))
+                h.held.load(Ordering::Acquire) > 0
+                    && id64_dead_in(self, h.owner.load(Ordering::Acquire))
             })
             .collect();
         if dead.is_empty() {
@@ -478,7 +525,7 @@ impl ShmSemaphore {
                 h.held.load(Ordering::Relaxed),
             );
             // Checked again under the lock: the slot may have changed hands.
-            if held == 0 || !id64_is_dead(owner) {
+            if held == 0 || !id64_dead_in(self, owner) {
                 continue;
             }
             let count = self.available();
@@ -499,6 +546,20 @@ impl ShmSemaphore {
             }
         }
         Ok(())
+    }
+}
+
+/// How long [`ShmSemaphore::release`] waits for an owned semaphore's
+/// bookkeeping lock (held for a few instructions by a process that runs)
+/// before it gives up with [`Error::Busy`].
+pub const RELEASE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// A bookkeeping lock word's holder, in words.
+fn describe_id(id: u64) -> String {
+    match (id as u32, (id >> 32) as u32) {
+        (0, _) => "no one now".to_string(),
+        (pid, u32::MAX) => format!("pid {pid} (start time unknown)"),
+        (pid, start) => format!("pid {pid} (start time {start:#x})"),
     }
 }
 

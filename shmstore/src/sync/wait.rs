@@ -312,36 +312,68 @@ pub(crate) fn my_id64() -> u64 {
     id64(proc::me())
 }
 
-/// Whether the process recorded as `id` ([`id64`]) is known to be dead.
-/// Unknown counts as alive; this process (and a process recorded with our
-/// pid and another start time, which must be gone) is answered without a
-/// system call.
-pub(crate) fn id64_is_dead(id: u64) -> bool {
+/// Where a primitive lives, for judging the processes it records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// In this process's own memory (not in a store): only its threads use
+    /// it.
+    Local,
+    /// In a store; `true` if all its processes share this process's pid
+    /// namespace and this process can judge liveness there.
+    Store(bool),
+}
+
+/// Where `place` (a primitive, borrowed for the call) lives. Read it after
+/// loading the identity to judge (see [`Inner::one_pid_namespace`]).
+///
+/// [`Inner::one_pid_namespace`]: crate::store::Inner::one_pid_namespace
+pub(crate) fn place_of<P>(place: &P) -> Place {
+    let addr = place as *const P as usize;
+    // SAFETY: `place` is a reference the caller holds for this call.
+    match unsafe { crate::store::one_pid_namespace_at(addr, core::mem::size_of::<P>()) } {
+        Some(one) => Place::Store(one),
+        None => Place::Local,
+    }
+}
+
+/// Whether the process recorded as `id` ([`id64`]) in the primitive
+/// `place` is known to be dead (see [`dead_in`]).
+pub(crate) fn id64_dead_in<P>(place: &P, id: u64) -> bool {
     let pid = id as u32;
     let start = StartTime::from_low32_word((id >> 32) as u32);
-    dead(pid, start, 32)
+    dead_in(place, pid, start, 32)
 }
 
 /// Whether `(pid, start)` (with `bits` low bits of the start time
-/// recorded: 16 or 32) is known to be dead.
-pub(crate) fn dead(pid: u32, start: StartTime, bits: u32) -> bool {
+/// recorded), loaded from the primitive `place` before this call, is known
+/// to be dead. Unknown counts as alive; so does every process when this
+/// one cannot judge: when `place` is in a store that processes of more
+/// than one pid namespace attached to (a pid of another namespace names
+/// another process here, or none), or this process's `/proc` is not its
+/// own namespace's. This process (and a process recorded with our pid and
+/// another start time, which must be gone) is answered without a system
+/// call.
+pub(crate) fn dead_in<P>(place: &P, pid: u32, start: StartTime, bits: u32) -> bool {
+    let judge = match place_of(place) {
+        Place::Local => proc::can_judge(),
+        Place::Store(one) => one,
+    };
+    judge && dead(pid, start, bits)
+}
+
+/// [`dead_in`] without the look at where the primitive lives: for callers
+/// that did it.
+fn dead(pid: u32, start: StartTime, bits: u32) -> bool {
     let me = proc::me();
     if pid == me.pid {
         // Another process had our pid if the start times differ.
-        let mine = match bits {
-            16 => StartTime::from_low16_word(me.start.low16_word()),
-            _ => StartTime::from_low32_word(me.start.low32_word()),
-        };
+        let mine = StartTime::from_low_bits(me.start.low_bits(bits), bits);
         return match (start, mine) {
             (StartTime::Known(a), StartTime::Known(b)) => a != b,
             _ => false,
         };
     }
-    let answer = match bits {
-        16 => proc::liveness_low16(pid, start),
-        _ => proc::liveness_low32(pid, start),
-    };
-    answer == Liveness::Dead
+    proc::liveness_low_bits(pid, start, bits) == Liveness::Dead
 }
 
 #[cfg(test)]
@@ -410,22 +442,26 @@ mod tests {
 
     #[test]
     fn identities_round_trip_and_judge_this_process_alive() {
+        let here = 0u64;
+        assert_eq!(place_of(&here), Place::Local);
         let me = proc::me();
         let id = id64(me);
         assert_eq!(id as u32, me.pid);
-        assert!(!id64_is_dead(id));
+        assert!(!id64_dead_in(&here, id));
         // Our pid with another start time: that process is gone.
         if let StartTime::Known(t) = me.start {
             let other = Me {
                 pid: me.pid,
                 start: StartTime::Known(t ^ 1),
             };
-            assert!(id64_is_dead(id64(other)));
+            assert!(id64_dead_in(&here, id64(other)));
+            assert!(dead_in(&here, me.pid, StartTime::Known(t ^ 1), 30));
+            assert!(!dead_in(&here, me.pid, StartTime::Known(t), 30));
         }
         let nobody = Me {
             pid: i32::MAX as u32,
             start: me.start,
         };
-        assert!(id64_is_dead(id64(nobody)));
+        assert!(id64_dead_in(&here, id64(nobody)));
     }
 }

@@ -162,7 +162,7 @@ pub(crate) fn start_time(pid: u32) -> io::Result<u64> {
 /// `/proc` was mounted for, and is missing if we are not in it). Read once:
 /// `readlink` needs no file descriptor, and `/proc` is not remounted under
 /// a running store.
-fn proc_is_ours() -> bool {
+pub(crate) fn proc_is_ours() -> bool {
     static OURS: OnceLock<bool> = OnceLock::new();
     *OURS.get_or_init(|| {
         std::fs::read_link("/proc/self")
@@ -321,7 +321,10 @@ impl StartTime {
     pub(crate) const UNKNOWN_LOW16_WORD: u16 = u16::MAX;
 
     /// Decodes a 16-bit start-time field (low 16 bits of the start time).
-    /// Compare the result with [`liveness_low16`].
+    /// Compare the result with [`liveness_low_bits`] of 16 bits (a pid
+    /// reused by a process whose start time agrees in those bits, one in
+    /// 65,536 reuses, is taken for the recorded process: "alive", the safe
+    /// side).
     pub(crate) fn from_low16_word(word: u16) -> StartTime {
         if word == Self::UNKNOWN_LOW16_WORD {
             StartTime::Unknown
@@ -339,12 +342,74 @@ impl StartTime {
     }
 }
 
-/// [`liveness`] for a start time of which only the low 16 bits were
-/// recorded ([`StartTime::from_low16_word`]). A pid reused by a process
-/// whose start time agrees in those bits (one in 65,536 reuses) is taken
-/// for the recorded process: "alive", the safe side.
-pub(crate) fn liveness_low16(pid: u32, start: StartTime) -> Liveness {
-    judge(pid, start, u16::MAX as u64, pid_exists, start_time)
+impl StartTime {
+    /// Decodes a start-time field of `bits` bits (1 to 64): the low `bits`
+    /// bits of the start time, all ones for unknown (with the caveat of
+    /// [`StartTime::UNKNOWN_LOW16_WORD`]: one real start time in `2^bits`
+    /// reads as unknown, the safe side). Compare the result with
+    /// [`liveness_low_bits`] and the same `bits`.
+    pub(crate) fn from_low_bits(field: u64, bits: u32) -> StartTime {
+        let mask = low_mask(bits);
+        if field & mask == mask {
+            StartTime::Unknown
+        } else {
+            StartTime::Known(field & mask)
+        }
+    }
+
+    /// The field of `bits` bits that stores the low `bits` bits of this
+    /// start time (all ones for unknown).
+    pub(crate) fn low_bits(self, bits: u32) -> u64 {
+        match self {
+            StartTime::Known(t) => t & low_mask(bits),
+            StartTime::Unknown => low_mask(bits),
+        }
+    }
+}
+
+/// The low `bits` bits set (`bits` is clamped to 1..=64).
+fn low_mask(bits: u32) -> u64 {
+    u64::MAX >> (64 - bits.clamp(1, 64))
+}
+
+/// [`liveness`] for a start time of which only the low `bits` bits were
+/// recorded ([`StartTime::from_low_bits`]).
+pub(crate) fn liveness_low_bits(pid: u32, start: StartTime, bits: u32) -> Liveness {
+    judge(pid, start, low_mask(bits), pid_exists, start_time)
+}
+
+/// Whether this process can tell at all whether another process of its
+/// pid namespace is dead: its `/proc` is its own namespace's, and it could
+/// read which namespace that is. A process that cannot judges no one dead
+/// (see the liveness rules of [`crate::sync`]).
+pub(crate) fn can_judge() -> bool {
+    proc_is_ours() && own_pid_namespace() != 0
+}
+
+/// The calling thread's id (`gettid`), cached per thread; asked again in
+/// a child made by `fork` (whose thread has another id), which [`me`]'s
+/// pid tells.
+pub(crate) fn my_tid() -> u32 {
+    thread_local! {
+        /// (the process's pid, this thread's id) when it was asked.
+        static TID: core::cell::Cell<(u32, u32)> = const { core::cell::Cell::new((0, 0)) };
+    }
+    let pid = me().pid;
+    let ask = || {
+        // SAFETY: gettid has no preconditions and cannot fail.
+        let tid = unsafe { libc::gettid() } as u32;
+        (pid, tid)
+    };
+    TID.try_with(|c| {
+        let (p, t) = c.get();
+        if p == pid && t != 0 {
+            return t;
+        }
+        let now = ask();
+        c.set(now);
+        now.1
+    })
+    .unwrap_or_else(|_| ask().1)
 }
 
 /// This process's pid namespace: the inode of `/proc/self/ns/pid`
@@ -618,15 +683,56 @@ mod tests {
         assert_eq!(me(), m, "cached");
         let start = own_start();
         let low16 = StartTime::from_low16_word(StartTime::Known(start).low16_word());
-        assert_eq!(liveness_low16(m.pid, low16), Liveness::Alive);
+        assert_eq!(liveness_low_bits(m.pid, low16, 16), Liveness::Alive);
         let other = StartTime::from_low16_word((start as u16) ^ 1);
-        assert_eq!(liveness_low16(m.pid, other), Liveness::Dead);
-        assert_eq!(liveness_low16(NO_SUCH_PID, low16), Liveness::Dead);
+        assert_eq!(liveness_low_bits(m.pid, other, 16), Liveness::Dead);
+        assert_eq!(liveness_low_bits(NO_SUCH_PID, low16, 16), Liveness::Dead);
         assert_eq!(
             StartTime::from_low16_word(StartTime::Unknown.low16_word()),
             StartTime::Unknown
         );
-        assert_eq!(liveness_low16(m.pid, StartTime::Unknown), Liveness::Unknown);
+        assert_eq!(
+            liveness_low_bits(m.pid, StartTime::Unknown, 16),
+            Liveness::Unknown
+        );
+    }
+
+    #[test]
+    fn start_times_of_any_width_round_trip_and_judge_alike() {
+        let start = own_start();
+        let me = std::process::id();
+        for bits in [16, 30, 32, 64] {
+            let mine = StartTime::from_low_bits(StartTime::Known(start).low_bits(bits), bits);
+            assert_eq!(liveness_low_bits(me, mine, bits), Liveness::Alive, "{bits}");
+            let other = StartTime::from_low_bits(StartTime::Known(start ^ 1).low_bits(bits), bits);
+            assert_eq!(liveness_low_bits(me, other, bits), Liveness::Dead, "{bits}");
+            let unknown = StartTime::from_low_bits(StartTime::Unknown.low_bits(bits), bits);
+            assert_eq!(unknown, StartTime::Unknown, "{bits}");
+            assert_eq!(liveness_low_bits(me, unknown, bits), Liveness::Unknown);
+        }
+        // Bits above the width are ignored when decoding.
+        assert_eq!(
+            StartTime::from_low_bits(1 << 40 | 5, 30),
+            StartTime::Known(5)
+        );
+        assert!(can_judge(), "this test process has its own /proc");
+    }
+
+    #[test]
+    fn a_thread_id_is_a_live_pid_to_kill_and_is_cached_per_thread() {
+        let mine = my_tid();
+        // SAFETY: gettid has no preconditions.
+        assert_eq!(mine, unsafe { libc::gettid() } as u32);
+        let (other, exists) = std::thread::spawn(|| {
+            let t = my_tid();
+            (t, pid_exists(t))
+        })
+        .join()
+        .unwrap();
+        assert_ne!(other, mine);
+        // `kill(tid, 0)` answers for a thread that is not its process's
+        // main thread (the mutex's owner check relies on it).
+        assert_eq!(exists, Ok(true));
     }
 
     #[test]

@@ -195,6 +195,11 @@ pub(crate) enum Observed {
 
 /// The kernel's robust-futex bits of a lock word: the owner's thread id.
 const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
+
+/// The longest sleep of [`RawMutex::lock_until`] before it looks at the
+/// lock word (a release wakes it at once: this only bounds how soon a word
+/// naming no thread is noticed).
+pub(crate) const GHOST_SLICE: std::time::Duration = std::time::Duration::from_millis(100);
 /// glibc's `__owner` of a robust mutex whose owner died and that was not
 /// yet marked consistent (`PTHREAD_MUTEX_INCONSISTENT`).
 const OWNER_INCONSISTENT: u32 = i32::MAX as u32;
@@ -327,6 +332,74 @@ impl RawMutex {
             libc::EOWNERDEAD => Ok(Some(Acquired::OwnerDied)),
             libc::ETIMEDOUT => Ok(None),
             rc => Err(lock_error(rc, "pthread_mutex_clocklock")),
+        }
+    }
+
+    /// Blocks until the lock is held by the calling thread, or `deadline`
+    /// passes (`Ok(None)`; `None` waits as long as it takes), without
+    /// waiting forever for an owner that does not exist.
+    ///
+    /// Tries once; then sleeps in timed slices of at most [`GHOST_SLICE`].
+    /// After a slice in which the lock stayed held, it reads the lock word:
+    /// the kernel and glibc keep the owner's thread id there, and a thread
+    /// that dies holding a robust mutex has the word marked by the kernel
+    /// (its robust list names the lock, even half-way through locking), so
+    /// a word that names a thread that does not exist (`kill(tid, 0)` says
+    /// `ESRCH`) is not a lock anyone holds: another process wrote those
+    /// bytes. The same word seen so, unchanged, after two consecutive
+    /// slices (a thread id the kernel handed out again in between would
+    /// exist at the second look) is [`Error::Corrupted`], instead of a wait
+    /// that nothing would ever end.
+    ///
+    /// `judge()` says whether thread ids in the word may be looked up in
+    /// this process's pid namespace at all (false for a lock shared with
+    /// processes of another pid namespace, whose ids mean other threads
+    /// here, and for a lock that is not robust, whose word holds no thread
+    /// id): when it does not, the wait is only sliced. It is asked after
+    /// the word is read.
+    ///
+    /// Errors as for [`lock`](RawMutex::lock).
+    pub(crate) fn lock_until(
+        &self,
+        deadline: Option<std::time::Instant>,
+        judge: impl Fn() -> bool,
+    ) -> Result<Option<Acquired>> {
+        if let Some(a) = self.try_lock()? {
+            return Ok(Some(a));
+        }
+        let mut suspect: Option<u32> = None;
+        loop {
+            let slice = match deadline {
+                None => GHOST_SLICE,
+                Some(at) => {
+                    let left = at.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return Ok(None);
+                    }
+                    left.min(GHOST_SLICE)
+                }
+            };
+            if let Some(a) = self.lock_for(slice)? {
+                return Ok(Some(a));
+            }
+            let word = self.word();
+            let tid = word & FUTEX_TID_MASK;
+            let ghost = tid != 0
+                && judge()
+                && crate::sys::proc::pid_exists(tid) == Ok(false)
+                && self.word() == word;
+            if !ghost {
+                suspect = None;
+                continue;
+            }
+            if suspect == Some(word) {
+                return Err(Error::corrupted(format!(
+                    "the lock word {word:#x} names thread {tid}, which does not exist: no \
+                     one holds the lock and no one ever will release it (its bytes were \
+                     overwritten)"
+                )));
+            }
+            suspect = Some(word);
         }
     }
 
@@ -570,6 +643,66 @@ mod tests {
             Some(Acquired::OwnerDied)
         );
         m.make_consistent().unwrap();
+        // SAFETY: held by this thread.
+        unsafe { m.unlock() };
+    }
+
+    /// The lock word (glibc's `__lock`) of `m`, to play another process
+    /// writing over it.
+    fn lock_word(m: &RawMutex) -> &core::sync::atomic::AtomicU32 {
+        // SAFETY: the first four bytes of a glibc mutex are its lock word,
+        // 4-aligned, accessed atomically by glibc and the kernel.
+        unsafe { &*m.inner.get().cast::<core::sync::atomic::AtomicU32>() }
+    }
+
+    #[test]
+    #[cfg(target_env = "gnu")]
+    fn a_lock_word_naming_no_thread_is_corruption_not_a_wait_for_ever() {
+        use core::sync::atomic::Ordering;
+        use std::time::{Duration, Instant};
+        let m = robust();
+        // No thread has id 0x3fff_fff0 (above every `pid_max`).
+        lock_word(&m).store(0x3fff_fff0, Ordering::SeqCst);
+        let t = Instant::now();
+        let r = m.lock_until(None, || true);
+        assert!(
+            matches!(&r, Err(Error::Corrupted { reason }) if reason.contains("does not exist")),
+            "{r:?}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(30));
+        // Not judged (another pid namespace may be using it): a bounded
+        // wait for the timed form, no verdict.
+        let r = m.lock_until(Some(Instant::now() + Duration::from_millis(250)), || false);
+        assert!(matches!(r, Ok(None)), "{r:?}");
+        lock_word(&m).store(0, Ordering::SeqCst);
+        assert_eq!(m.lock_until(None, || true).unwrap(), Some(Acquired::Clean));
+        // SAFETY: held by this thread.
+        unsafe { m.unlock() };
+    }
+
+    #[test]
+    fn a_lock_held_by_a_live_thread_is_waited_for_not_reported() {
+        use std::time::{Duration, Instant};
+        let m = robust();
+        let m = &*m;
+        let (locked_tx, locked_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let holder = s.spawn(move || {
+                m.lock().unwrap();
+                locked_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+                // SAFETY: held by this thread.
+                unsafe { m.unlock() };
+            });
+            locked_rx.recv().unwrap();
+            // Several slices, each followed by the owner check.
+            let r = m.lock_until(Some(Instant::now() + Duration::from_millis(350)), || true);
+            assert!(matches!(r, Ok(None)), "{r:?}");
+            release_tx.send(()).unwrap();
+            holder.join().unwrap();
+        });
+        assert_eq!(m.lock_until(None, || true).unwrap(), Some(Acquired::Clean));
         // SAFETY: held by this thread.
         unsafe { m.unlock() };
     }
