@@ -112,6 +112,15 @@ pub enum Error {
         /// and object it lives in.
         what: String,
     },
+    /// A store's header lock was held by another process for longer than
+    /// this process was told to wait
+    /// ([`StoreOptions::lock_timeout`](crate::StoreOptions::lock_timeout),
+    /// or the wait given to [`Store::remove_unused`](crate::Store::remove_unused)).
+    /// Nothing was done; try again later.
+    TimedOut {
+        /// What was waited for, and how long.
+        what: String,
+    },
     /// An operating-system call failed for a reason without its own variant.
     Io {
         /// The call that failed (`shm_open`, `mmap`, ...).
@@ -209,6 +218,7 @@ impl fmt::Display for Error {
                 "a process died while holding {what}; the data it guards may be half-updated: \
                  lock it with lock_recover(), repair the data and call mark_consistent()"
             ),
+            Error::TimedOut { what } => write!(f, "timed out: {what}; nothing was done"),
             Error::Io { op, source } => write!(f, "{op} failed: {source}"),
         }
     }

@@ -40,7 +40,8 @@
 //! | 256    | 24   | bitmap of non-empty free-list bins                        |
 //! | 280    | 4    | publications (atomic, not journalled): a futex word that  |
 //! |        |      | every publish rings; `Store::wait_for` sleeps on it²      |
-//! | 284    | 36   | free                                                      |
+//! | 284    | 4    | creator's pid namespace (0: unknown)⁶                     |
+//! | 288    | 32   | free                                                      |
 //! | 320    | 8×N  | free-list bin heads ([`NBINS`](super::alloc::NBINS))      |
 //! | 1664   | 8×M  | fast-list heads ([`NFAST`](super::alloc::NFAST))          |
 //! | 2664   | 8    | top check: `!top`, written with `top`³                    |
@@ -82,7 +83,21 @@
 //! | bit | meaning                                                        |
 //! |-----|----------------------------------------------------------------|
 //! | 0   | remove when unused ([`StoreOptions::remove_when_unused`])      |
-//! | 1   | removed: its last user marked it so, under the header lock, before unlinking its name; an opener that finds it goes away and opens the name anew |
+//! | 1   | removed: whoever removes the store (its last user, an opener that finds its users all dead, `shmstore gc` or `rm`) sets it under the header lock, after finding no live user registered, and unlinks the name before releasing the lock; an opener that finds it goes away and opens the name anew |
+//!
+//! The removal protocol: a ready store's name is unlinked only by a
+//! holder of its header lock that has just set bit 1 (see
+//! [`Region::unlink_if_same`](crate::region::Region::unlink_if_same)). An
+//! opener registers in the process table under the same lock, after
+//! checking bit 1: so either it registered first, and the remover sees a
+//! live user and keeps the store, or it sees the mark and opens the name
+//! again (finding it gone, or a new store made since).
+//!
+//! ⁶ The inode number of the creator's pid namespace (low 32 bits of
+//! `/proc/self/ns/pid`), written with its pid before the magic. A process
+//! of another namespace (or one reading 0: unknown) cannot tell whether the
+//! creator still runs, so it never takes a store being created for one
+//! whose creator died.
 //!
 //! [`StoreOptions::remove_when_unused`]: crate::StoreOptions::remove_when_unused
 //! [`StartTime::UNKNOWN_LOW32_WORD`]: crate::sys::proc::StartTime::UNKNOWN_LOW32_WORD
@@ -114,7 +129,14 @@ pub(crate) const MAGIC: [u8; 8] = *b"SHMSTOR\0";
 /// outlive its users), and the lock generation (offset 248), which a
 /// version 3 holder would not maintain, so that a read-only view could take
 /// a changing store for a stable one.
-pub(crate) const VERSION: u32 = 4;
+///
+/// 5: the creator's pid namespace (offset 284), which version 4 leaves
+/// zero; and the "removed" lifecycle flag may be set on any store (gc and
+/// rm mark a persistent store removed under its header lock before
+/// unlinking it), which version 4 would read as a damaged word. (Another
+/// branch also moves to 5 for its own changes; whichever merges second
+/// folds its notes in here or takes 6.)
+pub(crate) const VERSION: u32 = 5;
 
 pub(crate) const OFF_MAGIC: u64 = 0;
 pub(crate) const OFF_VERSION: u64 = 8;
@@ -155,8 +177,11 @@ const _: () = assert!(OFF_LOCK + MUTEX_SPACE <= OFF_LOCK_GEN);
 const _: () = assert!(OFF_LOCK_GEN + 8 <= OFF_LOCK + LOCK_SPACE);
 pub(crate) const OFF_BITMAP: u64 = 256;
 pub(crate) const OFF_PUBLISHED: u64 = 280;
+/// The creator's pid namespace: see the layout table's note 6.
+pub(crate) const OFF_CREATOR_PIDNS: u64 = 284;
 const _: () = assert!(OFF_BITMAP + 8 * (super::alloc::NBINS as u64).div_ceil(64) <= OFF_PUBLISHED);
-const _: () = assert!(OFF_PUBLISHED + 4 <= OFF_BINS);
+const _: () = assert!(OFF_PUBLISHED + 4 <= OFF_CREATOR_PIDNS);
+const _: () = assert!(OFF_CREATOR_PIDNS + 4 <= OFF_BINS);
 pub(crate) const OFF_BINS: u64 = 320;
 pub(crate) const OFF_FAST: u64 = 1664;
 const _: () = assert!(OFF_BINS + 8 * super::alloc::NBINS as u64 <= OFF_FAST);
@@ -169,7 +194,8 @@ const _: () = assert!(OFF_TOP_CHECK + 8 <= OFF_FLAGS);
 const _: () = assert!(OFF_FLAGS + 8 <= HEAP_START);
 /// Flag: remove the store when its last user is gone.
 pub(crate) const FLAG_REMOVE_WHEN_UNUSED: u64 = 1;
-/// Flag: the store's last user removed it (or is removing it).
+/// Flag: the store was removed (or is being removed) under its header
+/// lock: its name is gone or going.
 pub(crate) const FLAG_REMOVED: u64 = 2;
 
 /// The lifecycle flags word for `flags`: the flags in the low 32 bits,
@@ -180,19 +206,16 @@ pub(crate) fn flags_word(flags: u64) -> u64 {
 }
 
 /// The lifecycle flags a word holds: [`Error::Corrupted`] unless its high
-/// half is the complement of its low half, the flags are known, and
-/// "removed" is set only on a store made to be removed when unused. A
+/// half is the complement of its low half and the flags are known. A
 /// damaged word must never make a store go away (an opener removes a
-/// store marked removed).
+/// store marked removed): one flipped bit, or a word of zeros or ones,
+/// never passes.
 ///
 /// [`Error::Corrupted`]: crate::Error::Corrupted
 pub(crate) fn flags_of(word: u64) -> Result<u64> {
     let (low, high) = (word as u32, (word >> 32) as u32);
     let flags = low as u64;
-    if high != !low
-        || flags & !(FLAG_REMOVE_WHEN_UNUSED | FLAG_REMOVED) != 0
-        || (flags & FLAG_REMOVED != 0 && flags & FLAG_REMOVE_WHEN_UNUSED == 0)
-    {
+    if high != !low || flags & !(FLAG_REMOVE_WHEN_UNUSED | FLAG_REMOVED) != 0 {
         return Err(crate::Error::corrupted(format!(
             "the lifecycle flags word {word:#018x} is damaged"
         )));

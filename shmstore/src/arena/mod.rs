@@ -185,12 +185,15 @@ impl<'a> Arena<'a> {
                 ),
             });
         }
-        // Everything after the identity words, except the header lock: the
+        // Everything after the identity words, except the header lock (the
         // caller initialises it, and zeroing a live pthread mutex would turn
-        // it into a process-private one.
+        // it into a process-private one) and the creator's pid namespace
+        // (an identity word, written before the magic).
         self.zero_fresh(OFF_CAPACITY, OFF_LOCK - OFF_CAPACITY)?;
         let after_lock = OFF_LOCK + LOCK_SPACE;
-        self.zero_fresh(after_lock, HEAP_START - after_lock)?;
+        self.zero_fresh(after_lock, OFF_CREATOR_PIDNS - after_lock)?;
+        let after_pidns = OFF_CREATOR_PIDNS + 4;
+        self.zero_fresh(after_pidns, HEAP_START - after_pidns)?;
         let hdr = Header(self);
         hdr.set_capacity(capacity)?;
         hdr.set_committed(HEAP_START.min(capacity))?;

@@ -3,9 +3,14 @@
 use super::*;
 
 impl Store {
-    pub(super) fn initialise(region: Region, flags: u64) -> Result<Store> {
+    pub(super) fn initialise(
+        region: Region,
+        flags: u64,
+        lock_timeout: Option<Duration>,
+    ) -> Result<Store> {
         region.commit(0, HEAP_START)?;
-        let inner = Inner::new(region);
+        let mut inner = Inner::new(region);
+        inner.lock_timeout = lock_timeout;
         let mem = inner.mem;
         crate::crash::step();
         // Who is creating it, before anything says "store": an opener that
@@ -13,6 +18,9 @@ impl Store {
         // knows the store will never be ready.
         let me = own_identity();
         mem.set_u32(OFF_CREATOR, me.pid)?;
+        // Its pid namespace: a process of another one cannot tell whether
+        // the creator runs (0 if unknown, which no namespace is).
+        mem.set_u32(OFF_CREATOR_PIDNS, me.pidns)?;
         // The low 32 bits of our start time, or the "unknown" word if we
         // could not read it (then we count as alive while our pid exists).
         mem.set_u32(OFF_CREATOR_START, me.start.low32_word())?;
@@ -45,7 +53,11 @@ impl Store {
         Ok(store)
     }
 
-    pub(super) fn attach(name: &SegmentName, timeout: Duration) -> Result<Store> {
+    pub(super) fn attach(
+        name: &SegmentName,
+        timeout: Duration,
+        lock_timeout: Option<Duration>,
+    ) -> Result<Store> {
         let deadline = Instant::now() + timeout;
         let mut pause = Duration::from_micros(100);
         let not_ready = |reason: String| -> Result<Option<Store>> {
@@ -60,7 +72,7 @@ impl Store {
         };
         loop {
             let attempt = match Region::open(name) {
-                Ok(region) => Store::validate(region, name, deadline),
+                Ok(region) => Store::validate(region, name, deadline, lock_timeout),
                 Err(Error::NotAStore { reason, .. }) => not_ready(reason),
                 Err(e) => Err(e),
             };
@@ -77,6 +89,7 @@ impl Store {
         region: Region,
         name: &SegmentName,
         deadline: Instant,
+        lock_timeout: Option<Duration>,
     ) -> Result<Option<Store>> {
         let len = region.len() as u64;
         let late = Instant::now() >= deadline;
@@ -94,7 +107,8 @@ impl Store {
                 Ok(None)
             };
         }
-        let inner = Inner::new(region);
+        let mut inner = Inner::new(region);
+        inner.lock_timeout = lock_timeout;
         let mem = inner.mem;
         // Another process may be writing these words right now (creating the
         // store): they are read atomically, and in the order the creator
@@ -133,13 +147,15 @@ impl Store {
             STATE_READY => {}
             STATE_CREATING => {
                 let creator = mem.u32(OFF_CREATOR)?;
+                let pidns = mem.u32(OFF_CREATOR_PIDNS)?;
                 let started = StartTime::from_low32_word(mem.u32(OFF_CREATOR_START)?);
                 // The start time tells the creator from a process that got
                 // its pid after it died (the low 32 bits suffice for that).
                 // Only a definite answer says it died: if this process
-                // cannot tell (no fd left, `hidepid`), it waits for the
-                // creator as for a live one, up to the open timeout.
-                let died = match proc::liveness_low32(creator, started) {
+                // cannot tell (no fd left, `hidepid`, a creator of another
+                // pid namespace), it waits for the creator as for a live
+                // one, up to the open timeout.
+                let died = match proc::liveness_low32_in(creator, pidns, started) {
                     Liveness::Dead => true,
                     Liveness::Alive | Liveness::Unknown => false,
                 };
@@ -206,11 +222,12 @@ impl Store {
 
     /// Takes a slot in the process table, then releases the slots of
     /// processes that are gone. Returns `false`, taking no slot, if the
-    /// store was removed when its last user left (see
-    /// [`StoreOptions::remove_when_unused`]), or is such a store whose
-    /// registered users are all dead, which it then removes: its name is
-    /// unlinked (if it is still this segment's) and the caller opens the
-    /// name again.
+    /// store was removed (marked so by its last user, `shmstore gc` or
+    /// `rm`: see the removal protocol in the header's docs), or is a store
+    /// made to be removed when unused whose registered users are all dead,
+    /// which it then removes: it marks it removed and unlinks its name (if
+    /// it is still this segment's) before it releases the header lock, and
+    /// the caller opens the name again.
     pub(super) fn join(&self) -> Result<bool> {
         // Judged outside the lock (it asks the OS about each process), then
         // confirmed under it: the slots must not have changed meanwhile.
@@ -220,21 +237,30 @@ impl Store {
         } else {
             None
         };
-        let attached = self.with_arena(|a| {
-            let flags = flags_of(a.mem.u64(OFF_FLAGS)?)?;
-            if flags & FLAG_REMOVED != 0 {
-                return Ok(None);
-            }
-            if let Some(dead) = &dead_users {
-                if a.attached()? == *dead {
-                    a.set_u64(OFF_FLAGS, flags_word(flags | FLAG_REMOVED))?;
+        let region = &self.inner.region;
+        let (attached, _) = self.inner.with_arena_then(
+            |a| {
+                let flags = flags_of(a.mem.u64(OFF_FLAGS)?)?;
+                if flags & FLAG_REMOVED != 0 {
                     return Ok(None);
                 }
-            }
-            a.attach(own_identity()).map(Some)
-        })?;
+                if let Some(dead) = &dead_users {
+                    if a.attached()? == *dead {
+                        a.set_u64(OFF_FLAGS, flags_word(flags | FLAG_REMOVED))?;
+                        return Ok(None);
+                    }
+                }
+                a.attach(own_identity()).map(Some)
+            },
+            // Marked removed (by us, now committed, or by a remover that
+            // died before unlinking): the name goes before anyone else
+            // may look.
+            |attached| match attached {
+                None => region.unlink_if_same().map(drop),
+                Some(_) => Ok(()),
+            },
+        )?;
         let Some(slot) = attached else {
-            let _ = self.inner.region.unlink_if_same();
             return Ok(false);
         };
         if let Some(slot) = slot {
@@ -263,9 +289,11 @@ impl Inner {
 
     /// After this process released its slot: if the store is to be
     /// removed when unused and no live process is registered any more,
-    /// marks it removed (under the header lock, so that a process opening
+    /// marks it removed and unlinks its name, both under the header lock
+    /// (see the removal protocol in the header's docs): a process opening
     /// it concurrently either was registered before, and keeps it, or sees
-    /// the mark and opens the name anew) and unlinks its name.
+    /// the mark and opens the name anew — and a new store made under the
+    /// name since can never be the one unlinked.
     pub(super) fn remove_if_unused(&self) -> Result<()> {
         if flags_of(self.mem.u64(OFF_FLAGS)?)? & FLAG_REMOVE_WHEN_UNUSED == 0 {
             return Ok(());
@@ -277,17 +305,23 @@ impl Inner {
         if !unused {
             return Ok(());
         }
-        let removed = self.with_arena(|a| {
-            if a.attached()? != slots {
-                return Ok(false); // someone joined meanwhile
-            }
-            let flags = flags_of(a.mem.u64(OFF_FLAGS)?)?;
-            a.set_u64(OFF_FLAGS, flags_word(flags | FLAG_REMOVED))?;
-            Ok(true)
-        })?;
-        if removed {
-            self.region.unlink_if_same()?;
-        }
+        let region = &self.region;
+        self.with_arena_then(
+            |a| {
+                if a.attached()? != slots {
+                    return Ok(false); // someone joined meanwhile
+                }
+                let flags = flags_of(a.mem.u64(OFF_FLAGS)?)?;
+                a.set_u64(OFF_FLAGS, flags_word(flags | FLAG_REMOVED))?;
+                Ok(true)
+            },
+            |&removed| {
+                if removed {
+                    region.unlink_if_same()?;
+                }
+                Ok(())
+            },
+        )?;
         Ok(())
     }
 }
