@@ -40,6 +40,13 @@
 //! [`Store::inspect`](crate::Store::inspect) copies every page the store
 //! has committed (its used size, not its capacity).
 //!
+//! # Names are not text to print raw
+//!
+//! Store, object, type, field and variant names come from the segment,
+//! which whoever created the store chose: they may hold escape sequences
+//! and newlines. [`printable`] escapes them for a terminal; the `Display`
+//! forms here ([`Value`], layouts) do so themselves.
+//!
 //! ```
 //! use shmstore::inspect::{Status, Value};
 //! use shmstore::{ShmString, ShmSafe, Store};
@@ -93,7 +100,50 @@ use crate::{CheckReport, Entry, Error, Result};
 use snapshot::{no_commit, word32_at, word_at, Extent, Segment, Snapshot};
 
 pub use snapshot::SUMMARY_MAX_BYTES;
-pub use value::{DumpLimits, Value};
+pub use value::{DumpLimits, Value, MAX_DEPTH};
+
+/// `s` with every control character (and every invisible character that
+/// reorders or hides text: bidirectional overrides, zero-width ones)
+/// escaped as Rust escapes them in a `{:?}` string (`\n`, `\u{1b}`), so
+/// that a name read from a segment can be printed on a terminal without
+/// sending it escape sequences or forging lines. Other characters,
+/// non-ASCII ones included, are kept; a name without such characters is
+/// returned as it is.
+///
+/// ```
+/// assert_eq!(shmstore::inspect::printable("plain"), "plain");
+/// assert_eq!(shmstore::inspect::printable("a\nb\u{1b}[2J"), "a\\nb\\u{1b}[2J");
+/// assert_eq!(shmstore::inspect::printable("café"), "café");
+/// ```
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{200b}'..='\u{200f}'
+                    | '\u{202a}'..='\u{202e}'
+                    | '\u{2060}'..='\u{2069}'
+                    | '\u{feff}'
+            )
+    };
+    if !s.chars().any(hidden) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if hidden(c) => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
 
 /// How long a look waits for a moment when no live process holds a
 /// store's header lock, before it copies the store anyway (and says the

@@ -584,6 +584,87 @@ fn remove_unused_waits_for_the_header_lock_at_most_its_wait() {
     assert!(matches!(Store::open(&name.0), Err(Error::NotFound { .. })));
 }
 
+/// Finding 9: the depth of a value is clamped to `MAX_DEPTH` whatever is
+/// asked, the pretty form's indentation stops growing, and reading,
+/// printing and dropping a value that deep fits on a spawned thread's
+/// 2 MiB stack (the reader and printer recurse once per level).
+#[test]
+fn a_deep_value_is_cut_at_max_depth_and_printed_with_capped_indentation() {
+    let name = Name::new("deep");
+    let store = Store::create(&name.0, 4 << 20).unwrap();
+    let mut next = RelPtr::null();
+    for value in 0..3000u32 {
+        next = RelPtr::new_in(&store, Node { value, next }).unwrap();
+    }
+    store.insert("list", Node { value: 3000, next }).unwrap();
+    let look = Store::inspect(&name.0).unwrap();
+    let name2 = name.0.clone();
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            let limits = DumpLimits {
+                max_items: 10,
+                max_depth: u32::MAX,
+            };
+            let v = look.value("list", &limits).unwrap();
+            // Two levels a link: the node, then its pointer's target.
+            let mut links = 0;
+            let mut at = &v;
+            loop {
+                match at {
+                    Value::Struct { fields, .. } => match &fields[1].1 {
+                        Value::Ptr(Some(next)) => {
+                            links += 1;
+                            at = next;
+                        }
+                        Value::Elided => break,
+                        other => panic!("{other:?}"),
+                    },
+                    Value::Elided => break,
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert_eq!(links, MAX_DEPTH / 2, "{name2}");
+            let pretty = format!("{v:#}");
+            let widest = pretty.lines().map(|l| l.chars().count()).max().unwrap();
+            assert!(widest <= 16 * 4 + 80, "a line of {widest} characters");
+            assert!(pretty.len() < 1 << 20, "{} bytes", pretty.len());
+            assert!(pretty.contains('…'));
+            drop(v);
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+/// Finding 8: names from a segment are escaped wherever a value or a
+/// layout is displayed; the data keeps them as they are.
+#[test]
+fn names_are_printable_in_values() {
+    let evil = "a\u{1b}[2J\nb\u{202e}c";
+    assert_eq!(printable(evil), "a\\u{1b}[2J\\nb\\u{202e}c");
+    assert_eq!(printable("Config"), "Config");
+    let v = Value::Struct {
+        ty: evil.into(),
+        fields: vec![(
+            evil.into(),
+            Value::Enum {
+                ty: "E".into(),
+                variant: evil.into(),
+                discriminant: 0,
+            },
+        )],
+    };
+    for shown in [v.to_string(), format!("{v:#}")] {
+        assert!(
+            !shown.contains('\u{1b}') && !shown.contains('\u{202e}'),
+            "{shown:?}"
+        );
+        assert!(!shown.contains("\nb"), "{shown:?}");
+    }
+    assert!(Value::Invalid(evil.into()).to_string().contains("\\u{1b}"));
+}
+
 /// Finding 10: the summary copy (`Store::list`, `segment`) is at most
 /// `SUMMARY_MAX_BYTES`, whatever the process-table word says, and a
 /// healthy store's table lies within it.
