@@ -1,10 +1,28 @@
 //! Text for people: aligned tables, sizes in KiB/MiB/GiB.
+//!
+//! Every name and every message that may hold one (store, object, type,
+//! field and variant names come from segments, which any local user can
+//! make) goes through [`esc`] before it reaches the terminal: control
+//! characters are escaped, so a name can neither send escape sequences
+//! nor forge lines.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write;
 
 use shmstore::inspect::{Inspection, ObjectInfo, ProcessInfo, SegmentInfo, SegmentKind, Status};
 use shmstore::CheckReport;
+
+/// `s` safe to print: control characters (and text-reordering ones)
+/// escaped (see `shmstore::inspect::printable`).
+pub fn esc(s: &str) -> Cow<'_, str> {
+    shmstore::inspect::printable(s)
+}
+
+/// A store's name for people: without its leading slash, escaped.
+fn short(name: &str) -> Cow<'_, str> {
+    esc(name.trim_start_matches('/'))
+}
 
 /// User names by uid, from `/etc/passwd` (empty if it cannot be read).
 pub struct Users(HashMap<u32, String>);
@@ -156,7 +174,7 @@ pub fn ls(shown: &[SegmentInfo], hidden: &[SegmentInfo], users: &Users) -> Strin
                 ),
             };
             t.row(vec![
-                s.name.trim_start_matches('/').to_string(),
+                short(&s.name).into_owned(),
                 s.status.as_str().to_string(),
                 users.show(s.owner),
                 format!("{:04o}", s.mode),
@@ -182,10 +200,10 @@ pub fn ls(shown: &[SegmentInfo], hidden: &[SegmentInfo], users: &Users) -> Strin
         if !notes.is_empty() {
             out.push('\n');
             for s in notes {
-                let _ = writeln!(out, "{}: {}", s.name.trim_start_matches('/'), s.reason);
+                let _ = writeln!(out, "{}: {}", short(&s.name), esc(&s.reason));
                 if let Some(st) = s.store() {
                     for p in &st.problems {
-                        let _ = writeln!(out, "  problem: {p}");
+                        let _ = writeln!(out, "  problem: {}", esc(p));
                     }
                 }
             }
@@ -225,12 +243,11 @@ pub fn info(
     let mut line = |k: &str, v: String| {
         let _ = writeln!(out, "  {k:<12} {v}");
     };
-    let head = format!(
-        "{} (/dev/shm/{})\n",
-        s.name.trim_start_matches('/'),
-        s.name.trim_start_matches('/')
+    let head = format!("{} (/dev/shm/{})\n", short(&s.name), short(&s.name));
+    line(
+        "status",
+        format!("{}: {}", s.status.as_str(), esc(&s.reason)),
     );
-    line("status", format!("{}: {}", s.status.as_str(), s.reason));
     line(
         "owner",
         format!(
@@ -289,7 +306,9 @@ pub fn info(
                         "{n} entries left by a holder that died (rolled back by its next user; \
                          shown rolled back here)"
                     ),
-                    (n, Some(Err(e))) => format!("{n} entries that cannot be rolled back: {e}"),
+                    (n, Some(Err(e))) => {
+                        format!("{n} entries that cannot be rolled back: {}", esc(e))
+                    }
                     (n, None) => format!("{n} entries"),
                 },
             );
@@ -322,7 +341,7 @@ pub fn info(
                 ),
             );
             for p in &st.problems {
-                line("problem", p.clone());
+                line("problem", esc(p).into_owned());
             }
             let mut text = head + &out;
             if !procs.is_empty() {
@@ -376,10 +395,10 @@ pub fn objects(look: &Inspection, objects: &[ObjectInfo], problems: &[String]) -
                 })
                 .collect();
             t.row(vec![
-                o.entry.name.clone(),
+                esc(&o.entry.name).into_owned(),
                 match o.entry.len {
-                    Some(_) => format!("[{}]", o.entry.type_name),
-                    None => o.entry.type_name.clone(),
+                    Some(_) => format!("[{}]", esc(&o.entry.type_name)),
+                    None => esc(&o.entry.type_name).into_owned(),
                 },
                 size(o.entry.size),
                 o.entry.len.map_or("-".into(), |n| n.to_string()),
@@ -401,20 +420,21 @@ pub fn objects(look: &Inspection, objects: &[ObjectInfo], problems: &[String]) -
         }
         out.push_str("\nlayouts:\n");
         for layout in seen.values() {
+            // A layout's `Display` escapes the names it shows itself.
             for l in layout.to_string().lines() {
-                let _ = writeln!(out, "  {l}");
+                let _ = writeln!(out, "  {}", esc(l));
             }
         }
     }
     for p in problems {
-        let _ = writeln!(out, "problem: {p}");
+        let _ = writeln!(out, "problem: {}", esc(p));
     }
     out
 }
 
 pub fn check(look: &Inspection, r: &CheckReport) -> String {
     let mut out = String::new();
-    let name = look.info().name.trim_start_matches('/');
+    let name = short(&look.info().name);
     if !look.is_consistent() {
         out.push_str(
             "note: the store changed while it was read (a live process held its header lock); \
@@ -450,10 +470,11 @@ pub fn check(look: &Inspection, r: &CheckReport) -> String {
         r.unaccounted_blocks
     );
     if !r.untraced.is_empty() {
+        let untraced: Vec<Cow<'_, str>> = r.untraced.iter().map(|n| esc(n)).collect();
         let _ = writeln!(
             out,
             "  not traced (a ShmMutex was held): {}",
-            r.untraced.join(", ")
+            untraced.join(", ")
         );
     }
     if r.unreachable_blocks > 0 {
@@ -465,7 +486,7 @@ pub fn check(look: &Inspection, r: &CheckReport) -> String {
         out.push_str("consistent\n");
     } else {
         for p in &r.problems {
-            let _ = writeln!(out, "problem: {p}");
+            let _ = writeln!(out, "problem: {}", esc(p));
         }
         let _ = writeln!(out, "{} problem(s) found", r.problems.len());
     }
@@ -482,28 +503,29 @@ pub fn gc(
     let mut out = String::new();
     let verb = if dry_run { "would remove" } else { "removed" };
     for s in removed {
-        let _ = writeln!(
-            out,
-            "{verb} {} ({})",
-            s.name.trim_start_matches('/'),
-            s.reason
-        );
+        let _ = writeln!(out, "{verb} {} ({})", short(&s.name), esc(&s.reason));
     }
     for (s, e) in failed {
-        let _ = writeln!(
-            out,
-            "could not remove {}: {e}",
-            s.name.trim_start_matches('/')
-        );
+        let _ = writeln!(out, "could not remove {}: {}", short(&s.name), esc(e));
+    }
+    // Kept for a reason a person may want to act on.
+    for s in kept {
+        if matches!(s.status, Status::Damaged | Status::Unknown)
+            || s.reason.starts_with("not removed:")
+        {
+            let _ = writeln!(out, "kept {} ({})", short(&s.name), esc(&s.reason));
+        }
     }
     let count = |st: Status| kept.iter().filter(|s| s.status == st).count();
     let _ = write!(
         out,
-        "{verb} {} store(s); kept {} in use, {} being created, {} idle",
+        "{verb} {} store(s); kept {} in use, {} being created, {} idle, {} damaged, {} unknown",
         removed.len(),
         count(Status::InUse),
         count(Status::Creating),
-        count(Status::Idle)
+        count(Status::Idle),
+        count(Status::Damaged),
+        count(Status::Unknown)
     );
     if !idle && count(Status::Idle) > 0 {
         out.push_str(" (--idle removes idle ones)");

@@ -102,6 +102,7 @@ pub fn segment(s: &SegmentInfo, owner_name: Option<String>) -> Json {
         "allocated": s.allocated,
         "users": s.users(),
         "mapped_by": s.mapped_by,
+        "mappers_complete": s.mappers_complete,
         "store": s.store().map(summary),
         "creating": creator,
     })

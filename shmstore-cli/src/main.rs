@@ -11,12 +11,23 @@ mod json;
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::json;
-use shmstore::inspect::{self, DumpLimits, LockState, SegmentInfo, SegmentKind, Status};
+use shmstore::inspect::{
+    self, DumpLimits, LockState, Removal, RemoveIf, SegmentInfo, SegmentKind, Status,
+};
 use shmstore::{Error, Store};
+
+use human::esc;
+
+/// The longest `--wait` taken (a day); a larger one is taken as this.
+const MAX_WAIT_SECS: u64 = 86_400;
+
+/// How long `rm` and `gc` wait for a store's header lock (held by a live
+/// process) before they give up on that store.
+const REMOVE_WAIT: Duration = Duration::from_secs(5);
 
 const ABOUT: &str = "List, inspect, dump, check and clean up shmstore stores in /dev/shm";
 
@@ -40,26 +51,47 @@ STATUS (ls, info, gc)
     in-use      a live process uses it: registered in its process table, or \
 seen mapping it in /proc/PID/maps
     idle        meant to persist, and no live process uses it: removed only \
-by `gc --idle`
-    creating    its creator is still initialising it
+by `gc --idle` (and `rm`)
+    creating    its creator is still initialising it (or runs in another pid \
+namespace, where this command cannot tell whether it still does)
     abandoned   no live process uses it, and it was made to be removed when \
-unused, or its creator died half-way, or it is not a readable store: \
-removed by `gc`
+unused (or was marked removed), or its creator died half-way: removed by `gc`
+    damaged     a store of this format whose header or process table is \
+damaged; no live process is registered, but its objects may still read: never \
+removed by `gc`; look at it (`info`, `objects`, `dump`, `check`), then \
+`rm --force` it if it is to go
+    unknown     whether a process uses it cannot be told from here: \
+processes this command cannot see (of another pid namespace, or whose \
+mappings this user may not read) may map it; never removed by `gc`
     foreign     not a shmstore segment (shown with `ls --all`; never removed \
 by `gc`)
     unreadable  this user may not read it
 
+REMOVAL
+    `gc` and `rm` remove a store under its header lock: they take the lock \
+(waiting at most 5 s for a live holder), judge the store again from its \
+process table, mark it removed and unlink its name before they let go. A \
+process opening the store at that moment either registered first (the \
+store is kept, in use) or finds the mark and opens the name anew; a new \
+store made under the name meanwhile is never removed.
+
 EXIT STATUS
     0   success; for `check`, the store is consistent
     1   `check` found problems; `rm` or `gc` refused or failed to remove a \
-store
+store (`rm` reports every name it was given and goes on past one it cannot \
+remove or find)
     2   the command could not run: bad usage, no such store, permission \
 denied, not a store
 
 JSON
     --json (any command) prints one JSON document on stdout; see \
-`shmstore help json` for its schema. Errors are {\"schema\":1,\"error\":\
-{\"kind\":...,\"message\":...}}.
+`shmstore help json` for its schema. Errors, bad usage included, are \
+{\"schema\":1,\"command\":\"error\",\"error\":{\"kind\":...,\"message\":...}}.
+
+NAMES
+    Names read from /dev/shm and from stores (store, object, type, field \
+and variant names) are printed with control characters escaped as in Rust \
+strings (\\n, \\u{1b}); --json prints them as they are, JSON-escaped.
 
 EXAMPLES
     shmstore ls                    the stores of this machine
@@ -78,9 +110,11 @@ strings; modes are octal strings (\"0600\").
 
 segment (ls, info, gc):
   {name, path, kind: store|creating|incompatible|foreign|unreadable,
-   status: in-use|idle|creating|abandoned|foreign|unreadable, reason,
-   owner (uid), owner_name, mode, size, allocated (bytes of memory held),
-   users [pid], mapped_by [pid],
+   status: in-use|idle|creating|abandoned|damaged|unknown|foreign|unreadable,
+   reason, owner (uid), owner_name, mode, size, allocated (bytes of memory
+   held), users [pid], mapped_by [pid], mappers_complete (mapped_by names
+   every process that maps it: this command could read every process's
+   mappings, from the initial pid namespace),
    store: null | {capacity, committed, used, objects, recoveries, store_id,
      creator, remove_when_unused, removed,
      processes [{pid, liveness: alive|dead|unknown, pins}],
@@ -111,11 +145,16 @@ dump    {store, key, type, len, view, value}
           that cannot be followed, {elided: true} past --depth,
           {bytes: hex} for bytes with no layout
 check   {store, ok, view, repair: null | {actions [string], collected_blocks,
-          collected_bytes}, report {ok, objects, types, processes, used_blocks,
-          used_bytes, free_blocks, free_bytes, nested_blocks,
+          collected_bytes, removed}, report {ok, objects, types, processes,
+          used_blocks, used_bytes, free_blocks, free_bytes, nested_blocks,
           unreachable_blocks, unreachable_bytes, unaccounted_blocks,
           untraced [name], problems [string]}}
-rm      {removed [name], refused [{name, reason, users [pid]}]}
+        when the repair removed the store (made to be removed when unused,
+        every user dead): repair.removed is true, and view and report are
+        null (there is nothing left to look at)
+rm      {removed [name], refused [{name, reason, status, users [pid]}],
+         failed [{name, error {kind, message}}]} (every name given appears
+         in one of the three)
 gc      {dry_run, removed [{name, status, reason}], kept [{name, status,
           reason}], failed [{name, error}]}
 
@@ -188,7 +227,8 @@ is read without taking the lock (its state is shown).")]
         /// Elements of a list or map shown at most (the rest is counted).
         #[arg(long, default_value_t = 1000)]
         limit: u64,
-        /// Levels of nesting shown at most.
+        /// Levels of nesting shown at most (at most 256, whatever is
+        /// asked: deeper values are shown as elided).
         #[arg(long, default_value_t = 64)]
         depth: u32,
     },
@@ -205,8 +245,9 @@ shown as it will be after its rollback.
 --repair opens the store and does what the store can do safely: roll back \
 the operation of a header-lock holder that died (on the first lock), \
 release what dead processes held, free container buffers no object reaches \
-(`Store::collect`), then checks again. It waits at most --wait for a live \
-holder of the header lock to let go. A store made to be removed when \
+(`Store::collect`), then checks again. Each time it takes the header lock \
+it waits at most --wait for a live holder to let go, and gives up (exit 2, \
+nothing done by that step) past it. A store made to be removed when \
 unused whose users are all dead is removed by the repair.")]
     Check {
         /// The store's name.
@@ -215,7 +256,8 @@ unused whose users are all dead is removed by the repair.")]
         #[arg(long)]
         repair: bool,
         /// With --repair: seconds to wait for a live holder of the header
-        /// lock.
+        /// lock, each time the repair takes it (at most 86400: a larger
+        /// value is taken as 86400).
         #[arg(long, default_value_t = 10)]
         wait: u64,
     },
@@ -225,8 +267,12 @@ Remove a store's name from /dev/shm. Processes that have it open keep using \
 it until they close it; its memory is freed then.
 
 Refuses (exit 1) a store in use — a live registered process, a live creator, \
-or a process seen mapping it — naming the processes, and a segment that is \
-not a shmstore store or cannot be read; --force removes it all the same.")]
+or a process seen mapping it — naming the processes, a damaged store, one \
+whose use cannot be told, and a segment that is not a shmstore store or \
+cannot be read; --force removes it all the same. A store is judged again, \
+and removed, under its header lock (see REMOVAL in `shmstore --help`). \
+Every name is reported (removed, refused, or failed: not found, say); exit \
+1 if any was not removed.")]
     Rm {
         /// The stores' names.
         #[arg(required = true)]
@@ -239,12 +285,13 @@ not a shmstore store or cannot be read; --force removes it all the same.")]
     #[command(long_about = "\
 Remove every abandoned store: no live process uses it (none registered and \
 running, none seen mapping it), and it was made to be removed when unused, \
-or its creator died before finishing it, or it is not a readable store. \
-With --idle, also stores meant to persist that no live process uses. \
-Stores in use, being created, other programs' segments and unreadable ones \
-are never removed.
+or its creator died before finishing it. With --idle, also stores meant to \
+persist that no live process uses. Stores in use, being created, damaged \
+ones (a person decides: `rm --force`), ones whose use cannot be told, other \
+programs' segments and unreadable ones are never removed.
 
-Each store is looked at again just before it is removed.")]
+Each store is judged again, and removed, under its header lock (see \
+REMOVAL in `shmstore --help`).")]
     Gc {
         /// Also remove idle stores (meant to persist, unused now).
         #[arg(long)]
@@ -281,7 +328,10 @@ fn main() -> ExitCode {
         println!("{JSON_HELP}");
         return ExitCode::SUCCESS;
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e, &args),
+    };
     let json = cli.json;
     let result = match cli.command {
         Command::Ls { all } => ls(all, json),
@@ -293,7 +343,12 @@ fn main() -> ExitCode {
             limit,
             depth,
         } => dump(&name, &key, limit, depth, json),
-        Command::Check { name, repair, wait } => check(&name, repair, wait, json),
+        Command::Check { name, repair, wait } => check(
+            &name,
+            repair,
+            Duration::from_secs(wait.min(MAX_WAIT_SECS)),
+            json,
+        ),
         Command::Rm { names, force } => rm(&names, force, json),
         Command::Gc { idle, dry_run } => gc(idle, dry_run, json),
         Command::Completions { shell } => {
@@ -315,11 +370,32 @@ fn main() -> ExitCode {
                     json!({ "error": { "kind": error_kind(&e), "message": e.to_string() } }),
                 ));
             } else {
-                eprintln!("shmstore: {e}");
+                eprintln!("shmstore: {}", esc(&e.to_string()));
             }
             ExitCode::from(2)
         }
     }
+}
+
+/// Bad usage (or `--help`, `--version`): clap's text and exit status; under
+/// `--json` (anywhere before a `--`), bad usage is a JSON error document
+/// on stdout instead, of kind `"usage"`, with exit status 2.
+fn usage_error(e: clap::Error, args: &[String]) -> ExitCode {
+    use clap::error::ErrorKind;
+    let json = args
+        .iter()
+        .skip(1)
+        .take_while(|a| a.as_str() != "--")
+        .any(|a| a == "--json");
+    if !json || matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        e.exit();
+    }
+    let message = e.render().to_string();
+    print_json(&json::document(
+        "error",
+        json!({ "error": { "kind": "usage", "message": message.trim_end() } }),
+    ));
+    ExitCode::from(2)
 }
 
 fn error_kind(e: &Error) -> &'static str {
@@ -334,6 +410,7 @@ fn error_kind(e: &Error) -> &'static str {
         Error::NoSpace { .. } => "no-space",
         Error::OwnerDied { .. } => "owner-died",
         Error::Io { .. } => "io",
+        Error::TimedOut { .. } => "timed-out",
         _ => "other",
     }
 }
@@ -451,24 +528,43 @@ struct Repair {
     collected_bytes: u64,
 }
 
-fn check(name: &str, repair: bool, wait: u64, json: bool) -> Outcome {
+/// The outcome of `check --repair`'s repair.
+enum Repaired {
+    /// The store was repaired (or needed nothing).
+    Done(Repair),
+    /// The store was removed (made to be removed when unused, every user
+    /// dead): its name, with its leading slash.
+    Removed(String),
+}
+
+fn check(name: &str, repair: bool, wait: Duration, json: bool) -> Outcome {
     let mut repaired = None;
     if repair {
-        match run_repair(name, Duration::from_secs(wait))? {
-            Some(r) => repaired = Some(r),
-            None => {
-                // The store went away (removed when unused).
+        match run_repair(name, wait)? {
+            Repaired::Done(r) => repaired = Some(r),
+            Repaired::Removed(store) => {
                 let msg = format!(
-                    "store \"{name}\" was made to be removed when unused and every process that \
+                    "store \"{store}\" was made to be removed when unused and every process that \
                      used it was dead: the repair removed it"
                 );
                 if json {
                     print_json(&json::document(
                         "check",
-                        json!({ "store": name, "ok": true, "removed": true, "message": msg }),
+                        json!({
+                            "store": store,
+                            "ok": true,
+                            "view": null,
+                            "repair": {
+                                "actions": [msg],
+                                "collected_blocks": 0,
+                                "collected_bytes": 0,
+                                "removed": true,
+                            },
+                            "report": null,
+                        }),
                     ));
                 } else {
-                    println!("{msg}");
+                    println!("repair: {}", esc(&msg));
                 }
                 return Ok(ExitCode::SUCCESS);
             }
@@ -487,6 +583,7 @@ fn check(name: &str, repair: bool, wait: u64, json: bool) -> Outcome {
                     "actions": r.actions,
                     "collected_blocks": r.collected_blocks,
                     "collected_bytes": r.collected_bytes,
+                    "removed": false,
                 })),
                 "report": json::check_report(&report),
             }),
@@ -494,7 +591,7 @@ fn check(name: &str, repair: bool, wait: u64, json: bool) -> Outcome {
     } else {
         if let Some(r) = &repaired {
             for a in &r.actions {
-                println!("repair: {a}");
+                println!("repair: {}", esc(a));
             }
         }
         print!("{}", human::check(&look, &report));
@@ -508,9 +605,11 @@ fn check(name: &str, repair: bool, wait: u64, json: bool) -> Outcome {
 
 /// Opens the store read-write and repairs it: the open recovers a dead
 /// lock holder's operation and releases dead processes; `collect` frees
-/// unreachable buffers. `None` if the store was removed by the open (made
-/// to be removed when unused, its users all dead).
-fn run_repair(name: &str, wait: Duration) -> Result<Option<Repair>, Failure> {
+/// unreachable buffers. Every take of the header lock (by the open, the
+/// release, `collect`, and the last user's goodbye) waits at most `wait`
+/// for a live holder ([`Error::TimedOut`] then: exit 2). The open removes a
+/// store made to be removed when unused whose users are all dead.
+fn run_repair(name: &str, wait: Duration) -> Result<Repaired, Failure> {
     let before = inspect::segment(name)?;
     let Some(summary) = before.store() else {
         return Err(Failure(Store::inspect(name).err().unwrap_or_else(|| {
@@ -520,34 +619,26 @@ fn run_repair(name: &str, wait: Duration) -> Result<Option<Repair>, Failure> {
             }
         })));
     };
-    // Never block on a live holder for long: wait (reading its word) until
-    // it lets go, then open.
-    let deadline = Instant::now() + wait;
-    let mut lock = summary.header_lock;
-    while matches!(lock, LockState::Held { .. } | LockState::Recovering { .. }) {
-        if Instant::now() >= deadline {
-            return Err(Failure(Error::InvalidArgument {
-                reason: format!(
-                    "the header lock of \"{}\" has been {lock} for more than {} s; not repairing \
-                     (try again, or raise --wait)",
-                    before.name,
-                    wait.as_secs()
-                ),
-            }));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-        lock = inspect::segment(name)?
-            .store()
-            .map_or(LockState::Unknown, |s| s.header_lock);
-    }
+    let not_repairing = |e: Error| match e {
+        Error::TimedOut { what } => Failure(Error::TimedOut {
+            what: format!("{what}; not repairing (try again, or raise --wait)"),
+        }),
+        e => Failure(e),
+    };
     let mut r = Repair::default();
     let dead = summary.dead_processes().count();
-    let store = match Store::options().open(name) {
+    let store = match Store::options()
+        .open_timeout(wait)
+        .lock_timeout(wait)
+        .open(name)
+    {
         Ok(store) => store,
-        Err(Error::NotFound { .. }) if summary.remove_when_unused => return Ok(None),
-        Err(e) => return Err(Failure(e)),
+        Err(Error::NotFound { .. }) if summary.remove_when_unused => {
+            return Ok(Repaired::Removed(before.name.clone()))
+        }
+        Err(e) => return Err(not_repairing(e)),
     };
-    if lock == LockState::OwnerDied {
+    if summary.header_lock == LockState::OwnerDied {
         r.actions.push(format!(
             "recovered the header lock from its dead holder ({} journal entries rolled back)",
             summary.journal_entries
@@ -558,7 +649,7 @@ fn run_repair(name: &str, wait: Duration) -> Result<Option<Repair>, Failure> {
             "released what {dead} dead process(es) held (their pins and unfinished inserts)"
         ));
     }
-    let collected = store.collect()?;
+    let collected = store.collect().map_err(not_repairing)?;
     r.collected_blocks = collected.freed_blocks;
     r.collected_bytes = collected.freed_bytes;
     if collected.freed_blocks > 0 {
@@ -584,69 +675,88 @@ fn run_repair(name: &str, wait: Duration) -> Result<Option<Repair>, Failure> {
         r.actions.push("nothing to repair".into());
     }
     drop(store);
-    Ok(Some(r))
+    Ok(Repaired::Done(r))
 }
 
-/// Why `rm` (without --force) refuses `s`, if it does, and the pids to
-/// name.
-fn refusal(s: &SegmentInfo) -> Option<(String, Vec<u32>)> {
+/// Why `rm` kept `s` (judged again under its header lock when it is a
+/// store of this format), and the pids to name.
+fn refusal(s: &SegmentInfo) -> (String, Vec<u32>) {
     let users = s.users();
     match s.status {
-        Status::Foreign => Some((format!("not a shmstore store ({})", s.reason), Vec::new())),
-        Status::Unreadable => Some((
+        Status::Foreign => (format!("not a shmstore store ({})", s.reason), Vec::new()),
+        Status::Unreadable => (
             format!("cannot tell whether it is in use: {}", s.reason),
             Vec::new(),
-        )),
+        ),
         _ if !users.is_empty() => {
             let pids: Vec<String> = users.iter().map(|p| p.to_string()).collect();
-            Some((format!("in use by pid {}", pids.join(", ")), users))
+            (format!("in use by pid {}", pids.join(", ")), users)
         }
-        Status::Creating => Some((s.reason.clone(), users)),
-        _ => None,
+        _ => (s.reason.clone(), users),
     }
 }
 
 fn rm(names: &[String], force: bool, json: bool) -> Outcome {
+    let rule = if force {
+        RemoveIf::Any
+    } else {
+        RemoveIf::Unused
+    };
     let mut removed = Vec::new();
     let mut refused = Vec::new();
-    let mut failed = false;
+    let mut failed = Vec::new();
     for name in names {
-        let s = inspect::segment(name)?;
-        if !force {
-            if let Some((reason, pids)) = refusal(&s) {
+        match Store::remove_unused(name, rule, REMOVE_WAIT) {
+            Ok(Removal::Removed(s)) => {
+                if !json {
+                    println!("removed {}", esc(&s.name));
+                }
+                removed.push(s.name);
+            }
+            Ok(Removal::Kept(s)) => {
+                let (reason, pids) = refusal(&s);
                 if !json {
                     eprintln!(
-                        "shmstore: not removing {}: {reason} (use --force to remove it anyway)",
-                        s.name
+                        "shmstore: not removing {}: {} (use --force to remove it anyway)",
+                        esc(&s.name),
+                        esc(&reason)
                     );
                 }
-                refused.push(json!({ "name": s.name, "reason": reason, "users": pids }));
-                continue;
+                refused.push(json!({
+                    "name": s.name,
+                    "reason": reason,
+                    "status": s.status.as_str(),
+                    "users": pids,
+                }));
             }
-        }
-        match Store::unlink(&s.name) {
-            Ok(()) | Err(Error::NotFound { .. }) => {
-                if !json {
-                    println!("removed {}", s.name);
-                }
-                removed.push(s.name.clone());
+            Ok(other) => {
+                failed.push(json!({
+                    "name": name,
+                    "error": { "kind": "other", "message": format!("{other:?}") },
+                }));
             }
             Err(e) => {
                 if !json {
-                    eprintln!("shmstore: cannot remove {}: {e}", s.name);
+                    eprintln!(
+                        "shmstore: cannot remove {}: {}",
+                        esc(name),
+                        esc(&e.to_string())
+                    );
                 }
-                refused.push(json!({ "name": s.name, "reason": e.to_string(), "users": [] }));
-                failed = true;
+                failed.push(json!({
+                    "name": name,
+                    "error": { "kind": error_kind(&e), "message": e.to_string() },
+                }));
             }
         }
     }
     if json {
         print_json(&json::document(
             "rm",
-            json!({ "removed": removed, "refused": refused }),
+            json!({ "removed": removed, "refused": refused, "failed": failed }),
         ));
     }
-    Ok(if refused.is_empty() && !failed {
+    Ok(if refused.is_empty() && failed.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -654,8 +764,11 @@ fn rm(names: &[String], force: bool, json: bool) -> Outcome {
 }
 
 fn gc(idle: bool, dry_run: bool, json: bool) -> Outcome {
-    let removable =
-        |s: &SegmentInfo| s.status == Status::Abandoned || (idle && s.status == Status::Idle);
+    let rule = if idle {
+        RemoveIf::Unused
+    } else {
+        RemoveIf::Abandoned
+    };
     let mut removed = Vec::new();
     let mut kept = Vec::new();
     let mut failed = Vec::new();
@@ -663,7 +776,7 @@ fn gc(idle: bool, dry_run: bool, json: bool) -> Outcome {
         if !s.is_store() && s.status != Status::Abandoned {
             continue; // other programs' segments are none of our business
         }
-        if !removable(&s) {
+        if !rule.accepts(s.status) {
             kept.push(s);
             continue;
         }
@@ -671,22 +784,13 @@ fn gc(idle: bool, dry_run: bool, json: bool) -> Outcome {
             removed.push(s);
             continue;
         }
-        // Look again just before removing: a process may have come.
-        let now = match inspect::segment(&s.name) {
-            Ok(now) => now,
-            Err(Error::NotFound { .. }) => continue,
-            Err(e) => {
-                failed.push((s, e.to_string()));
-                continue;
-            }
-        };
-        if !removable(&now) {
-            kept.push(now);
-            continue;
-        }
-        match Store::unlink(&now.name) {
-            Ok(()) | Err(Error::NotFound { .. }) => removed.push(now),
-            Err(e) => failed.push((now, e.to_string())),
+        // Judged again, and removed, under the store's header lock.
+        match Store::remove_unused(&s.name, rule, REMOVE_WAIT) {
+            Ok(Removal::Removed(now)) => removed.push(now),
+            Ok(Removal::Kept(now)) => kept.push(now),
+            Ok(other) => failed.push((s, format!("{other:?}"))),
+            Err(Error::NotFound { .. }) => {} // gone meanwhile
+            Err(e) => failed.push((s, e.to_string())),
         }
     }
     if json {

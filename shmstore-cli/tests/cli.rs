@@ -421,12 +421,16 @@ fn a_corrupted_store_is_reported_and_never_crashes_the_command() {
     let out = shmstore(&["check", guard.name()]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert!(text(&out).contains("problem(s) found"), "{}", show(&out));
-    // The top check word: the header itself is inconsistent; no one uses
-    // the store, so it is abandoned (not a readable store).
+    // The top check word: the header itself is inconsistent. No one uses
+    // the store, but its objects may still read: it is damaged, which
+    // neither `gc` nor `gc --idle` removes, nor `rm` without --force.
     write(2664, &[0x55; 8]);
     let s = listed(guard.name()).unwrap();
-    assert_eq!(s["status"], "abandoned", "{s}");
+    assert_eq!(s["status"], "damaged", "{s}");
     assert!(s["store"]["problems"].to_string().contains("top"), "{s}");
+    let rm = json(&["rm", guard.name()], 1);
+    assert_eq!(rm["refused"][0]["status"], "damaged", "{rm}");
+    assert!(std::path::Path::new(&guard.path()).exists());
     // Garbage over the heap: every command ends with an exit code, no
     // signal, no hang (bounded by the helper's wait).
     write(4096, &[0xff; 4096 * 3]);

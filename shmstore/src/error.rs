@@ -122,6 +122,15 @@ pub enum Error {
         /// What was waited for, who holds it, and how long was waited.
         what: String,
     },
+    /// A store's header lock was held by another process for longer than
+    /// this process was told to wait
+    /// ([`StoreOptions::lock_timeout`](crate::StoreOptions::lock_timeout),
+    /// or the wait given to [`Store::remove_unused`](crate::Store::remove_unused)).
+    /// Nothing was done; try again later.
+    TimedOut {
+        /// What was waited for, and how long.
+        what: String,
+    },
     /// An operating-system call failed for a reason without its own variant.
     Io {
         /// The call that failed (`shm_open`, `mmap`, ...).
@@ -221,6 +230,7 @@ impl fmt::Display for Error {
                  ShmRwLock), repair the data and call mark_consistent()"
             ),
             Error::Busy { what } => write!(f, "gave up waiting: {what}"),
+            Error::TimedOut { what } => write!(f, "timed out: {what}; nothing was done"),
             Error::Io { op, source } => write!(f, "{op} failed: {source}"),
         }
     }

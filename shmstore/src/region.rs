@@ -198,10 +198,22 @@ impl Region {
     /// Opens an existing segment read-write and maps all of it.
     ///
     /// A 0-byte segment (its creator has not sized it yet, or it is not a
-    /// store) is [`Error::NotAStore`].
+    /// store) is [`Error::NotAStore`], and so is a name that is not a
+    /// regular file (opened without following a symlink and without
+    /// blocking on a FIFO, then checked with `fstat`).
     pub(crate) fn open(name: &SegmentName) -> Result<Region> {
-        let fd = shm::shm_open(name.as_cstr(), OpenHow::Existing)?;
-        let size = shm::fstat(fd.as_fd())?.size;
+        let fd = shm::shm_open(name.as_cstr(), OpenHow::Existing).map_err(|e| {
+            if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENXIO)) {
+                not_regular(name)
+            } else {
+                e
+            }
+        })?;
+        let st = shm::fstat(fd.as_fd())?;
+        if !st.regular {
+            return Err(not_regular(name));
+        }
+        let size = st.size;
         if size == 0 {
             return Err(Error::NotAStore {
                 name: name.as_str().to_string(),
@@ -307,12 +319,15 @@ impl Region {
     /// file: device and inode), not a newer one made under the same name
     /// since. Returns whether it unlinked.
     ///
-    /// Between the comparison and the unlink another process could unlink
-    /// the name and create a new segment under it, which this would then
-    /// unlink: a window of two system calls, which needs a third process
-    /// removing and re-creating the store in it. Callers are the last
-    /// users of a store made to be removed when unused, and the processes
-    /// that find such a store abandoned.
+    /// The comparison and the unlink are two system calls: the caller must
+    /// hold this store's header lock and have marked the store removed
+    /// under it. Every process that unlinks the name of a ready store does
+    /// so only that way (the last user of a store removed when unused, an
+    /// opener that finds a store marked removed or its users all dead,
+    /// `shmstore gc` and `rm`), so while the name names this segment no one
+    /// else can unlink it and create another segment under it between the
+    /// two calls. (`Store::unlink` and `shmstore rm --force` unlink a name
+    /// without asking; that is what they are for.)
     pub(crate) fn unlink_if_same(&self) -> Result<bool> {
         let mine = shm::fstat(self.fd.as_fd())?;
         match shm::stat_segment(self.name.as_str())? {
@@ -367,6 +382,15 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn was_leaked(id: u64) -> bool {
     LEAKED.lock().contains(&id)
+}
+
+/// A name in `/dev/shm` that is not a regular file (a FIFO, a directory,
+/// a symlink, a socket): not a store, whatever it holds.
+fn not_regular(name: &SegmentName) -> Error {
+    Error::NotAStore {
+        name: name.as_str().to_string(),
+        reason: "not a regular file".to_string(),
+    }
 }
 
 /// The header page, committed by whoever opens a segment.

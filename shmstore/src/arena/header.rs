@@ -83,7 +83,15 @@
 //! | bit | meaning                                                        |
 //! |-----|----------------------------------------------------------------|
 //! | 0   | remove when unused ([`StoreOptions::remove_when_unused`])      |
-//! | 1   | removed: its last user marked it so, under the header lock, before unlinking its name; an opener that finds it goes away and opens the name anew |
+//! | 1   | removed: whoever removes the store (its last user, an opener that finds its users all dead, `shmstore gc` or `rm`) sets it under the header lock, after finding no live user registered, and unlinks the name before releasing the lock; an opener that finds it goes away and opens the name anew |
+//!
+//! The removal protocol: a ready store's name is unlinked only by a
+//! holder of its header lock that has just set bit 1 (see
+//! [`Region::unlink_if_same`](crate::region::Region::unlink_if_same)). An
+//! opener registers in the process table under the same lock, after
+//! checking bit 1: so either it registered first, and the remover sees a
+//! live user and keeps the store, or it sees the mark and opens the name
+//! again (finding it gone, or a new store made since).
 //!
 //! ⁶ The inode of the pid namespace (`/proc/self/ns/pid`) of the creator,
 //! written before the magic; a process that attaches from another pid
@@ -96,7 +104,10 @@
 //! ever judged dead through it (a pid of another namespace names another
 //! process here): dead holders' locks, permits and slots are waited for,
 //! never taken over. Not journalled (nothing undoes it: it only grows more
-//! cautious).
+//! cautious). Before the magic is written it names the creator's
+//! namespace: a process of another namespace cannot tell whether the
+//! creator still runs, so it never takes a store being created for one
+//! whose creator died.
 //!
 //! [`StoreOptions::remove_when_unused`]: crate::StoreOptions::remove_when_unused
 //! [`StartTime::UNKNOWN_LOW32_WORD`]: crate::sys::proc::StartTime::UNKNOWN_LOW32_WORD
@@ -135,7 +146,10 @@ pub(crate) const MAGIC: [u8; 8] = *b"SHMSTOR\0";
 /// and, inside objects, the reader slots of a
 /// [`ShmRwLock`](crate::ShmRwLock) (one word per slot: pid, start time and
 /// count together) and its writer-thread word, which a version 4 process
-/// would misread.
+/// would misread;
+/// and the "removed" lifecycle flag may be set on any store (`gc` and `rm`
+/// mark a persistent store removed under its header lock before unlinking
+/// it), which version 4 would read as a damaged word.
 pub(crate) const VERSION: u32 = 5;
 
 pub(crate) const OFF_MAGIC: u64 = 0;
@@ -197,7 +211,8 @@ const _: () = assert!(OFF_TOP_CHECK + 8 <= OFF_FLAGS);
 const _: () = assert!(OFF_FLAGS + 8 <= HEAP_START);
 /// Flag: remove the store when its last user is gone.
 pub(crate) const FLAG_REMOVE_WHEN_UNUSED: u64 = 1;
-/// Flag: the store's last user removed it (or is removing it).
+/// Flag: the store was removed (or is being removed) under its header
+/// lock: its name is gone or going.
 pub(crate) const FLAG_REMOVED: u64 = 2;
 
 /// The lifecycle flags word for `flags`: the flags in the low 32 bits,
@@ -208,19 +223,16 @@ pub(crate) fn flags_word(flags: u64) -> u64 {
 }
 
 /// The lifecycle flags a word holds: [`Error::Corrupted`] unless its high
-/// half is the complement of its low half, the flags are known, and
-/// "removed" is set only on a store made to be removed when unused. A
+/// half is the complement of its low half and the flags are known. A
 /// damaged word must never make a store go away (an opener removes a
-/// store marked removed).
+/// store marked removed): one flipped bit, or a word of zeros or ones,
+/// never passes.
 ///
 /// [`Error::Corrupted`]: crate::Error::Corrupted
 pub(crate) fn flags_of(word: u64) -> Result<u64> {
     let (low, high) = (word as u32, (word >> 32) as u32);
     let flags = low as u64;
-    if high != !low
-        || flags & !(FLAG_REMOVE_WHEN_UNUSED | FLAG_REMOVED) != 0
-        || (flags & FLAG_REMOVED != 0 && flags & FLAG_REMOVE_WHEN_UNUSED == 0)
-    {
+    if high != !low || flags & !(FLAG_REMOVE_WHEN_UNUSED | FLAG_REMOVED) != 0 {
         return Err(crate::Error::corrupted(format!(
             "the lifecycle flags word {word:#018x} is damaged"
         )));

@@ -13,15 +13,17 @@
 //!
 //! # Read-only
 //!
-//! Nothing here writes to a segment, takes its header lock or joins its
-//! process table. A segment is opened read-only (a read permission
-//! suffices), read with `pread` into private memory, and only its header
-//! page is mapped, read-only, to read the header lock's words atomically:
-//! the lock's state is *observed* from its bytes, never taken (taking a
-//! robust lock whose owner died and releasing it without marking it
-//! consistent would make it unrecoverable for everyone). Liveness of the
-//! processes a store records is asked of the OS (`kill(pid, 0)`, `/proc`),
-//! and dead ones are reported, not released.
+//! Nothing here but [`Store::remove_unused`](crate::Store::remove_unused)
+//! writes to a segment, takes its header lock or joins its process table.
+//! A segment is opened read-only (a read permission suffices), without
+//! following a symlink or blocking on a FIFO, and read with `pread` into
+//! private memory; nothing of it is mapped (a mapping of a file its owner
+//! can shrink at any time could fault). The header lock's state is
+//! *observed* from its bytes, never taken (taking a robust lock whose owner
+//! died and releasing it without marking it consistent would make it
+//! unrecoverable for everyone). Liveness of the processes a store records
+//! is asked of the OS (`kill(pid, 0)`, `/proc`), and dead ones are
+//! reported, not released.
 //!
 //! A copy is made while no live process holds the header lock (waiting a
 //! little for one that does), and checked not to have changed while it was
@@ -33,8 +35,17 @@
 //! private copy.
 //!
 //! The cost: [`Store::list`](crate::Store::list) copies a few pages of each
-//! store; [`Store::inspect`](crate::Store::inspect) copies every page the
-//! store has committed (its used size, not its capacity).
+//! store (the header and the process table: at most
+//! [`SUMMARY_MAX_BYTES`], whatever the header's words say);
+//! [`Store::inspect`](crate::Store::inspect) copies every page the store
+//! has committed (its used size, not its capacity).
+//!
+//! # Names are not text to print raw
+//!
+//! Store, object, type, field and variant names come from the segment,
+//! which whoever created the store chose: they may hold escape sequences
+//! and newlines. [`printable`] escapes them for a terminal; the `Display`
+//! forms here ([`Value`], layouts) do so themselves.
 //!
 //! ```
 //! use shmstore::inspect::{Status, Value};
@@ -88,7 +99,51 @@ use crate::{CheckReport, Entry, Error, Result};
 
 use snapshot::{no_commit, word32_at, word_at, Extent, Segment, Snapshot};
 
-pub use value::{DumpLimits, Value};
+pub use snapshot::SUMMARY_MAX_BYTES;
+pub use value::{DumpLimits, Value, MAX_DEPTH};
+
+/// `s` with every control character (and every invisible character that
+/// reorders or hides text: bidirectional overrides, zero-width ones)
+/// escaped as Rust escapes them in a `{:?}` string (`\n`, `\u{1b}`), so
+/// that a name read from a segment can be printed on a terminal without
+/// sending it escape sequences or forging lines. Other characters,
+/// non-ASCII ones included, are kept; a name without such characters is
+/// returned as it is.
+///
+/// ```
+/// assert_eq!(shmstore::inspect::printable("plain"), "plain");
+/// assert_eq!(shmstore::inspect::printable("a\nb\u{1b}[2J"), "a\\nb\\u{1b}[2J");
+/// assert_eq!(shmstore::inspect::printable("café"), "café");
+/// ```
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{200b}'..='\u{200f}'
+                    | '\u{202a}'..='\u{202e}'
+                    | '\u{2060}'..='\u{2069}'
+                    | '\u{feff}'
+            )
+    };
+    if !s.chars().any(hidden) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if hidden(c) => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
 
 /// How long a look waits for a moment when no live process holds a
 /// store's header lock, before it copies the store anyway (and says the
@@ -303,18 +358,32 @@ pub enum SegmentKind {
 
 /// The lifecycle verdict on a segment: what `shmstore gc` does with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Status {
     /// A live process uses it (registered, or seen mapping it).
     InUse,
-    /// A store meant to persist that no live process uses: kept, removed
-    /// only by `shmstore gc --idle`.
+    /// A store meant to persist that no live process uses (or a store of
+    /// another format that no process maps): kept, removed only by
+    /// `shmstore gc --idle`.
     Idle,
-    /// Being created by a live process.
+    /// Being created by a process that runs, or that this process cannot
+    /// tell dead (of another pid namespace).
     Creating,
-    /// No live process uses it, and it was made to be removed when
-    /// unused, or was left half-created by a creator that died, or is not
-    /// a readable store at all: `shmstore gc` removes it.
+    /// No live process uses it, and it was made to be removed when unused
+    /// (or was marked removed), or was left half-created by a creator that
+    /// died: `shmstore gc` removes it.
     Abandoned,
+    /// A store of this format that no live process is known to use, whose
+    /// header or process table is damaged (see
+    /// [`StoreSummary::problems`]): its objects may still read. Never
+    /// removed by `gc`; `shmstore rm --force` removes it, for a person who
+    /// has looked.
+    Damaged,
+    /// Whether a process uses it cannot be told from here: processes that
+    /// this one cannot see (of another pid namespace, or whose mappings
+    /// this user may not read) may map it, and nothing else says whether
+    /// one does. Never removed by `gc`.
+    Unknown,
     /// Not a shmstore segment: never removed by `gc`.
     Foreign,
     /// Cannot be read by this user: never removed by `gc`.
@@ -322,14 +391,16 @@ pub enum Status {
 }
 
 impl Status {
-    /// `"in-use"`, `"idle"`, `"creating"`, `"abandoned"`, `"foreign"`,
-    /// `"unreadable"`.
+    /// `"in-use"`, `"idle"`, `"creating"`, `"abandoned"`, `"damaged"`,
+    /// `"unknown"`, `"foreign"`, `"unreadable"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::InUse => "in-use",
             Status::Idle => "idle",
             Status::Creating => "creating",
             Status::Abandoned => "abandoned",
+            Status::Damaged => "damaged",
+            Status::Unknown => "unknown",
             Status::Foreign => "foreign",
             Status::Unreadable => "unreadable",
         }
@@ -354,8 +425,14 @@ pub struct SegmentInfo {
     pub kind: SegmentKind,
     /// Processes seen mapping it writable, as its users do (through
     /// `/proc/<pid>/maps`; only those of this pid namespace whose maps this
-    /// user may read; a read-only look like this one is not counted).
+    /// user may read; a read-only look like this one maps nothing).
     pub mapped_by: Vec<u32>,
+    /// `mapped_by` lists every process that maps it: this process could
+    /// read the maps of every process of the machine (it runs in the
+    /// initial pid namespace, and as a user who may read them all). When
+    /// `false`, a process this one cannot see may map it: a verdict that
+    /// rests on "no process maps it" is [`Status::Unknown`].
+    pub mappers_complete: bool,
     /// The lifecycle verdict.
     pub status: Status,
     /// Why: a sentence for people.
@@ -399,38 +476,59 @@ impl SegmentInfo {
 
     /// Decides [`status`](SegmentInfo::status) and
     /// [`reason`](SegmentInfo::reason) from the rest.
+    ///
+    /// Only what is known counts as "unused": a creator of another pid
+    /// namespace counts as alive (its pid namespace is recorded); a store
+    /// of another format, whose only sign of use is a mapping, is unknown
+    /// unless every process's mappings could be read; a store of this
+    /// format is judged by its process table, where every user registers
+    /// (one that found the table's 128 slots full does not, so a full
+    /// table whose overflow cannot be seen is unknown too); and a store
+    /// whose header or process table is damaged is never abandoned.
     fn judge(&mut self) {
         let users = self.users();
         let in_use = |users: &[u32]| {
             let list: Vec<String> = users.iter().map(|p| p.to_string()).collect();
             format!("used by pid {}", list.join(", "))
         };
+        let unseen = "processes this one cannot see (of another pid namespace, or whose \
+                      mappings this user may not read) may map it";
         (self.status, self.reason) = match &self.kind {
             SegmentKind::Foreign { reason } => (Status::Foreign, reason.clone()),
             SegmentKind::Unreadable { reason } => (Status::Unreadable, reason.clone()),
             SegmentKind::Creating {
                 creator,
                 creator_liveness,
-            } => {
-                if creator_liveness.counts_as_alive() {
-                    (Status::Creating, format!("being created by pid {creator}"))
-                } else if !users.is_empty() {
-                    (Status::InUse, in_use(&users))
-                } else {
-                    (
-                        Status::Abandoned,
-                        format!("half-created: its creator (pid {creator}) died"),
-                    )
-                }
-            }
+            } => match creator_liveness {
+                Liveness::Alive => (Status::Creating, format!("being created by pid {creator}")),
+                Liveness::Unknown => (
+                    Status::Creating,
+                    format!(
+                        "being created by pid {creator}, of another pid namespace or whose \
+                         liveness cannot be told from here"
+                    ),
+                ),
+                // A half-created store is of no use to anyone (openers
+                // give up on it): a mapping only says someone is looking.
+                Liveness::Dead if !users.is_empty() => (Status::InUse, in_use(&users)),
+                Liveness::Dead => (
+                    Status::Abandoned,
+                    format!("half-created: its creator (pid {creator}) died"),
+                ),
+            },
             SegmentKind::Incompatible { reason } => {
-                if users.is_empty() {
+                if !users.is_empty() {
+                    (Status::InUse, format!("{reason}; {}", in_use(&users)))
+                } else if !self.mappers_complete {
+                    (
+                        Status::Unknown,
+                        format!("{reason}; no process is seen mapping it, but {unseen}"),
+                    )
+                } else {
                     (
                         Status::Idle,
                         format!("{reason}; no process is seen mapping it"),
                     )
-                } else {
-                    (Status::InUse, format!("{reason}; {}", in_use(&users)))
                 }
             }
             SegmentKind::Ready(s) => {
@@ -439,7 +537,25 @@ impl SegmentInfo {
                 } else if s.removed {
                     (
                         Status::Abandoned,
-                        "removed by its last user, which did not unlink it".to_string(),
+                        "marked removed by whoever removed it, which did not unlink it".to_string(),
+                    )
+                } else if let Some(problem) = s.problems.first() {
+                    (
+                        Status::Damaged,
+                        format!(
+                            "damaged ({problem}); no live process is registered; only `rm \
+                             --force` removes it"
+                        ),
+                    )
+                } else if s.processes.len() as u64 >= crate::arena::procs::PROC_SLOTS
+                    && !self.mappers_complete
+                {
+                    (
+                        Status::Unknown,
+                        format!(
+                            "its process table is full, so users may run unregistered, and \
+                             {unseen}"
+                        ),
                     )
                 } else if s.remove_when_unused {
                     let why = if s.processes.is_empty() {
@@ -449,11 +565,6 @@ impl SegmentInfo {
                             .to_string()
                     };
                     (Status::Abandoned, why)
-                } else if let Some(problem) = s.problems.first() {
-                    (
-                        Status::Abandoned,
-                        format!("not a readable store ({problem}); no process uses it"),
-                    )
                 } else if s.processes.is_empty() {
                     (Status::Idle, "no process has it open".to_string())
                 } else {
@@ -472,18 +583,20 @@ impl SegmentInfo {
 /// there is none; a segment that cannot be read is described, not an
 /// error.
 pub fn segment(name: &str) -> Result<SegmentInfo> {
-    let name = SegmentName::parse(name)?;
-    let (mut info, stat, _) = probe(&name, Extent::Summary)?;
-    if let Some(stat) = stat {
-        let found = sysproc::mappers(&[(stat.dev, stat.ino)]);
-        info.mapped_by = found
-            .by_file
-            .get(&(stat.dev, stat.ino))
-            .cloned()
-            .unwrap_or_default();
+    Ok(segment_and_file(&SegmentName::parse(name)?)?.0)
+}
+
+/// [`segment`], and the file it describes (`st_dev`, `st_ino`).
+fn segment_and_file(name: &SegmentName) -> Result<(SegmentInfo, Option<(u64, u64)>)> {
+    let (mut info, stat, _) = probe(name, Extent::Summary)?;
+    let file = stat.map(|s| (s.dev, s.ino));
+    let found = sysproc::mappers(file.as_slice());
+    if let Some(file) = file {
+        info.mapped_by = found.by_file.get(&file).cloned().unwrap_or_default();
     }
+    info.mappers_complete = found.complete();
     info.judge();
-    Ok(info)
+    Ok((info, file))
 }
 
 /// Every segment in `/dev/shm`, sorted by name (see
@@ -513,9 +626,108 @@ pub(crate) fn list() -> Result<Vec<SegmentInfo>> {
         if let Some(file) = file {
             info.mapped_by = found.by_file.get(&file).cloned().unwrap_or_default();
         }
+        info.mappers_complete = found.complete();
         info.judge();
     }
     Ok(out)
+}
+
+/// Which segments [`Store::remove_unused`](crate::Store::remove_unused)
+/// removes, by their [`Status`] (judged again under the store's header
+/// lock for a store of this format).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RemoveIf {
+    /// [`Status::Abandoned`] only (`shmstore gc`).
+    Abandoned,
+    /// [`Status::Abandoned`] or [`Status::Idle`]: no live process uses it
+    /// (`shmstore gc --idle`, `shmstore rm`).
+    Unused,
+    /// Whatever it is (`shmstore rm --force`).
+    Any,
+}
+
+impl RemoveIf {
+    /// Whether this rule removes a segment judged `status`.
+    pub fn accepts(self, status: Status) -> bool {
+        match self {
+            RemoveIf::Abandoned => status == Status::Abandoned,
+            RemoveIf::Unused => matches!(status, Status::Abandoned | Status::Idle),
+            RemoveIf::Any => true,
+        }
+    }
+}
+
+/// What [`Store::remove_unused`](crate::Store::remove_unused) did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Removal {
+    /// Removed (its name unlinked), as judged last.
+    Removed(SegmentInfo),
+    /// Kept: the rule does not remove it as judged last (its
+    /// [`reason`](SegmentInfo::reason) says why), or it changed while it
+    /// was looked at (the reason says so).
+    Kept(SegmentInfo),
+}
+
+/// [`Store::remove_unused`](crate::Store::remove_unused).
+pub(crate) fn remove(name: &str, rule: RemoveIf, wait: Duration) -> Result<Removal> {
+    let parsed = SegmentName::parse(name)?;
+    let (mut look, file) = segment_and_file(&parsed)?;
+    if !rule.accepts(look.status) {
+        return Ok(Removal::Kept(look));
+    }
+    let Some(file) = file else {
+        return Ok(Removal::Kept(look));
+    };
+    let lockable =
+        matches!(&look.kind, SegmentKind::Ready(s) if s.problems.is_empty() || s.removed);
+    if !lockable {
+        // No usable header lock: half-created, another format, damaged,
+        // foreign (the last two only for `Any`).
+        return Ok(if crate::store::unlink_unlocked(&parsed, file)? {
+            Removal::Removed(look)
+        } else {
+            look.reason = format!(
+                "not removed: it changed while it was looked at ({})",
+                look.reason
+            );
+            Removal::Kept(look)
+        });
+    }
+    let judged = crate::store::remove_locked(&parsed, file, wait, |a| {
+        let mut now = look.clone();
+        now.kind = SegmentKind::Ready(summarise(a.mem, Observed::Free, true));
+        now.judge();
+        Ok((rule.accepts(now.status), now))
+    });
+    match judged {
+        Ok(crate::store::Locked::Decided {
+            removed: true,
+            unlinked,
+            mut judged,
+        }) => {
+            if !unlinked {
+                judged.reason = format!(
+                    "{}; its name was already gone, or names another segment now",
+                    judged.reason
+                );
+            }
+            Ok(Removal::Removed(judged))
+        }
+        Ok(crate::store::Locked::Decided { judged, .. }) => Ok(Removal::Kept(judged)),
+        Ok(crate::store::Locked::Changed(why)) => {
+            look.reason = format!("not removed: {why}");
+            Ok(Removal::Kept(look))
+        }
+        Err(Error::NotFound { .. }) => Err(not_found(&parsed)),
+        // `Any` removes even a store whose lock cannot be had.
+        Err(_) if rule == RemoveIf::Any => {
+            crate::region::unlink(&parsed)?;
+            Ok(Removal::Removed(look))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn not_found(name: &SegmentName) -> Error {
@@ -549,6 +761,7 @@ fn probe(name: &SegmentName, extent: Extent) -> Result<Probed> {
             reason: String::new(),
         },
         mapped_by: Vec::new(),
+        mappers_complete: false,
         status: Status::Foreign,
         reason: String::new(),
     };
@@ -560,6 +773,12 @@ fn probe(name: &SegmentName, extent: Extent) -> Result<Probed> {
     let seg = match Segment::open(name) {
         Ok(seg) => seg,
         Err(Error::NotFound { .. }) => return Err(not_found(name)),
+        // Swapped for a symlink, a FIFO or a socket since the `lstat`
+        // (opened without following or blocking: see `Segment::open`).
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENXIO)) => {
+            info.kind = foreign("not a regular file".into());
+            return Ok((info, Some(stat), None));
+        }
         Err(e @ Error::PermissionDenied { .. }) => {
             let _ = e;
             info.kind = SegmentKind::Unreadable {
@@ -580,6 +799,10 @@ fn probe(name: &SegmentName, extent: Extent) -> Result<Probed> {
     let stat = seg.stat;
     (info.owner, info.mode, info.size, info.allocated) =
         (stat.uid, stat.mode, stat.size, stat.allocated);
+    if !stat.regular {
+        info.kind = foreign("not a regular file".into());
+        return Ok((info, Some(stat), None));
+    }
     let page = seg.header_page()?;
     let magic = word_at(&page, OFF_MAGIC);
     if page.len() < 8 || magic.to_le_bytes() != MAGIC {
@@ -612,10 +835,11 @@ fn probe(name: &SegmentName, extent: Extent) -> Result<Probed> {
     }
     if word32_at(&page, OFF_STATE) == STATE_CREATING {
         let creator = word32_at(&page, OFF_CREATOR);
+        let pidns = word32_at(&page, OFF_PIDNS);
         let started = StartTime::from_low32_word(word32_at(&page, OFF_CREATOR_START));
         info.kind = SegmentKind::Creating {
             creator,
-            creator_liveness: Liveness::of(sysproc::liveness_low32(creator, started)),
+            creator_liveness: Liveness::of(sysproc::liveness_low32_in(creator, pidns, started)),
         };
         return Ok((info, Some(stat), None));
     }
@@ -630,7 +854,7 @@ fn probe(name: &SegmentName, extent: Extent) -> Result<Probed> {
         return Ok((info, Some(stat), None));
     }
     let snap = Snapshot::take(&seg, extent, PATIENCE)?;
-    info.kind = SegmentKind::Ready(summarise(&snap));
+    info.kind = SegmentKind::Ready(summarise(snap.mem, snap.lock, snap.consistent));
     Ok((info, Some(stat), Some((seg, snap))))
 }
 
@@ -656,9 +880,10 @@ fn broken_summary(page: &[u8], problem: String) -> StoreSummary {
     }
 }
 
-/// The summary of a copied store.
-fn summarise(snap: &Snapshot) -> StoreSummary {
-    let mem = snap.mem;
+/// The summary of a store: of a copy (its header lock as observed while
+/// copying, and whether the copy is consistent), or of the store itself
+/// under its header lock (see [`remove`]).
+fn summarise(mem: crate::arena::mem::Mem, lock: Observed, consistent: bool) -> StoreSummary {
     let w = |off| mem.u64(off).unwrap_or(0);
     let flags = flags_of(w(OFF_FLAGS));
     let mut s = StoreSummary {
@@ -674,9 +899,9 @@ fn summarise(snap: &Snapshot) -> StoreSummary {
             .is_ok_and(|f| f & FLAG_REMOVE_WHEN_UNUSED != 0),
         removed: flags.as_ref().is_ok_and(|f| f & FLAG_REMOVED != 0),
         processes: Vec::new(),
-        header_lock: LockState::of(snap.lock),
+        header_lock: LockState::of(lock),
         journal_entries: w(OFF_JOURNAL_LEN),
-        consistent: snap.consistent,
+        consistent,
         problems: Vec::new(),
     };
     if let Err(e) = &flags {
@@ -697,7 +922,7 @@ fn summarise(snap: &Snapshot) -> StoreSummary {
     if s.store_id == 0 {
         s.problems.push("the store has no store id".into());
     }
-    if snap.lock == Observed::Unrecoverable {
+    if lock == Observed::Unrecoverable {
         s.problems.push(
             "the header lock is unrecoverable: a process released it without recovering \
              from its dead holder"

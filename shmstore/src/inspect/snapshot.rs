@@ -1,24 +1,31 @@
 //! A segment opened read-only, and private copies of its first bytes.
 //!
-//! Nothing here writes to a segment: it is opened `O_RDONLY`, read with
-//! `pread` (which reads a hole as zeros and allocates nothing, so it can
-//! never fault), and only its header page, once known to exist, is mapped,
-//! `PROT_READ`, to read the header lock's words atomically.
+//! Nothing here writes to a segment, and nothing of it is mapped: it is
+//! opened `O_RDONLY` (without following a symlink, without blocking on a
+//! FIFO; anything but a regular file is refused) and read with `pread`,
+//! which reads a hole as zeros, allocates nothing, and reads a file that
+//! its owner shrank meanwhile as shorter — never a fault. (A mapping would
+//! raise `SIGBUS` on the first read past a shrunk file's end.)
 //!
 //! # A consistent copy without the lock
 //!
 //! Metadata changes only under the header lock, whose holder keeps the
 //! *lock generation* odd while it holds it (see the header's layout, note
-//! 3). A copy is consistent if, before and after it was made, the
+//! 4). A copy is consistent if, before and after it was made, the
 //! generation was the same and the lock was free (or its holder dead: no
 //! one writes until someone recovers it, which changes the generation).
-//! [`Snapshot::take`] copies until a copy is consistent or its patience runs
-//! out, and says which. Memory safety never depends on it: the copy is
-//! private and every read of it is checked ([`Mem`]); only the coherence of
-//! what is reported does.
+//! The lock's cache line (the mutex and the generation) is read with one
+//! `pread` of 64 aligned bytes; the kernel copies it in word-sized pieces
+//! on the machines shmstore runs on, but nothing depends on that: a torn
+//! read can only make a moment look busy or changed (another try), or,
+//! against odds that need two torn reads agreeing, a changing moment look
+//! stable — a report that mixes two moments, never a fault.
+//! [`Snapshot::take`] copies until a copy is consistent or its patience
+//! runs out, and says which. Memory safety never depends on it: the copy
+//! is private and every read of it is checked ([`Mem`]); only the coherence
+//! of what is reported does.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU32, Ordering};
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -76,33 +83,24 @@ pub(crate) fn word32_at(bytes: &[u8], off: u64) -> u32 {
         .map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
 }
 
-/// The header page mapped read-only, for atomic reads of the lock's words.
-struct HeaderView {
-    base: NonNull<u8>,
-}
+/// The header lock's cache line, read with `pread` (see the module docs):
+/// the mutex's words and the lock generation.
+struct LockLine([u8; LOCK_SPACE as usize]);
 
-impl HeaderView {
-    /// Maps the first page of `seg`.
-    ///
-    /// The caller has read the page with `pread` and found the store's
-    /// magic in it, so the page is allocated in the file (a hole reads as
-    /// zeros): touching it through the mapping cannot raise `SIGBUS`.
-    fn map(seg: &Segment) -> Result<HeaderView> {
-        let base = shm::mmap_shared_read_only(seg.fd.as_fd(), HEAP_START as usize)?;
-        Ok(HeaderView { base })
+impl LockLine {
+    /// Reads it from `seg`; `None` if the file no longer holds it (shrunk
+    /// since it was opened).
+    fn read(seg: &Segment) -> Result<Option<LockLine>> {
+        let mut line = [0u8; LOCK_SPACE as usize];
+        let n = seg.read_at(&mut line, OFF_LOCK)?;
+        Ok((n == line.len()).then_some(LockLine(line)))
     }
 
+    /// The native-endian 32-bit word at segment offset `off` (inside the
+    /// line), as the C library and the atomics wrote it.
     fn word(&self, off: u64) -> u32 {
-        debug_assert!(off % 4 == 0 && off + 4 <= HEAP_START);
-        // SAFETY: `off + 4 <= HEAP_START`, the mapped length, and `off` is
-        // a multiple of 4 from a page-aligned base; the page exists (see
-        // `map`) and stays mapped while `self` lives; these words are only
-        // ever written atomically (the lock's by glibc and the kernel, the
-        // generation by `AtomicU64` stores, whose halves a 32-bit load
-        // reads without tearing either half); a load never writes, so the
-        // read-only protection is respected.
-        unsafe { &*self.base.as_ptr().add(off as usize).cast::<AtomicU32>() }
-            .load(Ordering::Acquire)
+        let at = (off - OFF_LOCK) as usize;
+        u32::from_ne_bytes(self.0[at..at + 4].try_into().expect("4 bytes"))
     }
 
     /// The low 32 bits of the lock generation (enough to see a change
@@ -117,13 +115,17 @@ impl HeaderView {
     }
 }
 
-impl Drop for HeaderView {
-    fn drop(&mut self) {
-        // SAFETY: `base` is the mapping of `HEAP_START` bytes made in `map`,
-        // unmapped only here; no reference into it outlives `word`.
-        let _ = unsafe { shm::munmap(self.base, HEAP_START as usize) };
-    }
-}
+/// The most a summary copy (what
+/// [`Store::list`](crate::Store::list) and `shmstore ls` read of each
+/// store) copies, whatever the header's words say: the header page, the
+/// intent journal and the process table, which a store allocates first
+/// and never moves, their block headers, and a page to spare. A process
+/// table that a damaged word places further is reported as beyond the
+/// copy.
+pub const SUMMARY_MAX_BYTES: u64 = HEAP_START
+    + crate::arena::journal::JOURNAL_ENTRIES * 16
+    + crate::arena::procs::PROC_SLOTS * 64
+    + 2 * HEAP_START;
 
 /// How much of a store a [`Snapshot`] copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,12 +166,16 @@ impl Snapshot {
     /// a moment when no live process holds the header lock; after that
     /// takes the last copy, marked inconsistent.
     pub(crate) fn take(seg: &Segment, extent: Extent, patience: Duration) -> Result<Snapshot> {
-        let view = HeaderView::map(seg)?;
         let size = seg.stat.size;
         let deadline = Instant::now() + patience;
         let mut pause = Duration::from_micros(50);
+        // The lock line as it is now: a file shrunk below it reads as a
+        // lock of unknown state that never changes.
+        let observe = || -> Result<(u32, Observed)> {
+            Ok(LockLine::read(seg)?.map_or((0, Observed::Unknown), |l| (l.generation(), l.lock())))
+        };
         loop {
-            let (g1, l1) = (view.generation(), view.lock());
+            let (g1, l1) = observe()?;
             // A live holder may be writing: the lock names one, or the
             // generation is odd while the lock does not say its holder died.
             let busy = matches!(l1, Observed::Held { .. } | Observed::Recovering { .. })
@@ -180,8 +186,7 @@ impl Snapshot {
                 continue;
             }
             let mut snap = Snapshot::copy(seg, extent, size)?;
-            core::sync::atomic::fence(Ordering::Acquire);
-            let (g2, l2) = (view.generation(), view.lock());
+            let (g2, l2) = observe()?;
             snap.consistent = !busy && g1 == g2 && l1 == l2;
             snap.lock = l2;
             if snap.consistent || Instant::now() >= deadline {
@@ -210,14 +215,17 @@ impl Snapshot {
             Extent::Full => committed,
             Extent::Summary => {
                 // The process table's slots (64 bytes each), and the block
-                // header before them.
+                // header before them; never more than a healthy store's
+                // table needs, whatever the words say.
                 let table = word_at(&page, OFF_PROCS);
                 let slots = word_at(&page, OFF_PROCS_LEN);
                 let end = slots
                     .checked_mul(64)
                     .and_then(|b| b.checked_add(table))
-                    .unwrap_or(committed);
-                end.next_multiple_of(8).clamp(HEAP_START, committed)
+                    .unwrap_or(SUMMARY_MAX_BYTES);
+                end.next_multiple_of(8)
+                    .min(SUMMARY_MAX_BYTES)
+                    .clamp(HEAP_START, committed)
             }
         }
         .min(size);

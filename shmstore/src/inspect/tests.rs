@@ -463,12 +463,13 @@ fn a_damaged_lifecycle_word_is_corrupted_and_never_removes_the_store() {
     drop(store);
     let path = format!("/dev/shm/{}", name.0);
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    // "Removed" on a persistent store, with and without a matching check
-    // half; and a flipped check half.
+    // "Removed" without its check half; one flipped bit of the check half;
+    // one flipped bit of "removed" in a valid word; ones.
     for word in [
         FLAG_REMOVED,
-        flags_word(FLAG_REMOVED),
         flags_word(0) ^ 1 << 40,
+        flags_word(0) ^ FLAG_REMOVED,
+        u64::MAX,
     ] {
         file.write_all_at(&word.to_le_bytes(), OFF_FLAGS).unwrap();
         match Store::open(&name.0) {
@@ -481,9 +482,336 @@ fn a_damaged_lifecycle_word_is_corrupted_and_never_removes_the_store() {
             info.store().unwrap().problems[0].contains("lifecycle"),
             "{info:?}"
         );
-        assert_eq!(info.status, Status::Abandoned, "not a readable store");
+        assert_eq!(info.status, Status::Damaged, "{word:#x}: {info:?}");
+        // Neither rule of `remove_unused` takes a damaged store.
+        for rule in [RemoveIf::Abandoned, RemoveIf::Unused] {
+            match Store::remove_unused(&name.0, rule, Duration::from_secs(1)).unwrap() {
+                Removal::Kept(kept) => assert_eq!(kept.status, Status::Damaged),
+                other => panic!("{word:#x} {rule:?}: {other:?}"),
+            }
+            assert!(std::path::Path::new(&path).exists());
+        }
     }
     file.write_all_at(&flags_word(0).to_le_bytes(), OFF_FLAGS)
         .unwrap();
     assert!(Store::open(&name.0).unwrap().contains("x").unwrap());
+}
+
+/// A remover that marked a persistent store removed and died before it
+/// unlinked the name (`gc`, `rm`): the mark is valid, and the next opener
+/// finishes the removal under the lock; `gc` would too.
+#[test]
+fn a_persistent_store_marked_removed_is_removed_by_its_next_opener() {
+    use std::os::unix::fs::FileExt;
+    let name = Name::new("marked");
+    let store = Store::create(&name.0, 1 << 20).unwrap();
+    store.insert("x", 1u64).unwrap();
+    drop(store);
+    let path = format!("/dev/shm/{}", name.0);
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_all_at(&flags_word(FLAG_REMOVED).to_le_bytes(), OFF_FLAGS)
+        .unwrap();
+    let info = segment(&name.0).unwrap();
+    assert_eq!(info.status, Status::Abandoned, "{info:?}");
+    assert!(info.store().unwrap().removed);
+    assert!(matches!(Store::open(&name.0), Err(Error::NotFound { .. })));
+    assert!(!std::path::Path::new(&path).exists(), "unlinked");
+}
+
+/// `remove_unused` judges under the header lock: a store that a process
+/// has open (registered) is kept, an idle one goes with `Unused` but not
+/// with `Abandoned`, and one made to be removed when unused whose users
+/// are all dead goes with `Abandoned`.
+#[test]
+fn remove_unused_removes_only_what_its_rule_allows() {
+    let wait = Duration::from_secs(5);
+    let name = Name::new("rm-idle");
+    let store = Store::create(&name.0, 1 << 20).unwrap();
+    store.insert("x", 1u64).unwrap();
+    for rule in [RemoveIf::Abandoned, RemoveIf::Unused] {
+        match Store::remove_unused(&name.0, rule, wait).unwrap() {
+            Removal::Kept(s) => assert_eq!(s.status, Status::InUse, "{rule:?}"),
+            other => panic!("{rule:?}: {other:?}"),
+        }
+    }
+    drop(store);
+    match Store::remove_unused(&name.0, RemoveIf::Abandoned, wait).unwrap() {
+        Removal::Kept(s) => assert_eq!(s.status, Status::Idle),
+        other => panic!("{other:?}"),
+    }
+    match Store::remove_unused(&name.0, RemoveIf::Unused, wait).unwrap() {
+        Removal::Removed(s) => {
+            assert_eq!(s.status, Status::Idle);
+            assert_eq!(s.name, format!("/{}", name.0));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(Store::open(&name.0), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        Store::remove_unused(&name.0, RemoveIf::Any, wait),
+        Err(Error::NotFound { .. })
+    ));
+}
+
+/// A live holder of the header lock makes `remove_unused` give up after
+/// its wait, with nothing done.
+#[test]
+fn remove_unused_waits_for_the_header_lock_at_most_its_wait() {
+    let name = Name::new("rm-busy");
+    let store = Store::create(&name.0, 1 << 20).unwrap();
+    store.insert("x", 1u64).unwrap();
+    let other = store.clone();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let guard = other.test_hold_header_lock().unwrap();
+        held_tx.send(()).unwrap();
+        let _ = go_rx.recv_timeout(Duration::from_secs(60));
+        drop(guard);
+    });
+    held_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    // Registered by this process: in use already at the look; `Any` goes
+    // to the lock.
+    let started = std::time::Instant::now();
+    match Store::remove_unused(&name.0, RemoveIf::Any, Duration::from_millis(200)) {
+        // `Any` falls back to a plain unlink when the lock cannot be had.
+        Ok(Removal::Removed(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(30));
+    go_tx.send(()).unwrap();
+    holder.join().unwrap();
+    assert!(matches!(Store::open(&name.0), Err(Error::NotFound { .. })));
+}
+
+/// Finding 9: the depth of a value is clamped to `MAX_DEPTH` whatever is
+/// asked, the pretty form's indentation stops growing, and reading,
+/// printing and dropping a value that deep fits on a spawned thread's
+/// 2 MiB stack (the reader and printer recurse once per level).
+#[test]
+fn a_deep_value_is_cut_at_max_depth_and_printed_with_capped_indentation() {
+    let name = Name::new("deep");
+    let store = Store::create(&name.0, 4 << 20).unwrap();
+    let mut next = RelPtr::null();
+    for value in 0..3000u32 {
+        next = RelPtr::new_in(&store, Node { value, next }).unwrap();
+    }
+    store.insert("list", Node { value: 3000, next }).unwrap();
+    let look = Store::inspect(&name.0).unwrap();
+    let name2 = name.0.clone();
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            let limits = DumpLimits {
+                max_items: 10,
+                max_depth: u32::MAX,
+            };
+            let v = look.value("list", &limits).unwrap();
+            // Two levels a link: the node, then its pointer's target.
+            let mut links = 0;
+            let mut at = &v;
+            loop {
+                match at {
+                    Value::Struct { fields, .. } => match &fields[1].1 {
+                        Value::Ptr(Some(next)) => {
+                            links += 1;
+                            at = next;
+                        }
+                        Value::Elided => break,
+                        other => panic!("{other:?}"),
+                    },
+                    Value::Elided => break,
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert_eq!(links, MAX_DEPTH / 2, "{name2}");
+            let pretty = format!("{v:#}");
+            let widest = pretty.lines().map(|l| l.chars().count()).max().unwrap();
+            assert!(widest <= 16 * 4 + 80, "a line of {widest} characters");
+            assert!(pretty.len() < 1 << 20, "{} bytes", pretty.len());
+            assert!(pretty.contains('…'));
+            drop(v);
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+/// Finding 8: names from a segment are escaped wherever a value or a
+/// layout is displayed; the data keeps them as they are.
+#[test]
+fn names_are_printable_in_values() {
+    let evil = "a\u{1b}[2J\nb\u{202e}c";
+    assert_eq!(printable(evil), "a\\u{1b}[2J\\nb\\u{202e}c");
+    assert_eq!(printable("Config"), "Config");
+    let v = Value::Struct {
+        ty: evil.into(),
+        fields: vec![(
+            evil.into(),
+            Value::Enum {
+                ty: "E".into(),
+                variant: evil.into(),
+                discriminant: 0,
+            },
+        )],
+    };
+    for shown in [v.to_string(), format!("{v:#}")] {
+        assert!(
+            !shown.contains('\u{1b}') && !shown.contains('\u{202e}'),
+            "{shown:?}"
+        );
+        assert!(!shown.contains("\nb"), "{shown:?}");
+    }
+    assert!(Value::Invalid(evil.into()).to_string().contains("\\u{1b}"));
+}
+
+/// Finding 10: the summary copy (`Store::list`, `segment`) is at most
+/// `SUMMARY_MAX_BYTES`, whatever the process-table word says, and a
+/// healthy store's table lies within it.
+#[test]
+fn a_summary_copies_at_most_summary_max_bytes() {
+    use std::os::unix::fs::FileExt;
+    let name = Name::new("summary-cap");
+    let store = Store::create(&name.0, 8 << 20).unwrap();
+    store.insert_slice("blob", &vec![7u8; 4 << 20]).unwrap();
+    let committed = store.stats().unwrap().committed;
+    let parsed = SegmentName::parse(&name.0).unwrap();
+    let (_, _, copied) = probe(&parsed, Extent::Summary).unwrap();
+    let (_, snap) = copied.unwrap();
+    assert!(snap.copied() <= SUMMARY_MAX_BYTES, "{}", snap.copied());
+    let info = segment(&name.0).unwrap();
+    assert_eq!(info.store().unwrap().processes.len(), 1, "{info:?}");
+    drop(store);
+    // The table placed near the end of what is committed.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm/{}", name.0))
+        .unwrap();
+    file.write_all_at(&(committed - 128 * 64 - 4096).to_le_bytes(), OFF_PROCS)
+        .unwrap();
+    let (_, _, copied) = probe(&parsed, Extent::Summary).unwrap();
+    let (_, snap) = copied.unwrap();
+    assert!(snap.copied() <= SUMMARY_MAX_BYTES, "{}", snap.copied());
+    let info = segment(&name.0).unwrap();
+    assert_eq!(info.status, Status::Damaged, "{info:?}");
+    assert!(
+        info.store().unwrap().problems[0].contains("process table"),
+        "{info:?}"
+    );
+}
+
+/// Finding 6 and 5: the verdicts that rest on what this process cannot
+/// see. A segment description is judged as `Store::list` judges it.
+#[test]
+fn what_cannot_be_seen_is_never_judged_unused() {
+    let base = SegmentInfo {
+        name: "/x".into(),
+        owner: 0,
+        mode: 0o600,
+        size: 1 << 20,
+        allocated: 1 << 20,
+        kind: SegmentKind::Incompatible {
+            reason: "format version 4".into(),
+        },
+        mapped_by: Vec::new(),
+        mappers_complete: true,
+        status: Status::Foreign,
+        reason: String::new(),
+    };
+    let judged = |f: &dyn Fn(&mut SegmentInfo)| {
+        let mut s = base.clone();
+        f(&mut s);
+        s.judge();
+        s.status
+    };
+    // Another format: idle only if every process could be seen.
+    assert_eq!(judged(&|_| {}), Status::Idle);
+    assert_eq!(judged(&|s| s.mappers_complete = false), Status::Unknown);
+    assert_eq!(judged(&|s| s.mapped_by = vec![7]), Status::InUse);
+    // A creator of unknown liveness (another pid namespace) is creating;
+    // one known dead left it half-created.
+    let creating = |l: Liveness| SegmentKind::Creating {
+        creator: 7,
+        creator_liveness: l,
+    };
+    assert_eq!(
+        judged(&|s| s.kind = creating(Liveness::Unknown)),
+        Status::Creating
+    );
+    assert_eq!(
+        judged(&|s| s.kind = creating(Liveness::Dead)),
+        Status::Abandoned
+    );
+    // A store of this format: its process table decides.
+    let summary = StoreSummary {
+        capacity: 1 << 20,
+        committed: 1 << 16,
+        used: 1 << 12,
+        objects: 1,
+        recoveries: 0,
+        store_id: 1,
+        creator: 7,
+        remove_when_unused: false,
+        removed: false,
+        processes: Vec::new(),
+        header_lock: LockState::Free,
+        journal_entries: 0,
+        consistent: true,
+        problems: Vec::new(),
+    };
+    let ready = |f: &dyn Fn(&mut StoreSummary)| {
+        let mut st = summary.clone();
+        f(&mut st);
+        SegmentKind::Ready(st)
+    };
+    assert_eq!(judged(&|s| s.kind = ready(&|_| {})), Status::Idle);
+    // The table authoritative: unseen processes do not change it...
+    assert_eq!(
+        judged(&|s| {
+            s.kind = ready(&|_| {});
+            s.mappers_complete = false;
+        }),
+        Status::Idle
+    );
+    assert_eq!(
+        judged(&|s| s.kind = ready(&|st| st.remove_when_unused = true)),
+        Status::Abandoned
+    );
+    // ...unless it is full (users beyond it run unregistered).
+    let dead = ProcessInfo {
+        pid: 9,
+        liveness: Liveness::Dead,
+        pins: None,
+    };
+    let full = |st: &mut StoreSummary| {
+        st.remove_when_unused = true;
+        st.processes = vec![dead.clone(); crate::arena::procs::PROC_SLOTS as usize];
+    };
+    assert_eq!(judged(&|s| s.kind = ready(&full)), Status::Abandoned);
+    assert_eq!(
+        judged(&|s| {
+            s.kind = ready(&full);
+            s.mappers_complete = false;
+        }),
+        Status::Unknown
+    );
+    // Damaged: never abandoned, even if made to be removed when unused.
+    let damaged = |st: &mut StoreSummary| {
+        st.remove_when_unused = true;
+        st.problems = vec!["the heap top disagrees".into()];
+    };
+    assert_eq!(judged(&|s| s.kind = ready(&damaged)), Status::Damaged);
+    // A live user makes it in use, damaged or not.
+    assert_eq!(
+        judged(&|s| {
+            s.kind = ready(&damaged);
+            s.mapped_by = vec![7];
+        }),
+        Status::InUse
+    );
+    for rule in [RemoveIf::Abandoned, RemoveIf::Unused] {
+        assert!(!rule.accepts(Status::Damaged) && !rule.accepts(Status::Unknown));
+        assert!(!rule.accepts(Status::InUse) && !rule.accepts(Status::Creating));
+    }
+    assert!(RemoveIf::Unused.accepts(Status::Idle) && !RemoveIf::Abandoned.accepts(Status::Idle));
 }

@@ -3,13 +3,26 @@
 
 use core::fmt;
 
-use super::LockState;
+use super::{printable, LockState};
 use crate::arena::mem::Mem;
 use crate::arena::nested::read_nested_any;
 use crate::arena::walk::Targets;
 use crate::containers::layout::{shape_of, Shape, LIVE};
 use crate::layout::{LayoutDesc, LayoutDescKind};
 use crate::sys::pthread::{observe, RawMutex, OWNER_WORD};
+
+/// The deepest nesting [`Inspection::value`](super::Inspection::value)
+/// reads, whatever [`DumpLimits::max_depth`] asks: values nested deeper
+/// are [`Value::Elided`].
+///
+/// Reading a value, printing it, turning it into JSON and dropping it each
+/// go down one level per level of nesting (a `Value` is a tree), so the
+/// depth must be bounded for them to fit on a thread's stack: 256 levels
+/// (a 128-link `RelPtr` list: two levels a link, the node and its target)
+/// take under 1 MiB of stack in a debug build (measured: 512 levels
+/// overflow 1.5 MiB), half the 2 MiB a spawned thread gets; a release
+/// build takes less.
+pub const MAX_DEPTH: u32 = 256;
 
 /// How much of a value [`Inspection::value`](super::Inspection::value)
 /// reads: a list, map or string longer than this is cut (its full length
@@ -21,7 +34,7 @@ pub struct DumpLimits {
     /// (default 1000).
     pub max_items: u64,
     /// Levels of nesting (struct fields, elements, containers, pointers)
-    /// at most (default 64).
+    /// at most (default 64; at most [`MAX_DEPTH`], whatever is asked).
     pub max_depth: u32,
 }
 
@@ -118,6 +131,8 @@ pub(super) struct Reader<'l> {
     mem: Mem,
     store_id: u64,
     limits: &'l DumpLimits,
+    /// `limits.max_depth`, at most [`MAX_DEPTH`].
+    max_depth: u32,
     /// Nodes left to read: bounds the work (and memory) of one value.
     budget: u64,
 }
@@ -127,6 +142,7 @@ impl<'l> Reader<'l> {
         Reader {
             mem,
             store_id,
+            max_depth: limits.max_depth.min(MAX_DEPTH),
             limits,
             budget: 1 << 20,
         }
@@ -181,7 +197,7 @@ impl<'l> Reader<'l> {
     }
 
     fn read(&mut self, t: &Targets<'_>, off: u64, d: &LayoutDesc, depth: u32) -> Value {
-        if depth > self.limits.max_depth || self.budget == 0 {
+        if depth > self.max_depth || self.budget == 0 {
             return Value::Elided;
         }
         self.budget -= 1;
@@ -506,14 +522,49 @@ type Part<'a> = Box<dyn Fn(&mut fmt::Formatter<'_>) -> fmt::Result + 'a>;
 /// one line by the pretty form too.
 const SHORT: usize = 60;
 
+/// The pretty form indents at most this many levels (four spaces each):
+/// deeper levels are printed at this indentation, so that the output grows
+/// with the value, not with the square of its depth.
+const MAX_INDENT: usize = 16;
+
+/// A writer that takes at most `left` characters, then fails: the one-line
+/// form of a value is only wanted if it is short, and rendering it whole at
+/// every level of a deep value would take time quadratic in its depth.
+struct Capped {
+    out: String,
+    left: usize,
+}
+
+impl fmt::Write for Capped {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let n = s.chars().count();
+        if n > self.left {
+            self.left = 0;
+            return Err(fmt::Error);
+        }
+        self.left -= n;
+        self.out.push_str(s);
+        Ok(())
+    }
+}
+
+/// The one-line form of `v`, if it is at most [`SHORT`] characters.
+fn short_form(v: &Value) -> Option<String> {
+    use fmt::Write as _;
+    let mut c = Capped {
+        out: String::new(),
+        left: SHORT,
+    };
+    write!(c, "{v}").ok().map(|()| c.out)
+}
+
 fn write_value(f: &mut fmt::Formatter<'_>, v: &Value, level: usize, pretty: bool) -> fmt::Result {
     if pretty && level > 0 {
-        let one_line = v.to_string();
-        if one_line.chars().count() <= SHORT {
+        if let Some(one_line) = short_form(v) {
             return f.write_str(&one_line);
         }
     }
-    let pad = |n: usize| "    ".repeat(n);
+    let pad = |n: usize| "    ".repeat(n.min(MAX_INDENT));
     // Items separated by ", " on one line, or one per line, indented.
     let items =
         |f: &mut fmt::Formatter<'_>, open: &str, close: &str, parts: Vec<Part<'_>>, more: u64| {
@@ -559,10 +610,11 @@ fn write_value(f: &mut fmt::Formatter<'_>, v: &Value, level: usize, pretty: bool
         Value::F32(x) => write!(f, "{x:?}"),
         Value::F64(x) => write!(f, "{x:?}"),
         Value::Str(s) => write!(f, "{s:?}"),
-        Value::Enum { variant, .. } => f.write_str(variant),
+        Value::Enum { variant, .. } => f.write_str(&printable(variant)),
         Value::Struct { ty, fields } => {
+            let ty = printable(ty);
             if fields.is_empty() {
-                return f.write_str(ty);
+                return f.write_str(&ty);
             }
             let tuple = fields
                 .iter()
@@ -573,7 +625,7 @@ fn write_value(f: &mut fmt::Formatter<'_>, v: &Value, level: usize, pretty: bool
                 .map(|(name, v)| {
                     Box::new(move |f: &mut fmt::Formatter<'_>| {
                         if !tuple {
-                            write!(f, "{name}: ")?;
+                            write!(f, "{}: ", printable(name))?;
                         }
                         write_value(f, v, level + 1, pretty)
                     }) as Part<'_>
@@ -637,6 +689,6 @@ fn write_value(f: &mut fmt::Formatter<'_>, v: &Value, level: usize, pretty: bool
             f.write_str("]")
         }
         Value::Elided => f.write_str("…"),
-        Value::Invalid(why) => write!(f, "<invalid: {why}>"),
+        Value::Invalid(why) => write!(f, "<invalid: {}>", printable(why)),
     }
 }

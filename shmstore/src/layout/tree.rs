@@ -9,6 +9,7 @@
 //! zoo of layouts, and every registration in a debug build compares them
 //! again for the type it registers).
 
+use crate::inspect::printable;
 use core::fmt;
 
 use super::{
@@ -495,12 +496,15 @@ pub(super) fn type_expr<T: Tree>(t: &T) -> String {
 }
 
 /// The `Display` of a layout whose fingerprint is `fingerprint`: a header
-/// line, then one line per field, nested types indented.
+/// line, then one line per field, nested types indented. Names are shown
+/// through [`printable`](crate::inspect::printable): a layout read from a
+/// segment may hold any bytes in them (a derived layout never has a
+/// character that this changes).
 pub(super) fn display<T: Tree>(t: &T, fingerprint: u64, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     writeln!(
         f,
         "{} (size {}, align {}, fingerprint {:#018x})",
-        type_expr(t),
+        printable(&type_expr(t)),
         t.size(),
         t.align(),
         fingerprint
@@ -517,8 +521,8 @@ fn render<T: Tree>(t: &T, f: &mut fmt::Formatter<'_>, indent: usize) -> fmt::Res
                     f,
                     "{:indent$}{}: {} (offset {}, size {}, align {})",
                     "",
-                    name,
-                    type_expr(ty),
+                    printable(name),
+                    printable(&type_expr(ty)),
                     offset,
                     ty.size(),
                     ty.align(),
@@ -534,9 +538,9 @@ fn render<T: Tree>(t: &T, f: &mut fmt::Formatter<'_>, indent: usize) -> fmt::Res
                     f,
                     "{:indent$}{} = {} ({})",
                     "",
-                    name,
+                    printable(name),
                     discriminant,
-                    repr.name()
+                    printable(repr.name())
                 )?;
             }
             Ok(())
@@ -546,7 +550,7 @@ fn render<T: Tree>(t: &T, f: &mut fmt::Formatter<'_>, indent: usize) -> fmt::Res
             for p in params {
                 let p = T::param(p);
                 if matches!(p.shape(), Shape::Struct { .. } | Shape::Enum { .. }) {
-                    writeln!(f, "{:indent$}{}:", "", type_expr(p))?;
+                    writeln!(f, "{:indent$}{}:", "", printable(&type_expr(p)))?;
                     render(p, f, indent + 2)?;
                 }
             }

@@ -65,6 +65,7 @@ mod open;
 mod options;
 mod pins;
 mod raw;
+mod remove;
 #[cfg(test)]
 mod tests;
 mod wait;
@@ -79,6 +80,7 @@ pub use collect::CollectReport;
 pub use handle::{Handle, SliceHandle};
 pub use objects::Entry;
 pub use options::StoreOptions;
+pub(crate) use remove::{remove_locked, unlink_unlocked, Locked};
 
 /// The longest object name, in bytes.
 pub const MAX_OBJECT_NAME: usize = 255;
@@ -109,6 +111,9 @@ pub(crate) struct Inner {
     slot: AtomicU32,
     /// The store's id (header word), read once it is known to be valid.
     store_id: AtomicU64,
+    /// How long a take of the header lock waits for another holder
+    /// ([`StoreOptions::lock_timeout`]); `None`: as long as it takes.
+    lock_timeout: Option<Duration>,
 }
 
 const NO_SLOT: u32 = u32::MAX;
@@ -138,6 +143,9 @@ impl Inner {
         Ok(unsafe { &*p.cast::<RawMutex>() })
     }
 
+    /// Takes the header lock (waiting at most the lock timeout, if the
+    /// store has one: [`Error::TimedOut`] then), recovering from a holder
+    /// that died.
     fn lock(&self) -> Result<HeaderGuard<'_>> {
         self.lock_how(Wait::Block)?
             .ok_or_else(|| Error::corrupted("an untimed header lock ended without the lock"))
@@ -154,6 +162,12 @@ impl Inner {
     fn lock_how(&self, how: Wait) -> Result<Option<HeaderGuard<'_>>> {
         let lock = self.header_lock()?;
         let generation = self.mem.atomic_u64(OFF_LOCK_GEN)?;
+        // A store opened with a lock timeout never blocks without end: a
+        // blocking wait becomes one until the timeout, then TimedOut.
+        let (how, timed_out) = match (how, self.lock_timeout) {
+            (Wait::Block, Some(timeout)) => (Wait::Until(Instant::now() + timeout), Some(timeout)),
+            (how, _) => (how, None),
+        };
         let judge = || self.one_pid_namespace();
         let state = match how {
             Wait::Try => lock.try_lock()?,
@@ -161,6 +175,15 @@ impl Inner {
             Wait::Until(at) => lock.lock_until(Some(at), judge)?,
         };
         let Some(state) = state else {
+            if let Some(timeout) = timed_out {
+                return Err(Error::TimedOut {
+                    what: format!(
+                        "the header lock of store \"{}\" was held by another process for more \
+                         than {timeout:?}",
+                        self.name()
+                    ),
+                });
+            }
             return Ok(None);
         };
         // Odd from now on: a holder is (or may be) writing metadata. The
@@ -244,7 +267,7 @@ impl Inner {
         let Some(guard) = self.lock_how(how)? else {
             return Ok(None);
         };
-        let (r, frees) = self.with_arena_locked(guard, f)?;
+        let (r, frees) = self.with_arena_locked(guard, f, |_| Ok(()))?;
         debug_assert!(
             frees.is_empty(),
             "an operation that frees under a timed lock"
@@ -266,15 +289,29 @@ impl Inner {
         &self,
         f: impl FnMut(&Arena<'_>) -> Result<R>,
     ) -> Result<(R, Vec<crate::arena::walk::NestedRef>)> {
-        let guard = self.lock()?;
-        self.with_arena_locked(guard, f)
+        self.with_arena_then(f, |_| Ok(()))
     }
 
-    /// [`Inner::with_arena_once`] with the lock already taken.
+    /// [`Inner::with_arena_once`], then `after` with `f`'s result once it
+    /// is committed, still under the header lock (what must happen before
+    /// another process may look: the unlink of a store just marked
+    /// removed). An error of `after` is returned; `f`'s writes stay
+    /// committed.
+    fn with_arena_then<R>(
+        &self,
+        f: impl FnMut(&Arena<'_>) -> Result<R>,
+        after: impl FnOnce(&R) -> Result<()>,
+    ) -> Result<(R, Vec<crate::arena::walk::NestedRef>)> {
+        let guard = self.lock()?;
+        self.with_arena_locked(guard, f, after)
+    }
+
+    /// [`Inner::with_arena_then`] with the lock already taken.
     fn with_arena_locked<R>(
         &self,
         guard: HeaderGuard<'_>,
         mut f: impl FnMut(&Arena<'_>) -> Result<R>,
+        after: impl FnOnce(&R) -> Result<()>,
     ) -> Result<(R, Vec<crate::arena::walk::NestedRef>)> {
         let _guard = guard;
         let commit = |from: u64, to: u64| self.region.commit(from, to - from);
@@ -285,7 +322,9 @@ impl Inner {
             match f(&arena) {
                 Ok(r) => {
                     arena.commit_journal()?;
-                    return Ok((r, arena.take_nested_frees()));
+                    let nested = arena.take_nested_frees();
+                    after(&r)?;
+                    return Ok((r, nested));
                 }
                 Err(e) => {
                     // The records it freed are restored: their containers
@@ -315,6 +354,7 @@ impl Inner {
             mem,
             slot: AtomicU32::new(NO_SLOT),
             store_id: AtomicU64::new(0),
+            lock_timeout: None,
         }
     }
 
@@ -493,8 +533,42 @@ impl Store {
         crate::inspect::Inspection::open(name)
     }
 
+    /// Removes the store `name` if `rule` allows it, judged again under
+    /// the store's header lock: what `shmstore gc` and `shmstore rm` do.
+    ///
+    /// The segment is looked at as [`inspect::segment`](crate::inspect::segment)
+    /// does; unless `rule` accepts its [`Status`](crate::inspect::Status),
+    /// it is kept. A store of this format is then opened read-write
+    /// (without joining it), its header lock taken (waiting at most `wait`
+    /// for a live holder: [`Error::TimedOut`] then), and judged again from
+    /// its process table as it is under the lock. If `rule` still accepts
+    /// it, it is marked removed and its name unlinked before the lock is
+    /// released: a process opening the store meanwhile either registered
+    /// first (and the store is kept, in use) or finds the mark and opens
+    /// the name anew ([`Error::NotFound`], or a new store made since). A
+    /// new store made under the name after the look is never removed.
+    ///
+    /// A store left half-created, or of another format, has no usable
+    /// lock: its name is unlinked if it still names the file that was
+    /// looked at (a window of two system calls remains, which needs
+    /// another remover and a creator at once). [`RemoveIf::Any`] removes a
+    /// damaged store, a foreign segment or one in use too (through the
+    /// lock when the store has a usable one, else by name).
+    ///
+    /// [`RemoveIf::Any`]: crate::inspect::RemoveIf::Any
+    pub fn remove_unused(
+        name: &str,
+        rule: crate::inspect::RemoveIf,
+        wait: Duration,
+    ) -> Result<crate::inspect::Removal> {
+        crate::inspect::remove(name, rule, wait)
+    }
+
     /// Removes the store's name; processes that have it open keep their
-    /// mapping until they drop it.
+    /// mapping until they drop it. Nothing is checked: a process that is
+    /// opening the store at that moment may join a store whose name is
+    /// gone. [`Store::remove_unused`] removes only a store nobody uses,
+    /// safely.
     pub fn unlink(name: &str) -> Result<()> {
         region::unlink(&SegmentName::parse(name)?)
     }

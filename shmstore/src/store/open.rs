@@ -3,9 +3,14 @@
 use super::*;
 
 impl Store {
-    pub(super) fn initialise(region: Region, flags: u64) -> Result<Store> {
+    pub(super) fn initialise(
+        region: Region,
+        flags: u64,
+        lock_timeout: Option<Duration>,
+    ) -> Result<Store> {
         region.commit(0, HEAP_START)?;
-        let inner = Inner::new(region);
+        let mut inner = Inner::new(region);
+        inner.lock_timeout = lock_timeout;
         let mem = inner.mem;
         crate::crash::step();
         // Who is creating it, before anything says "store": an opener that
@@ -49,7 +54,11 @@ impl Store {
         Ok(store)
     }
 
-    pub(super) fn attach(name: &SegmentName, timeout: Duration) -> Result<Store> {
+    pub(super) fn attach(
+        name: &SegmentName,
+        timeout: Duration,
+        lock_timeout: Option<Duration>,
+    ) -> Result<Store> {
         let deadline = Instant::now() + timeout;
         let mut pause = Duration::from_micros(100);
         let not_ready = |reason: String| -> Result<Option<Store>> {
@@ -64,7 +73,7 @@ impl Store {
         };
         loop {
             let attempt = match Region::open(name) {
-                Ok(region) => Store::validate(region, name, deadline),
+                Ok(region) => Store::validate(region, name, deadline, lock_timeout),
                 Err(Error::NotAStore { reason, .. }) => not_ready(reason),
                 Err(e) => Err(e),
             };
@@ -81,6 +90,7 @@ impl Store {
         region: Region,
         name: &SegmentName,
         deadline: Instant,
+        lock_timeout: Option<Duration>,
     ) -> Result<Option<Store>> {
         let len = region.len() as u64;
         let late = Instant::now() >= deadline;
@@ -98,7 +108,8 @@ impl Store {
                 Ok(None)
             };
         }
-        let inner = Inner::new(region);
+        let mut inner = Inner::new(region);
+        inner.lock_timeout = lock_timeout;
         let mem = inner.mem;
         // Another process may be writing these words right now (creating the
         // store): they are read atomically, and in the order the creator
@@ -214,11 +225,12 @@ impl Store {
 
     /// Takes a slot in the process table, then releases the slots of
     /// processes that are gone. Returns `false`, taking no slot, if the
-    /// store was removed when its last user left (see
-    /// [`StoreOptions::remove_when_unused`]), or is such a store whose
-    /// registered users are all dead, which it then removes: its name is
-    /// unlinked (if it is still this segment's) and the caller opens the
-    /// name again.
+    /// store was removed (marked so by its last user, `shmstore gc` or
+    /// `rm`: see the removal protocol in the header's docs), or is a store
+    /// made to be removed when unused whose registered users are all dead,
+    /// which it then removes: it marks it removed and unlinks its name (if
+    /// it is still this segment's) before it releases the header lock, and
+    /// the caller opens the name again.
     pub(super) fn join(&self) -> Result<bool> {
         // Judged outside the lock (it asks the OS about each process), then
         // confirmed under it: the slots must not have changed meanwhile.
@@ -228,30 +240,40 @@ impl Store {
         } else {
             None
         };
-        let attached = self.with_arena(|a| {
-            let flags = flags_of(a.mem.u64(OFF_FLAGS)?)?;
-            if flags & FLAG_REMOVED != 0 {
-                return Ok(None);
-            }
-            if let Some(dead) = &dead_users {
-                if a.attached()? == *dead {
-                    a.set_u64(OFF_FLAGS, flags_word(flags | FLAG_REMOVED))?;
+        let region = &self.inner.region;
+        let (attached, _) = self.inner.with_arena_then(
+            |a| {
+                let flags = flags_of(a.mem.u64(OFF_FLAGS)?)?;
+                if flags & FLAG_REMOVED != 0 {
                     return Ok(None);
                 }
-            }
-            let me = own_identity();
-            // Before this process can record itself anywhere (header note
-            // 6): a process of another pid namespace makes the store's
-            // namespace mixed, for good. SeqCst, and under the header
-            // lock: every record this process makes later comes after it.
-            let pidns = a.mem.atomic_u32(OFF_PIDNS)?;
-            if pidns.load(Ordering::SeqCst) != namespace_word(me.pidns) {
-                pidns.store(PIDNS_MIXED, Ordering::SeqCst);
-            }
-            a.attach(me).map(Some)
-        })?;
+                if let Some(dead) = &dead_users {
+                    if a.attached()? == *dead {
+                        a.set_u64(OFF_FLAGS, flags_word(flags | FLAG_REMOVED))?;
+                        return Ok(None);
+                    }
+                }
+                let me = own_identity();
+                // Before this process can record itself anywhere (header
+                // note 6): a process of another pid namespace makes the
+                // store's namespace mixed, for good. SeqCst, and under the
+                // header lock: every record this process makes later comes
+                // after it.
+                let pidns = a.mem.atomic_u32(OFF_PIDNS)?;
+                if pidns.load(Ordering::SeqCst) != namespace_word(me.pidns) {
+                    pidns.store(PIDNS_MIXED, Ordering::SeqCst);
+                }
+                a.attach(me).map(Some)
+            },
+            // Marked removed (by us, now committed, or by a remover that
+            // died before unlinking): the name goes before anyone else
+            // may look.
+            |attached| match attached {
+                None => region.unlink_if_same().map(drop),
+                Some(_) => Ok(()),
+            },
+        )?;
         let Some(slot) = attached else {
-            let _ = self.inner.region.unlink_if_same();
             return Ok(false);
         };
         if let Some(slot) = slot {
@@ -280,9 +302,11 @@ impl Inner {
 
     /// After this process released its slot: if the store is to be
     /// removed when unused and no live process is registered any more,
-    /// marks it removed (under the header lock, so that a process opening
+    /// marks it removed and unlinks its name, both under the header lock
+    /// (see the removal protocol in the header's docs): a process opening
     /// it concurrently either was registered before, and keeps it, or sees
-    /// the mark and opens the name anew) and unlinks its name.
+    /// the mark and opens the name anew — and a new store made under the
+    /// name since can never be the one unlinked.
     pub(super) fn remove_if_unused(&self) -> Result<()> {
         if flags_of(self.mem.u64(OFF_FLAGS)?)? & FLAG_REMOVE_WHEN_UNUSED == 0 {
             return Ok(());
@@ -294,17 +318,23 @@ impl Inner {
         if !unused {
             return Ok(());
         }
-        let removed = self.with_arena(|a| {
-            if a.attached()? != slots {
-                return Ok(false); // someone joined meanwhile
-            }
-            let flags = flags_of(a.mem.u64(OFF_FLAGS)?)?;
-            a.set_u64(OFF_FLAGS, flags_word(flags | FLAG_REMOVED))?;
-            Ok(true)
-        })?;
-        if removed {
-            self.region.unlink_if_same()?;
-        }
+        let region = &self.region;
+        self.with_arena_then(
+            |a| {
+                if a.attached()? != slots {
+                    return Ok(false); // someone joined meanwhile
+                }
+                let flags = flags_of(a.mem.u64(OFF_FLAGS)?)?;
+                a.set_u64(OFF_FLAGS, flags_word(flags | FLAG_REMOVED))?;
+                Ok(true)
+            },
+            |&removed| {
+                if removed {
+                    region.unlink_if_same()?;
+                }
+                Ok(())
+            },
+        )?;
         Ok(())
     }
 }

@@ -21,6 +21,7 @@ pub struct StoreOptions {
     capacity: u64,
     mode: u32,
     open_timeout: Duration,
+    lock_timeout: Option<Duration>,
     remove_when_unused: bool,
 }
 
@@ -30,6 +31,7 @@ impl Default for StoreOptions {
             capacity: 64 << 20,
             mode: 0o600,
             open_timeout: Duration::from_secs(5),
+            lock_timeout: None,
             remove_when_unused: false,
         }
     }
@@ -60,6 +62,25 @@ impl StoreOptions {
     /// creating (default 5 s) before reporting it as broken.
     pub fn open_timeout(mut self, timeout: Duration) -> Self {
         self.open_timeout = timeout;
+        self
+    }
+
+    /// How long any operation of the store waits for its header lock while
+    /// another process holds it (default: no limit) before it gives up with
+    /// [`Error::TimedOut`], having done nothing. Opening takes the lock too
+    /// (to join the store's process table).
+    ///
+    /// The header lock guards metadata only and is held for short, bounded
+    /// work, so the default waits as long as it takes; a holder can still
+    /// stall (stopped, swapped out, stuck in a slow `fallocate`). Tools
+    /// that must answer in bounded time (`shmstore check --repair --wait`)
+    /// set a limit. Each take of the lock waits at most this long, so an
+    /// operation that takes it several times may wait a multiple of it.
+    /// When a drop (of a handle, or of the last `Store`) times out, what it
+    /// would have released is left to be released once this process is
+    /// found dead, as after a crash.
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = Some(timeout);
         self
     }
 
@@ -113,7 +134,7 @@ impl StoreOptions {
         } else {
             0
         };
-        match Store::initialise(region, flags) {
+        match Store::initialise(region, flags, self.lock_timeout) {
             Ok(store) => Ok(store),
             Err(e) => {
                 let _ = region::unlink(&name);
@@ -132,7 +153,7 @@ impl StoreOptions {
     /// store header is [`Error::NotAStore`] after the timeout.
     pub fn open(&self, name: &str) -> Result<Store> {
         let name = SegmentName::parse(name)?;
-        Store::attach(&name, self.open_timeout)
+        Store::attach(&name, self.open_timeout, self.lock_timeout)
     }
 
     /// Opens the store, creating it if it does not exist. When several
@@ -154,7 +175,7 @@ impl StoreOptions {
                 Err(Error::AlreadyExists { .. }) => {}
                 other => return other,
             }
-            match Store::attach(&parsed, self.open_timeout) {
+            match Store::attach(&parsed, self.open_timeout, self.lock_timeout) {
                 // Unlinked between our create and open: try again.
                 Err(Error::NotFound { .. }) if Instant::now() < deadline => continue,
                 Ok(store) if store.inner.mem.len() != capacity => {

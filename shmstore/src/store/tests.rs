@@ -132,9 +132,76 @@ fn a_creator_is_taken_for_dead_only_when_it_is_known_to_be_gone() {
     // No process has the pid.
     assert!(creating(i32::MAX as u32, start as u32).contains(died));
     assert!(creating(i32::MAX as u32, unknown).contains(died));
+    // A creator of another pid namespace (or of an unknown one) cannot be
+    // told dead from here: waited for, whatever its pid says here; and a
+    // look describes it as being created, never as half-created.
+    let ours = mem.u32(OFF_PIDNS).unwrap();
+    assert_eq!(ours, proc::own_pid_namespace());
+    for other in [ours ^ 1, 0] {
+        mem.set_u32(OFF_PIDNS, other).unwrap();
+        assert!(creating(i32::MAX as u32, start as u32).contains(waited));
+        assert!(creating(me, start as u32 ^ 1).contains(waited));
+        let info = crate::inspect::segment(&name).unwrap();
+        assert_eq!(info.status, crate::inspect::Status::Creating, "{info:?}");
+    }
+    mem.set_u32(OFF_PIDNS, ours).unwrap();
     mem.atomic_u32(OFF_STATE)
         .unwrap()
         .store(STATE_READY, Ordering::Release);
+}
+
+/// `StoreOptions::lock_timeout`: opening (which joins the process table
+/// under the header lock) and every operation give up after the timeout
+/// while another holder keeps the lock, with `Error::TimedOut` and
+/// nothing done; without a timeout they wait, as before.
+#[test]
+fn a_lock_timeout_bounds_every_wait_for_the_header_lock() {
+    struct Unlink(String);
+    impl Drop for Unlink {
+        fn drop(&mut self) {
+            let _ = Store::unlink(&self.0);
+        }
+    }
+    let name = format!("shmstore-unit-lock-timeout-{}", std::process::id());
+    let _ = Store::unlink(&name);
+    let store2 = Store::create(&name, 1 << 20).unwrap();
+    let _unlink = Unlink(name.clone());
+    let impatient = Store::options()
+        .lock_timeout(Duration::from_millis(100))
+        .open(&name)
+        .unwrap();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let store2 = store2.clone();
+        std::thread::spawn(move || {
+            let guard = store2.inner.lock().unwrap();
+            held_tx.send(()).unwrap();
+            let _ = go_rx.recv_timeout(Duration::from_secs(60));
+            drop(guard);
+        })
+    };
+    held_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    let started = Instant::now();
+    match Store::options()
+        .lock_timeout(Duration::from_millis(100))
+        .open(&name)
+    {
+        Err(Error::TimedOut { what }) => assert!(what.contains("header lock"), "{what}"),
+        other => panic!("{other:?}"),
+    }
+    match impatient.insert("x", 1u64) {
+        Err(Error::TimedOut { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(impatient.collect(), Err(Error::TimedOut { .. })));
+    assert!(started.elapsed() < Duration::from_secs(30));
+    go_tx.send(()).unwrap();
+    holder.join().unwrap();
+    assert!(!store2.contains("x").unwrap(), "nothing was done");
+    impatient.insert("x", 1u64).unwrap();
+    assert!(store2.contains("x").unwrap());
+    drop((store2, impatient));
 }
 
 #[test]

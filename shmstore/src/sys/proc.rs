@@ -205,6 +205,16 @@ pub(crate) fn liveness_in(pid: u32, pidns: u32, start: StartTime) -> Liveness {
     liveness(pid, start)
 }
 
+/// [`liveness_low32`] of a process recorded with its pid namespace (the
+/// creator of a store): `Unknown` unless it is this process's namespace, as
+/// for [`liveness_in`].
+pub(crate) fn liveness_low32_in(pid: u32, pidns: u32, start: StartTime) -> Liveness {
+    if pidns == 0 || pidns != own_pid_namespace() {
+        return Liveness::Unknown;
+    }
+    liveness_low32(pid, start)
+}
+
 /// The decision of the module doc's table, with the two OS calls passed in
 /// (so that every row can be tested). `mask` selects the bits of the start
 /// time that were recorded.
@@ -449,17 +459,42 @@ pub(crate) struct Mappers {
     /// Processes whose maps could not be read (another user's, without
     /// privilege): they may map any of the files.
     pub(crate) unreadable: u32,
+    /// Every process of the machine was scanned: `/proc` is this pid
+    /// namespace's and this namespace is the initial one (which sees the
+    /// processes of every other). When `false`, processes this one cannot
+    /// see (of a parent pid namespace) may map any of the files.
+    pub(crate) whole_machine: bool,
 }
+
+impl Mappers {
+    /// Whether `by_file` names every process that maps the files
+    /// writable: all of the machine was scanned and every process's maps
+    /// could be read.
+    pub(crate) fn complete(&self) -> bool {
+        self.whole_machine && self.unreadable == 0
+    }
+}
+
+/// The inode of the initial pid namespace (`PROC_PID_INIT_INO` of the
+/// kernel, the same on every Linux since 3.8), truncated as
+/// [`own_pid_namespace`] truncates.
+const INITIAL_PID_NAMESPACE: u32 = 0xEFFF_FFFC;
 
 /// Scans `/proc/*/maps` for writable mappings of `files` (`(st_dev,
 /// st_ino)` pairs): a store's users map it read-write, while a read-only
-/// look (`inspect`) maps at most its header page read-only and is not one. Only processes of this pid namespace whose maps this process
-/// may read are seen (root sees all); the others are counted in
-/// [`Mappers::unreadable`]. A `/proc` of another pid namespace is not
-/// scanned at all (its pids would name other processes).
+/// look (`inspect`) maps nothing and reads with `pread`. Only processes of
+/// this pid namespace whose maps this process may read are seen (root sees
+/// all); the others are counted in [`Mappers::unreadable`], and
+/// [`Mappers::whole_machine`] says whether processes of other namespaces
+/// may be missing. A `/proc` of another pid namespace is not scanned at all
+/// (its pids would name other processes).
 pub(crate) fn mappers(files: &[(u64, u64)]) -> Mappers {
     let mut out = Mappers::default();
-    if files.is_empty() || !proc_is_ours() {
+    if !proc_is_ours() {
+        return out;
+    }
+    out.whole_machine = own_pid_namespace() == INITIAL_PID_NAMESPACE;
+    if files.is_empty() {
         return out;
     }
     // The maps file prints the device as the kernel's major:minor in hex.
@@ -477,6 +512,7 @@ pub(crate) fn mappers(files: &[(u64, u64)]) -> Mappers {
         })
         .collect();
     let Ok(dir) = std::fs::read_dir("/proc") else {
+        out.whole_machine = false;
         return out;
     };
     for entry in dir.flatten() {
@@ -490,7 +526,11 @@ pub(crate) fn mappers(files: &[(u64, u64)]) -> Mappers {
         let maps = match std::fs::read_to_string(format!("/proc/{pid}/maps")) {
             Ok(m) => m,
             // Exited meanwhile: it maps nothing.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) =>
+            {
+                continue
+            }
             Err(_) => {
                 out.unreadable += 1;
                 continue;

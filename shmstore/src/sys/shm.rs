@@ -33,6 +33,17 @@ pub(crate) enum OpenHow {
     ReadOnly,
 }
 
+/// Flags every open of an existing segment adds: `O_NOFOLLOW` (a symlink
+/// put in `/dev/shm` is not followed to another file) and `O_NONBLOCK` (a
+/// FIFO put under a segment's name, by whoever may write to `/dev/shm`,
+/// cannot block the open until a writer comes). The caller then `fstat`s
+/// the descriptor and refuses anything but a regular file
+/// ([`FileStat::regular`]). Neither flag changes how a regular file is
+/// read, written, sized or mapped.
+fn existing_flags() -> OFlag {
+    OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC
+}
+
 /// The facts of [`fstat`] that shmstore uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FileStat {
@@ -159,15 +170,17 @@ fn off_t(value: u64, what: &str) -> Result<libc::off_t> {
     })
 }
 
-/// `shm_open(name, flags, mode)`; the descriptor is close-on-exec.
+/// `shm_open(name, flags, mode)`; the descriptor is close-on-exec. An
+/// existing segment is opened without following a symlink and without
+/// blocking (see [`existing_flags`]).
 pub(crate) fn shm_open(name: &CStr, how: OpenHow) -> Result<OwnedFd> {
     let (flags, mode) = match how {
         OpenHow::CreateExclusive { mode } => (
             OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC,
             Mode::from_bits_truncate(mode),
         ),
-        OpenHow::Existing => (OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()),
-        OpenHow::ReadOnly => (OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()),
+        OpenHow::Existing => (OFlag::O_RDWR | existing_flags(), Mode::empty()),
+        OpenHow::ReadOnly => (OFlag::O_RDONLY | existing_flags(), Mode::empty()),
     };
     nix::sys::mman::shm_open(name, flags, mode).map_err(|e| name_error(e, "shm_open", name))
 }
@@ -275,7 +288,10 @@ pub(crate) fn mmap_shared(fd: BorrowedFd<'_>, len: usize) -> Result<NonNull<u8>>
 /// words another process changes atomically.
 ///
 /// As for [`mmap_shared`], touching a page of the view that the file does
-/// not hold is a `SIGBUS` on a full tmpfs: map only pages known to exist.
+/// not hold is a `SIGBUS` (on a full tmpfs, or once the file's owner has
+/// shrunk it): nothing in the library maps another process's segment this
+/// way; tests use it to play an observer.
+#[cfg(test)]
 pub(crate) fn mmap_shared_read_only(fd: BorrowedFd<'_>, len: usize) -> Result<NonNull<u8>> {
     let length = NonZeroUsize::new(len).ok_or_else(|| Error::InvalidArgument {
         reason: "cannot map 0 bytes".to_string(),
