@@ -63,6 +63,8 @@ mod arena;
 pub mod containers;
 mod crash;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod layout;
 pub(crate) mod region;
 mod store;

@@ -129,7 +129,7 @@ impl fmt::Display for SegmentName {
 /// Dropping it unmaps the segment and closes its descriptor; the segment
 /// itself lives on until [`unlink`]ed and unmapped everywhere.
 pub(crate) struct Region {
-    fd: OwnedFd,
+    backing: Backing,
     base: NonNull<u8>,
     len: usize,
     name: SegmentName,
@@ -137,6 +137,17 @@ pub(crate) struct Region {
     backed: Backed,
     /// Unique among this process's regions.
     id: u64,
+}
+
+/// What a region's bytes are.
+enum Backing {
+    /// A POSIX shared-memory object, mapped `MAP_SHARED`.
+    Shm(OwnedFd),
+    /// Page-aligned heap memory allocated with this layout, for fuzz targets
+    /// (feature `fuzzing`): AddressSanitizer sees every access to it, and
+    /// there is no file whose pages need committing.
+    #[cfg(feature = "fuzzing")]
+    Heap(std::alloc::Layout),
 }
 
 // SAFETY: a `Region` owns its mapping and descriptor; neither is tied to the
@@ -186,7 +197,7 @@ impl Region {
         let base = shm::mmap_shared(fd.as_fd(), len)?;
         cleanup.0 = None;
         Ok(Region {
-            fd,
+            backing: Backing::Shm(fd),
             base,
             len,
             name: name.clone(),
@@ -214,7 +225,7 @@ impl Region {
         })?;
         let base = shm::mmap_shared(fd.as_fd(), len)?;
         let region = Region {
-            fd,
+            backing: Backing::Shm(fd),
             base,
             len,
             name: name.clone(),
@@ -250,6 +261,16 @@ impl Region {
         self.id
     }
 
+    /// The descriptor of a shared-memory region (`None` for heap memory).
+    #[cfg(test)]
+    fn shm_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        match &self.backing {
+            Backing::Shm(fd) => Some(fd.as_fd()),
+            #[cfg(feature = "fuzzing")]
+            Backing::Heap(_) => None,
+        }
+    }
+
     /// The backed limit, for [`Mem::new`](crate::arena::mem::Mem::new):
     /// valid for as long as the region lives.
     pub(crate) fn backed(&self) -> NonNull<AtomicU64> {
@@ -281,18 +302,71 @@ impl Region {
         if len == 0 {
             return Ok(());
         }
-        shm::fallocate(self.fd.as_fd(), offset, len).map_err(|e| match e {
-            Error::NoSpace { .. } => Error::NoSpace {
-                requested: len,
-                op: "commit",
-            },
-            e => e,
-        })?;
+        match &self.backing {
+            Backing::Shm(fd) => shm::fallocate(fd.as_fd(), offset, len).map_err(|e| match e {
+                Error::NoSpace { .. } => Error::NoSpace {
+                    requested: len,
+                    op: "commit",
+                },
+                e => e,
+            })?,
+            // Heap memory is all there: committing only tells the hooks.
+            #[cfg(feature = "fuzzing")]
+            Backing::Heap(_) => {
+                // `offset + len <= self.len` was checked above.
+                crate::fuzzing::page_hooks().commit(self.base, offset as usize, len as usize)
+            }
+        }
         let backed = self.backed.get();
         if offset <= backed.load(Ordering::Acquire) {
             backed.fetch_max(offset + len, Ordering::AcqRel);
         }
         Ok(())
+    }
+}
+
+#[cfg(feature = "fuzzing")]
+impl Region {
+    /// A region over `len` bytes of page-aligned heap memory holding
+    /// `image` (zero past its end), for fuzz targets: the store code runs
+    /// over it exactly as over a mapping, committing pages as it goes (see
+    /// [`crate::fuzzing::PageHooks`]), and AddressSanitizer sees every
+    /// access. `name` is a label only: nothing is created in `/dev/shm`.
+    pub(crate) fn heap(name: &SegmentName, image: &[u8], len: usize) -> Result<Region> {
+        if len == 0 || image.len() > len {
+            return Err(Error::InvalidArgument {
+                reason: format!(
+                    "a heap region of {len} bytes cannot hold an image of {} bytes",
+                    image.len()
+                ),
+            });
+        }
+        let layout =
+            std::alloc::Layout::from_size_align(len, HEADER_PAGE as usize).map_err(|_| {
+                Error::InvalidArgument {
+                    reason: format!("a heap region of {len} bytes overflows the address space"),
+                }
+            })?;
+        // SAFETY: `layout` has a non-zero size (`len > 0`) and a power-of-two
+        // alignment.
+        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+        let base = NonNull::new(raw).ok_or(Error::OutOfMemory {
+            requested: len as u64,
+            capacity: len as u64,
+            free: 0,
+        })?;
+        // SAFETY: `base` is a fresh allocation of `len >= image.len()` bytes,
+        // which cannot overlap the caller's slice.
+        unsafe { core::ptr::copy_nonoverlapping(image.as_ptr(), base.as_ptr(), image.len()) };
+        crate::fuzzing::page_hooks().reserve(base, len);
+        Ok(Region {
+            backing: Backing::Heap(layout),
+            base,
+            len,
+            name: name.clone(),
+            backed: Backed::new(0),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        })
     }
 }
 
@@ -304,14 +378,28 @@ impl Drop for Region {
             LEAKED.lock().push(self.id);
             return;
         }
-        // SAFETY:
-        // - `base`/`len` are the mapping made in `create`/`open`, unmapped
-        //   only here;
-        // - the region is being dropped, so no borrow of it remains, and
-        //   users of `base` must not outlive the region (its documented
-        //   contract).
-        let result = unsafe { shm::munmap(self.base, self.len) };
-        debug_assert!(result.is_ok(), "munmap failed: {result:?}");
+        match &self.backing {
+            Backing::Shm(_) => {
+                // SAFETY:
+                // - `base`/`len` are the mapping made in `create`/`open`,
+                //   unmapped only here;
+                // - the region is being dropped, so no borrow of it remains,
+                //   and users of `base` must not outlive the region (its
+                //   documented contract).
+                let result = unsafe { shm::munmap(self.base, self.len) };
+                debug_assert!(result.is_ok(), "munmap failed: {result:?}");
+            }
+            #[cfg(feature = "fuzzing")]
+            Backing::Heap(layout) => {
+                crate::fuzzing::page_hooks().release(self.base, self.len);
+                // SAFETY:
+                // - `base` was allocated in `Region::heap` with exactly
+                //   `layout`, and is freed only here;
+                // - the region is being dropped, so no borrow of it remains
+                //   (as for a mapping above).
+                unsafe { std::alloc::dealloc(self.base.as_ptr(), *layout) };
+            }
+        }
     }
 }
 
@@ -419,7 +507,8 @@ mod tests {
         let created = Region::create(&name.0, 1 << 20, 0o600).unwrap();
         assert_eq!(created.len(), 1 << 20);
         assert_eq!(created.name(), &name.0);
-        assert_eq!(shm::fstat(created.fd.as_fd()).unwrap().size, 1 << 20);
+        let fd = created.shm_fd().expect("made by Region::create");
+        assert_eq!(shm::fstat(fd).unwrap().size, 1 << 20);
         assert_eq!(created.base().as_ptr() as usize % 4096, 0);
         created.commit(0, 4096).unwrap();
         created.commit(0, 4096).unwrap();
@@ -479,7 +568,8 @@ mod tests {
         for mode in [0o600, 0o640, 0o666] {
             let name = TestName::new("mode");
             let region = Region::create(&name.0, 4096, mode).unwrap();
-            let st = shm::fstat(region.fd.as_fd()).unwrap();
+            let fd = region.shm_fd().expect("made by Region::create");
+            let st = shm::fstat(fd).unwrap();
             assert_eq!(st.mode, mode, "{mode:#o} became {:#o}", st.mode);
             assert_eq!(st.uid, shm::effective_uid());
         }

@@ -59,6 +59,8 @@ use crate::{Error, Result, ShmSafe, TypeLayout};
 mod check;
 mod collect;
 mod handle;
+#[cfg(feature = "fuzzing")]
+mod heap;
 mod mappings;
 mod objects;
 mod open;
@@ -73,6 +75,8 @@ pub(crate) use mappings::{describe_address, located, store_with_id};
 pub use check::CheckReport;
 pub use collect::CollectReport;
 pub use handle::{Handle, SliceHandle};
+#[cfg(feature = "fuzzing")]
+pub(crate) use heap::HeaderLockMode;
 pub use objects::Entry;
 pub use options::StoreOptions;
 
