@@ -61,7 +61,7 @@ fuzz_mutator!(|data: &mut [u8], size: usize, max_size: usize, seed: u32| {
     }
     let size = size.min(max_size);
     if rng.below(16) == 0 {
-        data[0] = rng.next() as u8;
+        data[0] = rng.next_u64() as u8;
     }
     image::mutate_image(&mut data[1..size], &mut rng);
     size

@@ -186,7 +186,7 @@ fn main() -> Result<()> {
         .into_iter()
         .enumerate()
     {
-        let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        let bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
         write("arena_ops", &format!("random-{i}"), &bytes);
         write("arena_ops_crash", &format!("random-{i}"), &bytes);
     }

@@ -100,10 +100,4 @@ impl Store {
         out.resize(mem.len() as usize, 0);
         Ok(out)
     }
-
-    /// [`Store::raw_image`] under the header lock: no operation of this
-    /// process is half-way.
-    pub(crate) fn locked_image(&self) -> Result<Vec<u8>> {
-        self.with_arena(|_| self.raw_image())
-    }
 }
