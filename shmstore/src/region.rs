@@ -124,7 +124,9 @@ impl fmt::Display for SegmentName {
     }
 }
 
-/// A shared-memory segment mapped whole into this process.
+/// A shared-memory segment mapped whole into this process (or, with the
+/// `fuzzing` feature, page-aligned heap memory standing for one: see
+/// `Region::heap`).
 ///
 /// Dropping it unmaps the segment and closes its descriptor; the segment
 /// itself lives on until [`unlink`]ed and unmapped everywhere.
@@ -150,13 +152,15 @@ enum Backing {
     Heap(std::alloc::Layout),
 }
 
-// SAFETY: a `Region` owns its mapping and descriptor; neither is tied to the
-// thread that created them (mappings are process-wide, and the fd calls it
-// makes are thread-safe). It hands out only a raw base pointer, whose use is
+// SAFETY: a `Region` owns its mapping and descriptor (or, for heap memory,
+// its allocation); none is tied to the thread that created it (mappings
+// and allocations are process-wide, and the fd calls it makes are
+// thread-safe). It hands out only a raw base pointer, whose use is
 // the caller's responsibility.
 unsafe impl Send for Region {}
-// SAFETY: every `&self` method is either a read of immutable fields or a
-// thread-safe system call on the descriptor (`fstat`, `fallocate`).
+// SAFETY: every `&self` method is either a read of immutable fields, a
+// thread-safe system call on the descriptor (`fstat`, `fallocate`), or (heap
+// memory) a call of the page hooks, plain `fn`s.
 unsafe impl Sync for Region {}
 
 /// Unlinks a freshly created segment unless disarmed.
