@@ -479,3 +479,34 @@ fn a_recorded_type_that_does_not_decode_is_reported_not_shown() {
     assert!(store.check().unwrap().is_ok());
     assert_eq!(store.entries().unwrap().len(), 1);
 }
+
+// Regression (fuzzing, segment_open): a record whose name bytes another
+// process changed to bytes no insert writes was listed by `entries` under a
+// lossily converted name that every lookup refused with `InvalidName`, and
+// `check()` found nothing wrong. Now `entries` is `Corrupted` and `check()`
+// names the record.
+#[test]
+fn a_record_whose_name_was_corrupted_is_reported_not_listed() {
+    let store = scratch("bad-name", 1 << 20);
+    store.insert("abc", 5u64).unwrap();
+    store.insert("other", 6u64).unwrap();
+    let rec = store
+        .with_arena(|a| Ok(a.lookup(b"abc", hash_name(b"abc"))?.expect("abc").rec))
+        .unwrap();
+    let name_at = rec + crate::arena::dir::REC_NAME;
+    store.inner.mem.write_bytes(name_at, b"a\0c").unwrap();
+    assert!(matches!(store.entries(), Err(Error::Corrupted { .. })));
+    let report = store.check().unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("not an object name")),
+        "{report}"
+    );
+    // The other object is untouched and still read.
+    assert_eq!(*store.get::<u64>("other").unwrap(), 6);
+    store.inner.mem.write_bytes(name_at, b"abc").unwrap();
+    assert_eq!(store.entries().unwrap().len(), 2);
+    assert!(store.check().unwrap().is_ok());
+}
