@@ -15,6 +15,9 @@
 //!   [`Error::OwnerDied`] for every later locker until the data is marked
 //!   consistent.
 //! - [`Error`]: one enum, a variant per cause.
+//! - `shmstore::fuzzing` (feature `fuzzing`, off by default): a one-line
+//!   cargo-fuzz target for your own `ShmSafe` types, `check_type::<T>`, and
+//!   the entry points of the repository's fuzz targets (`fuzz/README.md`).
 //!
 //! ```
 //! use std::sync::atomic::{AtomicU64, Ordering};
