@@ -1,6 +1,9 @@
 //! Crash points for tests: with the `crash-points` feature, a process can
 //! be made to abort at the k-th step of the metadata operations it runs
-//! (each journalled write is a step, and so are commits). Without the
+//! (each journalled write is a step, and so are commits). With the
+//! `fuzzing` feature, a fuzz target can instead take an image of the store
+//! at the k-th step, as a process that died there would leave it, without
+//! aborting (see [`crate::fuzzing::image_at_step`]). Without either
 //! feature, [`step`] is an empty inline function.
 
 #[cfg(feature = "crash-points")]
@@ -13,6 +16,8 @@ static COUNTDOWN: AtomicU64 = AtomicU64::new(0);
 /// set by [`crash_after_steps`] reaches it.
 #[inline(always)]
 pub(crate) fn step() {
+    #[cfg(feature = "fuzzing")]
+    crate::fuzzing::on_step();
     #[cfg(feature = "crash-points")]
     {
         let left = COUNTDOWN.load(Ordering::Relaxed);

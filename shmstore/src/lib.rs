@@ -25,6 +25,9 @@
 //!   a dead process can wedge; [`Store::wait_for`] waits for an object to
 //!   appear.
 //! - [`Error`]: one enum, a variant per cause.
+//! - `shmstore::fuzzing` (feature `fuzzing`, off by default): a one-line
+//!   cargo-fuzz target for your own `ShmSafe` types, `check_type::<T>`, and
+//!   the entry points of the repository's fuzz targets (`fuzz/README.md`).
 //!
 //! ```
 //! use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,6 +86,8 @@ pub mod containers;
 mod crash;
 mod error;
 pub mod inspect;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod layout;
 pub(crate) mod region;
 mod store;

@@ -124,12 +124,14 @@ impl fmt::Display for SegmentName {
     }
 }
 
-/// A shared-memory segment mapped whole into this process.
+/// A shared-memory segment mapped whole into this process (or, with the
+/// `fuzzing` feature, page-aligned heap memory standing for one: see
+/// `Region::heap`).
 ///
 /// Dropping it unmaps the segment and closes its descriptor; the segment
 /// itself lives on until [`unlink`]ed and unmapped everywhere.
 pub(crate) struct Region {
-    fd: OwnedFd,
+    backing: Backing,
     base: NonNull<u8>,
     len: usize,
     name: SegmentName,
@@ -139,13 +141,26 @@ pub(crate) struct Region {
     id: u64,
 }
 
-// SAFETY: a `Region` owns its mapping and descriptor; neither is tied to the
-// thread that created them (mappings are process-wide, and the fd calls it
-// makes are thread-safe). It hands out only a raw base pointer, whose use is
+/// What a region's bytes are.
+enum Backing {
+    /// A POSIX shared-memory object, mapped `MAP_SHARED`.
+    Shm(OwnedFd),
+    /// Page-aligned heap memory allocated with this layout, for fuzz targets
+    /// (feature `fuzzing`): AddressSanitizer sees every access to it, and
+    /// there is no file whose pages need committing.
+    #[cfg(feature = "fuzzing")]
+    Heap(std::alloc::Layout),
+}
+
+// SAFETY: a `Region` owns its mapping and descriptor (or, for heap memory,
+// its allocation); none is tied to the thread that created it (mappings
+// and allocations are process-wide, and the fd calls it makes are
+// thread-safe). It hands out only a raw base pointer, whose use is
 // the caller's responsibility.
 unsafe impl Send for Region {}
-// SAFETY: every `&self` method is either a read of immutable fields or a
-// thread-safe system call on the descriptor (`fstat`, `fallocate`).
+// SAFETY: every `&self` method is either a read of immutable fields, a
+// thread-safe system call on the descriptor (`fstat`, `fallocate`), or (heap
+// memory) a call of the page hooks, plain `fn`s.
 unsafe impl Sync for Region {}
 
 /// Unlinks a freshly created segment unless disarmed.
@@ -186,7 +201,7 @@ impl Region {
         let base = shm::mmap_shared(fd.as_fd(), len)?;
         cleanup.0 = None;
         Ok(Region {
-            fd,
+            backing: Backing::Shm(fd),
             base,
             len,
             name: name.clone(),
@@ -226,7 +241,7 @@ impl Region {
         })?;
         let base = shm::mmap_shared(fd.as_fd(), len)?;
         let region = Region {
-            fd,
+            backing: Backing::Shm(fd),
             base,
             len,
             name: name.clone(),
@@ -251,13 +266,21 @@ impl Region {
         self.len
     }
 
-    /// The segment's name.
-    /// Which file the segment is (`st_dev`, `st_ino`).
+    /// Which file the segment is (`st_dev`, `st_ino`). A region in heap
+    /// memory (the `fuzzing` feature) is a file of its own: no device is
+    /// numbered `u64::MAX`, and its id is unique in this process.
     pub(crate) fn file_id(&self) -> Result<(u64, u64)> {
-        let st = shm::fstat(self.fd.as_fd())?;
-        Ok((st.dev, st.ino))
+        match &self.backing {
+            Backing::Shm(fd) => {
+                let st = shm::fstat(fd.as_fd())?;
+                Ok((st.dev, st.ino))
+            }
+            #[cfg(feature = "fuzzing")]
+            Backing::Heap(_) => Ok((u64::MAX, self.id)),
+        }
     }
 
+    /// The segment's name.
     pub(crate) fn name(&self) -> &SegmentName {
         &self.name
     }
@@ -266,6 +289,16 @@ impl Region {
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The descriptor of a shared-memory region (`None` for heap memory).
+    #[cfg(test)]
+    fn shm_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        match &self.backing {
+            Backing::Shm(fd) => Some(fd.as_fd()),
+            #[cfg(feature = "fuzzing")]
+            Backing::Heap(_) => None,
+        }
     }
 
     /// The backed limit, for [`Mem::new`](crate::arena::mem::Mem::new):
@@ -299,13 +332,21 @@ impl Region {
         if len == 0 {
             return Ok(());
         }
-        shm::fallocate(self.fd.as_fd(), offset, len).map_err(|e| match e {
-            Error::NoSpace { .. } => Error::NoSpace {
-                requested: len,
-                op: "commit",
-            },
-            e => e,
-        })?;
+        match &self.backing {
+            Backing::Shm(fd) => shm::fallocate(fd.as_fd(), offset, len).map_err(|e| match e {
+                Error::NoSpace { .. } => Error::NoSpace {
+                    requested: len,
+                    op: "commit",
+                },
+                e => e,
+            })?,
+            // Heap memory is all there: committing only tells the hooks.
+            #[cfg(feature = "fuzzing")]
+            Backing::Heap(_) => {
+                // `offset + len <= self.len` was checked above.
+                crate::fuzzing::page_hooks().commit(self.base, offset as usize, len as usize)
+            }
+        }
         let backed = self.backed.get();
         if offset <= backed.load(Ordering::Acquire) {
             backed.fetch_max(offset + len, Ordering::AcqRel);
@@ -329,7 +370,12 @@ impl Region {
     /// two calls. (`Store::unlink` and `shmstore rm --force` unlink a name
     /// without asking; that is what they are for.)
     pub(crate) fn unlink_if_same(&self) -> Result<bool> {
-        let mine = shm::fstat(self.fd.as_fd())?;
+        let mine = match &self.backing {
+            Backing::Shm(fd) => shm::fstat(fd.as_fd())?,
+            // Heap memory has no name in `/dev/shm` to unlink.
+            #[cfg(feature = "fuzzing")]
+            Backing::Heap(_) => return Ok(false),
+        };
         match shm::stat_segment(self.name.as_str())? {
             Some(now) if now.dev == mine.dev && now.ino == mine.ino => match unlink(&self.name) {
                 Ok(()) => Ok(true),
@@ -341,6 +387,51 @@ impl Region {
     }
 }
 
+#[cfg(feature = "fuzzing")]
+impl Region {
+    /// A region over `len` bytes of page-aligned heap memory holding
+    /// `image` (zero past its end), for fuzz targets: the store code runs
+    /// over it exactly as over a mapping, committing pages as it goes (see
+    /// [`crate::fuzzing::PageHooks`]), and AddressSanitizer sees every
+    /// access. `name` is a label only: nothing is created in `/dev/shm`.
+    pub(crate) fn heap(name: &SegmentName, image: &[u8], len: usize) -> Result<Region> {
+        if len == 0 || image.len() > len {
+            return Err(Error::InvalidArgument {
+                reason: format!(
+                    "a heap region of {len} bytes cannot hold an image of {} bytes",
+                    image.len()
+                ),
+            });
+        }
+        let layout =
+            std::alloc::Layout::from_size_align(len, HEADER_PAGE as usize).map_err(|_| {
+                Error::InvalidArgument {
+                    reason: format!("a heap region of {len} bytes overflows the address space"),
+                }
+            })?;
+        // SAFETY: `layout` has a non-zero size (`len > 0`) and a power-of-two
+        // alignment.
+        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+        let base = NonNull::new(raw).ok_or(Error::OutOfMemory {
+            requested: len as u64,
+            capacity: len as u64,
+            free: 0,
+        })?;
+        // SAFETY: `base` is a fresh allocation of `len >= image.len()` bytes,
+        // which cannot overlap the caller's slice.
+        unsafe { core::ptr::copy_nonoverlapping(image.as_ptr(), base.as_ptr(), image.len()) };
+        crate::fuzzing::page_hooks().reserve(base, len);
+        Ok(Region {
+            backing: Backing::Heap(layout),
+            base,
+            len,
+            name: name.clone(),
+            backed: Backed::new(0),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+}
+
 impl Drop for Region {
     fn drop(&mut self) {
         if crate::sync::held::any_in(self.base.as_ptr() as usize, self.len) {
@@ -349,14 +440,28 @@ impl Drop for Region {
             LEAKED.lock().push(self.id);
             return;
         }
-        // SAFETY:
-        // - `base`/`len` are the mapping made in `create`/`open`, unmapped
-        //   only here;
-        // - the region is being dropped, so no borrow of it remains, and
-        //   users of `base` must not outlive the region (its documented
-        //   contract).
-        let result = unsafe { shm::munmap(self.base, self.len) };
-        debug_assert!(result.is_ok(), "munmap failed: {result:?}");
+        match &self.backing {
+            Backing::Shm(_) => {
+                // SAFETY:
+                // - `base`/`len` are the mapping made in `create`/`open`,
+                //   unmapped only here;
+                // - the region is being dropped, so no borrow of it remains,
+                //   and users of `base` must not outlive the region (its
+                //   documented contract).
+                let result = unsafe { shm::munmap(self.base, self.len) };
+                debug_assert!(result.is_ok(), "munmap failed: {result:?}");
+            }
+            #[cfg(feature = "fuzzing")]
+            Backing::Heap(layout) => {
+                crate::fuzzing::page_hooks().release(self.base, self.len);
+                // SAFETY:
+                // - `base` was allocated in `Region::heap` with exactly
+                //   `layout`, and is freed only here;
+                // - the region is being dropped, so no borrow of it remains
+                //   (as for a mapping above).
+                unsafe { std::alloc::dealloc(self.base.as_ptr(), *layout) };
+            }
+        }
     }
 }
 
@@ -473,7 +578,8 @@ mod tests {
         let created = Region::create(&name.0, 1 << 20, 0o600).unwrap();
         assert_eq!(created.len(), 1 << 20);
         assert_eq!(created.name(), &name.0);
-        assert_eq!(shm::fstat(created.fd.as_fd()).unwrap().size, 1 << 20);
+        let fd = created.shm_fd().expect("made by Region::create");
+        assert_eq!(shm::fstat(fd).unwrap().size, 1 << 20);
         assert_eq!(created.base().as_ptr() as usize % 4096, 0);
         created.commit(0, 4096).unwrap();
         created.commit(0, 4096).unwrap();
@@ -533,7 +639,8 @@ mod tests {
         for mode in [0o600, 0o640, 0o666] {
             let name = TestName::new("mode");
             let region = Region::create(&name.0, 4096, mode).unwrap();
-            let st = shm::fstat(region.fd.as_fd()).unwrap();
+            let fd = region.shm_fd().expect("made by Region::create");
+            let st = shm::fstat(fd).unwrap();
             assert_eq!(st.mode, mode, "{mode:#o} became {:#o}", st.mode);
             assert_eq!(st.uid, shm::effective_uid());
         }

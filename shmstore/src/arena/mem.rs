@@ -151,6 +151,12 @@ impl Mem {
         }
     }
 
+    /// The region's first byte, as an address (for fuzz targets' images).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn base_addr(&self) -> usize {
+        self.base.as_ptr() as usize
+    }
+
     /// Length in bytes.
     pub(crate) fn len(&self) -> u64 {
         self.len

@@ -525,12 +525,28 @@ impl<'a> Arena<'a> {
             .max(1 << 16)
     }
 
-    /// The name of a record (lossy UTF-8: names are validated UTF-8 when
-    /// written).
+    /// The name of a record, checked to be one that an insert could have
+    /// written (UTF-8, 1 to 255 bytes, no NUL): any other is a corrupted
+    /// record, never a name handed out (the API would refuse it with
+    /// `InvalidName`, and a lossy conversion would name another object).
     pub(crate) fn record_name(&self, rec: u64) -> Result<String> {
         let len = self.record_name_len(rec)?;
         let bytes = self.mem.read_bytes(rec + REC_NAME, len)?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        match String::from_utf8(bytes) {
+            Ok(name)
+                if !name.is_empty()
+                    && name.len() <= crate::MAX_OBJECT_NAME
+                    && !name.contains('\0') =>
+            {
+                Ok(name)
+            }
+            Ok(name) => Err(Error::corrupted(format!(
+                "record {rec:#x}: its name {name:?} is not an object name"
+            ))),
+            Err(e) => Err(Error::corrupted(format!(
+                "record {rec:#x}: its name is not UTF-8 ({e})"
+            ))),
+        }
     }
 
     /// Space accounting.
@@ -1133,6 +1149,37 @@ pub(crate) mod tests {
     fn insert_checked(a: &Arena<'_>, name: &str, type_idx: u32) -> Result<()> {
         let (rec, _) = a.new_record(name.as_bytes(), type_idx, false, 1)?;
         a.publish(dir::hash_name(name.as_bytes()), rec)
+    }
+
+    // Regression (fuzzing, segment_open): a record whose name bytes were
+    // changed to bytes no insert writes (a NUL, invalid UTF-8, an empty
+    // name) was listed by `entries` under that name — lossily converted,
+    // so possibly another object's name — and `check()` found nothing
+    // wrong; the name then failed every lookup with `InvalidName`. A record
+    // name must be one an insert could have written.
+    #[test]
+    fn a_record_name_no_insert_could_write_is_corrupted() {
+        let s = HeapStore::new(1 << 20);
+        let a = s.arena();
+        let t = register(&a, "u64", 8, 8);
+        let rec = insert(&a, "abc", t);
+        assert_eq!(a.record_name(rec).unwrap(), "abc");
+        for (bad, len) in [
+            (&b"a\0c"[..], 3u16),
+            (&b"a\xffc"[..], 3),
+            (&b"\xc3("[..], 2),
+            (&b""[..], 0),
+        ] {
+            a.mem.write_bytes(rec + REC_NAME, bad).unwrap();
+            a.mem.set_u16(rec + REC_NAME_LEN, len).unwrap();
+            assert!(
+                matches!(a.record_name(rec), Err(Error::Corrupted { .. })),
+                "{bad:?}"
+            );
+        }
+        a.mem.write_bytes(rec + REC_NAME, b"abc").unwrap();
+        a.mem.set_u16(rec + REC_NAME_LEN, 3).unwrap();
+        assert_eq!(a.record_name(rec).unwrap(), "abc");
     }
 
     #[test]

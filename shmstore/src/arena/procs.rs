@@ -90,6 +90,57 @@ fn home(rec: u64, cap: u64) -> u64 {
     ((rec >> 3).wrapping_mul(0x9e37_79b9_7f4a_7c15)) >> (64 - k)
 }
 
+/// In a copy of a store's bytes (`image`), makes the slots of `me` those of
+/// a process that is gone: their start time becomes another one, as if the
+/// pid had been reused since (see [`crate::sys::proc::Liveness::Dead`]).
+/// So whoever opens the copy releases what `me` held there. A table the
+/// header does not locate inside the image is left alone. Returns the
+/// number of slots changed.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn mark_gone_in_image(image: &mut [u8], me: Owner) -> usize {
+    use super::header::{OFF_PROCS, OFF_PROCS_LEN};
+    let word = |image: &[u8], off: u64| -> Option<u64> {
+        let off = usize::try_from(off).ok()?;
+        let bytes = image.get(off..off.checked_add(8)?)?;
+        Some(u64::from_ne_bytes(bytes.try_into().ok()?))
+    };
+    let half = |image: &[u8], off: u64| -> Option<u32> {
+        let off = usize::try_from(off).ok()?;
+        let bytes = image.get(off..off.checked_add(4)?)?;
+        Some(u32::from_ne_bytes(bytes.try_into().ok()?))
+    };
+    let StartTime::Known(start) = me.start else {
+        // Alive while the pid exists: no start time says otherwise.
+        return 0;
+    };
+    let (Some(table), Some(len)) = (word(image, OFF_PROCS), word(image, OFF_PROCS_LEN)) else {
+        return 0;
+    };
+    let mut changed = 0;
+    for slot in 0..len.min(1 << 16) {
+        let Some(s) = slot.checked_mul(SLOT).and_then(|o| o.checked_add(table)) else {
+            break;
+        };
+        let (Some(pid), Some(pidns), Some(started)) = (
+            half(image, s + S_PID),
+            half(image, s + S_PIDNS),
+            word(image, s + S_START),
+        ) else {
+            break;
+        };
+        if pid == me.pid && pidns == me.pidns && started == start {
+            let other = match start.wrapping_add(1) {
+                StartTime::UNKNOWN_WORD => 0,
+                t => t,
+            };
+            let at = (s + S_START) as usize;
+            image[at..at + 8].copy_from_slice(&other.to_ne_bytes());
+            changed += 1;
+        }
+    }
+    changed
+}
+
 impl Arena<'_> {
     /// Creates the process table of a new store.
     pub(crate) fn procs_init(&self) -> Result<()> {

@@ -59,6 +59,8 @@ use crate::{Error, Result, ShmSafe, TypeLayout};
 mod check;
 mod collect;
 mod handle;
+#[cfg(feature = "fuzzing")]
+mod heap;
 mod mappings;
 mod objects;
 mod open;
@@ -78,6 +80,8 @@ pub(crate) use check::check_arena;
 pub use check::CheckReport;
 pub use collect::CollectReport;
 pub use handle::{Handle, SliceHandle};
+#[cfg(feature = "fuzzing")]
+pub(crate) use heap::HeaderLockMode;
 pub use objects::Entry;
 pub use options::StoreOptions;
 pub(crate) use remove::{remove_locked, unlink_unlocked, Locked};

@@ -190,7 +190,7 @@ impl StoreOptions {
         }
     }
 
-    fn checked_capacity(&self) -> Result<u64> {
+    pub(super) fn checked_capacity(&self) -> Result<u64> {
         let cap = self
             .capacity
             .checked_next_multiple_of(4096)

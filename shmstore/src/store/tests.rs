@@ -622,3 +622,68 @@ fn a_store_attached_from_another_pid_namespace_judges_no_holder_dead() {
     assert!(!sem.try_acquire_for(Duration::from_millis(200)).unwrap());
     assert_eq!(held.load(Ordering::SeqCst), 1, "not reaped");
 }
+
+// Regression (fuzzing, segment_open): a record whose name bytes another
+// process changed to bytes no insert writes was listed by `entries` under a
+// lossily converted name that every lookup refused with `InvalidName`, and
+// `check()` found nothing wrong. Now `entries` is `Corrupted` and `check()`
+// names the record.
+#[test]
+fn a_record_whose_name_was_corrupted_is_reported_not_listed() {
+    let store = scratch("bad-name", 1 << 20);
+    store.insert("abc", 5u64).unwrap();
+    store.insert("other", 6u64).unwrap();
+    let rec = store
+        .with_arena(|a| Ok(a.lookup(b"abc", hash_name(b"abc"))?.expect("abc").rec))
+        .unwrap();
+    let name_at = rec + crate::arena::dir::REC_NAME;
+    store.inner.mem.write_bytes(name_at, b"a\0c").unwrap();
+    assert!(matches!(store.entries(), Err(Error::Corrupted { .. })));
+    let report = store.check().unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("not an object name")),
+        "{report}"
+    );
+    // The other object is untouched and still read.
+    assert_eq!(*store.get::<u64>("other").unwrap(), 6);
+    store.inner.mem.write_bytes(name_at, b"abc").unwrap();
+    assert_eq!(store.entries().unwrap().len(), 2);
+    assert!(store.check().unwrap().is_ok());
+}
+
+// Regression (fuzzing, segment_open): the `__kind` word of a `ShmMutex` in
+// a segment, changed to one with glibc's lock-elision flag, made
+// `try_lock` — and `check()`, which try-locks every mutex guarding
+// containers — die of `SIGILL` inside glibc on a processor without TSX.
+// Such a mutex is now `Corrupted` for its lockers and a problem for
+// `check()`; the other objects are unaffected.
+#[test]
+fn a_mutex_whose_kind_was_corrupted_is_an_error_for_lockers_and_check() {
+    use crate::{ShmMutex, ShmVec};
+    let store = scratch("bad-kind", 1 << 20);
+    store
+        .insert(
+            "jobs",
+            ShmMutex::new(ShmVec::from_slice_in(&store, &[1u32, 2]).unwrap()),
+        )
+        .unwrap();
+    store.insert("other", 6u64).unwrap();
+    let jobs = store.get::<ShmMutex<ShmVec<u32>>>("jobs").unwrap();
+    let at = &*jobs as *const ShmMutex<ShmVec<u32>> as usize
+        - store.inner.region.base().as_ptr() as usize;
+    // glibc's `__kind` word: offset 16 of a 64-bit `pthread_mutex_t`.
+    let kind_at = at as u64 + 16;
+    let kind = store.inner.mem.u32(kind_at).unwrap();
+    store.inner.mem.set_u32(kind_at, kind | 0x100).unwrap();
+    assert!(matches!(jobs.try_lock(), Err(Error::Corrupted { .. })));
+    assert!(matches!(jobs.lock(), Err(Error::Corrupted { .. })));
+    let report = store.check().unwrap();
+    assert!(!report.is_ok(), "{report}");
+    assert_eq!(*store.get::<u64>("other").unwrap(), 6);
+    store.inner.mem.set_u32(kind_at, kind).unwrap();
+    assert_eq!(jobs.lock().unwrap().as_slice().unwrap().len(), 2);
+    assert!(store.check().unwrap().is_ok());
+}

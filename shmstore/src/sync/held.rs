@@ -170,6 +170,24 @@ pub(crate) fn any_in(base: usize, len: usize) -> bool {
     })
 }
 
+/// The addresses in `[base, base + len)` of the robust locks the calling
+/// thread holds (for a crash simulated by [`crate::fuzzing`]).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn held_here_in(base: usize, len: usize) -> Vec<usize> {
+    let inside = |a: usize| a != 0 && a >= base && a - base < len;
+    let Ok(Some(record)) = MINE.try_with(Cell::get) else {
+        return Vec::new();
+    };
+    let mut out: Vec<usize> = record
+        .slots
+        .iter()
+        .map(|s| s.load(Ordering::Relaxed))
+        .filter(|&a| inside(a))
+        .collect();
+    out.extend(record.spilled.lock().iter().copied().filter(|&a| inside(a)));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

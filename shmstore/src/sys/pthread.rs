@@ -234,6 +234,28 @@ pub(crate) fn observe(lock_word: u32, owner_word: u32) -> Observed {
 /// `__count`), for [`observe`].
 pub(crate) const OWNER_WORD: u64 = 8;
 
+/// Byte offset of glibc's `__kind` word in a 64-bit `pthread_mutex_t`
+/// (`int __lock; unsigned __count; int __owner; unsigned __nusers; int
+/// __kind; ...`, the same on every 64-bit glibc target).
+#[cfg(all(target_env = "gnu", target_pointer_width = "64"))]
+const KIND_OFFSET: usize = 16;
+
+/// The `__kind` word of a mutex made by [`RawMutex::init`] (robust,
+/// process-shared, error-checking), learnt once from one initialised here,
+/// so that no flag value of glibc's is written down in this crate.
+#[cfg(all(target_env = "gnu", target_pointer_width = "64"))]
+fn initialised_kind() -> Option<i32> {
+    static KIND: std::sync::OnceLock<Option<i32>> = std::sync::OnceLock::new();
+    *KIND.get_or_init(|| {
+        let mut m = Box::new(RawMutex::new_uninit());
+        // SAFETY: the box is aligned, writable, unlocked, reachable by no
+        // other thread, and does not move while it is used (it is only read
+        // below, then dropped; a pthread mutex needs no destruction).
+        unsafe { RawMutex::init(&mut *m) }.ok()?;
+        Some(m.kind())
+    })
+}
+
 impl RawMutex {
     /// `PTHREAD_MUTEX_INITIALIZER`: a valid process-private, non-robust
     /// mutex until [`RawMutex::init`] runs at the final address.
@@ -289,12 +311,60 @@ impl RawMutex {
         check(rc, "pthread_mutex_init")
     }
 
+    /// glibc's `__kind` word, read atomically: glibc writes it only when it
+    /// initialises the mutex, and every lock operation reads it first to
+    /// pick its code path.
+    #[cfg(all(target_env = "gnu", target_pointer_width = "64"))]
+    fn kind(&self) -> i32 {
+        // SAFETY: `KIND_OFFSET + 4` is within the `pthread_mutex_t`
+        // (`PTHREAD_MUTEX_SIZE` is 40 on 64-bit glibc, asserted in the
+        // tests) and 4-aligned in the 8-aligned mutex; the bytes live as long
+        // as `&self`, and an atomic load races with nothing (glibc writes the
+        // word only in `pthread_mutex_init`, before the mutex is shared).
+        let k = unsafe {
+            &*self
+                .inner
+                .get()
+                .cast::<u8>()
+                .add(KIND_OFFSET)
+                .cast::<core::sync::atomic::AtomicI32>()
+        };
+        k.load(core::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Refuses, before any pthread call, a mutex whose kind is neither the
+    /// one [`RawMutex::init`] makes nor that of
+    /// [`PTHREAD_MUTEX_INITIALIZER`](RawMutex::new_uninit) (0: a plain
+    /// mutex, for a `ShmMutex` not yet placed in a store). Another process
+    /// (or corruption) may have written any kind into a mutex in a segment,
+    /// and glibc trusts it: a kind with the lock-elision flag makes
+    /// `pthread_mutex_trylock` execute a TSX instruction that raises
+    /// `SIGILL` on a processor without TSX; priority-protection and
+    /// priority-inheritance kinds change the thread's scheduling or call
+    /// into the kernel's PI futexes on arbitrary words.
+    fn check_kind(&self, op: &'static str) -> Result<()> {
+        #[cfg(all(target_env = "gnu", target_pointer_width = "64"))]
+        {
+            let kind = self.kind();
+            if kind != 0 && Some(kind) != initialised_kind() {
+                return Err(Error::corrupted(format!(
+                    "the lock's bytes are not a mutex shmstore initialised (kind {kind:#x}; {op} refused)"
+                )));
+            }
+        }
+        #[cfg(not(all(target_env = "gnu", target_pointer_width = "64")))]
+        let _ = op;
+        Ok(())
+    }
+
     /// Blocks until the lock is held by the calling thread.
     ///
-    /// Errors: an unrecoverable mutex or invalid mutex bytes are
+    /// Errors: an unrecoverable mutex or invalid mutex bytes (a kind of
+    /// mutex [`init`](RawMutex::init) does not make, see `check_kind`) are
     /// [`Error::Corrupted`]; a relock by the holding thread (of an
     /// [`init`](RawMutex::init)ed mutex) is [`Error::InvalidArgument`].
     pub(crate) fn lock(&self) -> Result<Acquired> {
+        self.check_kind("pthread_mutex_lock")?;
         // SAFETY: by the type's invariant `inner` is a valid mutex, and it
         // lives at least as long as `&self`.
         let rc = unsafe { libc::pthread_mutex_lock(self.inner.get()) };
@@ -307,6 +377,7 @@ impl RawMutex {
 
     /// Takes the lock if it is free; `Ok(None)` if another thread holds it.
     pub(crate) fn try_lock(&self) -> Result<Option<Acquired>> {
+        self.check_kind("pthread_mutex_trylock")?;
         // SAFETY: as in `lock`.
         let rc = unsafe { libc::pthread_mutex_trylock(self.inner.get()) };
         match rc {
@@ -323,6 +394,7 @@ impl RawMutex {
     /// shortens nor stretches the wait; a robust mutex whose owner died is
     /// reported at once, as by `lock`.
     pub(crate) fn lock_for(&self, timeout: std::time::Duration) -> Result<Option<Acquired>> {
+        self.check_kind("pthread_mutex_clocklock")?;
         let abstime = deadline_timespec(CLOCK, timeout)?;
         // SAFETY: as in `lock`; `abstime` is a valid timespec on this stack
         // frame, only read during the call.
@@ -406,6 +478,7 @@ impl RawMutex {
     /// Marks a mutex acquired with [`Acquired::OwnerDied`] consistent again
     /// (`pthread_mutex_consistent`); the caller still holds it.
     pub(crate) fn make_consistent(&self) -> Result<()> {
+        self.check_kind("pthread_mutex_consistent")?;
         // SAFETY: as in `lock`; the call only changes the mutex's state.
         let rc = unsafe { libc::pthread_mutex_consistent(self.inner.get()) };
         match rc {
@@ -705,6 +778,64 @@ mod tests {
         assert_eq!(m.lock_until(None, || true).unwrap(), Some(Acquired::Clean));
         // SAFETY: held by this thread.
         unsafe { m.unlock() };
+    }
+
+    // Regression (fuzzing, segment_open): a `ShmMutex` whose `__kind` word
+    // another process changed (here: the lock-elision flag, 0x100) was
+    // handed to glibc, whose `pthread_mutex_trylock` then executed an
+    // `xabort` instruction, a `SIGILL` on a processor without TSX; `check()`
+    // and `collect()` try-lock every mutex they walk, so a corrupted store
+    // killed whoever checked it. A kind `init` does not make is now refused
+    // before any pthread call.
+    #[test]
+    fn a_mutex_of_a_kind_init_does_not_make_is_refused_before_glibc_sees_it() {
+        let m = robust();
+        let kind = m.kind();
+        assert_eq!(Some(kind), initialised_kind());
+        let word = || {
+            // SAFETY: the kind word of the boxed mutex, as in `kind`; no
+            // other thread uses the mutex.
+            unsafe {
+                &*m.inner
+                    .get()
+                    .cast::<u8>()
+                    .add(KIND_OFFSET)
+                    .cast::<core::sync::atomic::AtomicI32>()
+            }
+        };
+        for bad in [
+            kind | 0x100,
+            kind | 0x20,
+            kind | 0x40,
+            kind ^ 0x2,
+            1,
+            0x7fff_ffff,
+            -1,
+        ] {
+            word().store(bad, core::sync::atomic::Ordering::Relaxed);
+            for r in [
+                m.try_lock().map(|_| ()),
+                m.lock().map(|_| ()),
+                m.lock_for(std::time::Duration::from_millis(10)).map(|_| ()),
+                m.lock_until(None, || true).map(|_| ()),
+                m.make_consistent(),
+            ] {
+                assert!(
+                    matches!(&r, Err(Error::Corrupted { reason }) if reason.contains("not a mutex")),
+                    "kind {bad:#x}: {r:?}"
+                );
+            }
+        }
+        word().store(kind, core::sync::atomic::Ordering::Relaxed);
+        assert_eq!(m.try_lock().unwrap(), Some(Acquired::Clean));
+        // SAFETY: held by this thread.
+        unsafe { m.unlock() };
+        // The static initializer's kind (a `ShmMutex` outside any store).
+        let plain = RawMutex::new_uninit();
+        assert_eq!(plain.kind(), 0);
+        assert_eq!(plain.lock().unwrap(), Acquired::Clean);
+        // SAFETY: held by this thread.
+        unsafe { plain.unlock() };
     }
 
     #[test]
