@@ -85,9 +85,9 @@ mod arena;
 pub mod containers;
 mod crash;
 mod error;
-pub mod inspect;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod inspect;
 pub mod layout;
 pub(crate) mod region;
 mod store;
