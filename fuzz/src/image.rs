@@ -183,3 +183,33 @@ pub fn mutate_image(image: &mut [u8], rng: &mut Rng) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::segment_len;
+    use shmstore::fuzzing::{self, HeaderLock};
+
+    /// The committed `segment_open` seeds are stores of the current
+    /// format: a format change makes them `Incompatible`, and the target
+    /// then stops at the version word (regenerate them with `make_seeds`).
+    #[test]
+    fn every_committed_segment_seed_opens_as_a_store() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/seeds/segment_open");
+        let mut opened = 0;
+        for entry in std::fs::read_dir(dir).expect("the seed directory") {
+            let path = entry.expect("a seed").path();
+            let bytes = std::fs::read(&path).expect("a seed");
+            let (flags, img) = bytes.split_first().expect("a non-empty seed");
+            let lock = if flags & 1 != 0 {
+                HeaderLock::OwnerDied
+            } else {
+                HeaderLock::Unlocked
+            };
+            if let Err(e) = fuzzing::open_image(img, segment_len(img), lock) {
+                panic!("{} does not open: {e} (run make_seeds)", path.display());
+            }
+            opened += 1;
+        }
+        assert!(opened >= 5, "only {opened} seeds");
+    }
+}

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use arbitrary::Arbitrary;
-use shmstore::fuzzing::{self, HeaderLock};
+use shmstore::fuzzing;
 use shmstore::{Error, FixedString, Handle, RelPtr, ShmMap, ShmString, ShmVec, SliceHandle, Store};
 
 use crate::objects::{Config, Job, LockedMap, LockedRel, LockedVec, Mode};
@@ -719,7 +719,7 @@ impl Run {
             fuzzing::create_in_heap(shmstore::MIN_CAPACITY).expect("a placeholder store"),
         );
         drop(old);
-        let recovered = fuzzing::open_image(&image, image.len(), HeaderLock::AsIs)
+        let recovered = fuzzing::open_crash_image(&image, image.len())
             .unwrap_or_else(|e| panic!("recovery after a crash at step {step} of {op:?}: {e}"));
         self.store = recovered;
         let matches = |model: &BTreeMap<String, MVal>| {

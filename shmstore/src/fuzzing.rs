@@ -87,6 +87,23 @@ pub fn open_image(image: &[u8], len: usize, lock: HeaderLock) -> Result<Store> {
     Store::open_heap_image(image, len, lock.mode())
 }
 
+/// Opens an image from [`image_at_step`] as the next process to open a
+/// store after its user died would find it: with [`open_image`] and
+/// [`HeaderLock::AsIs`] (the dead process's locks are marked so in the
+/// image, and opening recovers from them), and then as if the dead process
+/// had had another pid. It is this process, alive, that attaches again
+/// under the same pid: the pending marks it left on container buffers
+/// (a value being built, a buffer a rolled-back free gave back) would make
+/// them look held for ever, where a dead process's are reclaimed by
+/// `collect`. So every pending mark naming this pid gets a pid no process
+/// has (`i32::MAX`, above every `pid_max`).
+#[doc(hidden)]
+pub fn open_crash_image(image: &[u8], len: usize) -> Result<Store> {
+    let store = open_image(image, len, HeaderLock::AsIs)?;
+    store.repoint_pending(std::process::id(), i32::MAX as u32)?;
+    Ok(store)
+}
+
 /// A copy of the store's bytes (its whole length; pages this process does
 /// not know to be committed read as zeros). It takes no lock and checks
 /// nothing (so it copies a corrupted store too): call it when no thread is
@@ -107,9 +124,9 @@ pub fn image(store: &Store) -> Result<Vec<u8>> {
 /// to a process that is gone. Then `op` goes on to its end.
 ///
 /// Returns what `op` returned and the image, or `None` if `op` took fewer
-/// than `step` steps. Open the image with [`open_image`] and
-/// [`HeaderLock::AsIs`] (after dropping `store`, so that containers find
-/// the right store by its id) to see what recovery makes of it.
+/// than `step` steps. Open the image with [`open_crash_image`] (after
+/// dropping `store`, so that containers find the right store by its id) to
+/// see what recovery makes of it.
 #[doc(hidden)]
 pub fn image_at_step<R>(store: &Store, step: u64, op: impl FnOnce() -> R) -> (R, Option<Vec<u8>>) {
     if step == 0 {
@@ -618,7 +635,7 @@ mod tests {
         r.unwrap();
         let img = img.expect("an insert takes a step");
         drop(store);
-        let recovered = open_image(&img, img.len(), HeaderLock::AsIs).unwrap();
+        let recovered = open_crash_image(&img, img.len()).unwrap();
         assert_eq!(
             recovered.stats().unwrap().recoveries,
             1,

@@ -85,6 +85,24 @@ impl Store {
         }
     }
 
+    /// Gives every container buffer whose pending mark names process `pid`
+    /// the pid `ghost` instead, keeping the slot part (see
+    /// [`crate::fuzzing::open_crash_image`]). Returns how many it changed.
+    pub(crate) fn repoint_pending(&self, pid: u32, ghost: u32) -> Result<usize> {
+        self.with_arena(|a| {
+            let mut changed = 0;
+            for (blk, _) in a.allocated_blocks()? {
+                if let Some((_, _, pending)) = a.nested_header(blk)? {
+                    if pending != 0 && pending as u32 == pid {
+                        a.set_pending(blk, (pending & !0xffff_ffff) | u64::from(ghost))?;
+                        changed += 1;
+                    }
+                }
+            }
+            Ok(changed)
+        })
+    }
+
     /// The region's base address and length.
     pub(crate) fn region_span(&self) -> (usize, usize) {
         (self.inner.mem.base_addr(), self.inner.mem.len() as usize)

@@ -168,8 +168,18 @@ impl Inner {
         let generation = self.mem.atomic_u64(OFF_LOCK_GEN)?;
         // A store opened with a lock timeout never blocks without end: a
         // blocking wait becomes one until the timeout, then TimedOut.
+        // A timed wait ends at the earlier of its own deadline (then
+        // `Ok(None)`) and the lock timeout (then TimedOut).
         let (how, timed_out) = match (how, self.lock_timeout) {
-            (Wait::Block, Some(timeout)) => (Wait::Until(Instant::now() + timeout), Some(timeout)),
+            // (A timeout too far to represent is no timeout.)
+            (Wait::Block, Some(timeout)) => match Instant::now().checked_add(timeout) {
+                Some(bound) => (Wait::Until(bound), Some(timeout)),
+                None => (Wait::Block, None),
+            },
+            (Wait::Until(at), Some(timeout)) => match Instant::now().checked_add(timeout) {
+                Some(bound) if bound < at => (Wait::Until(bound), Some(timeout)),
+                _ => (Wait::Until(at), None),
+            },
             (how, _) => (how, None),
         };
         let judge = || self.one_pid_namespace();

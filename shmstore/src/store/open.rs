@@ -254,15 +254,7 @@ impl Store {
                     }
                 }
                 let me = own_identity();
-                // Before this process can record itself anywhere (header
-                // note 6): a process of another pid namespace makes the
-                // store's namespace mixed, for good. SeqCst, and under the
-                // header lock: every record this process makes later comes
-                // after it.
-                let pidns = a.mem.atomic_u32(OFF_PIDNS)?;
-                if pidns.load(Ordering::SeqCst) != namespace_word(me.pidns) {
-                    pidns.store(PIDNS_MIXED, Ordering::SeqCst);
-                }
+                note_namespace(a, me.pidns)?;
                 a.attach(me).map(Some)
             },
             // Marked removed (by us, now committed, or by a remover that
@@ -342,6 +334,22 @@ impl Inner {
 /// The pid namespace word (header note 6) for a process of namespace
 /// `pidns`: mixed if it could not read it (0), or if it is the sentinel
 /// itself.
+/// Before this process records itself anywhere in the store, or holds
+/// its header lock for longer than a moment (header note 6): a process of
+/// another pid namespace (`pidns`, 0 if unknown) makes the store's
+/// namespace mixed, for good. Called under the header lock, SeqCst: every
+/// record this process makes later comes after it, and a waiter for the
+/// lock that reads this process's thread id in the lock word (a number of
+/// another namespace) finds the store mixed by its second look and does
+/// not judge it.
+pub(super) fn note_namespace(a: &Arena<'_>, pidns: u32) -> Result<()> {
+    let word = a.mem.atomic_u32(OFF_PIDNS)?;
+    if word.load(Ordering::SeqCst) != namespace_word(pidns) {
+        word.store(PIDNS_MIXED, Ordering::SeqCst);
+    }
+    Ok(())
+}
+
 fn namespace_word(pidns: u32) -> u32 {
     if pidns == 0 {
         PIDNS_MIXED

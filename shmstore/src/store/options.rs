@@ -78,7 +78,11 @@ impl StoreOptions {
     /// operation that takes it several times may wait a multiple of it.
     /// When a drop (of a handle, or of the last `Store`) times out, what it
     /// would have released is left to be released once this process is
-    /// found dead, as after a crash.
+    /// found dead, as after a crash; when freeing the buffers of a removed
+    /// value's containers (done in steps after the removal) times out, they
+    /// are left for [`Store::collect`](crate::Store::collect). A wait with
+    /// a deadline of its own ([`Store::wait_for`](crate::Store::wait_for))
+    /// waits for the lock until the earlier of the two.
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
         self.lock_timeout = Some(timeout);
         self

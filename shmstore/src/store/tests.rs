@@ -137,7 +137,7 @@ fn a_creator_is_taken_for_dead_only_when_it_is_known_to_be_gone() {
     // look describes it as being created, never as half-created.
     let ours = mem.u32(OFF_PIDNS).unwrap();
     assert_eq!(ours, proc::own_pid_namespace());
-    for other in [ours ^ 1, 0] {
+    for other in [ours ^ 1, 0, PIDNS_MIXED] {
         mem.set_u32(OFF_PIDNS, other).unwrap();
         assert!(creating(i32::MAX as u32, start as u32).contains(waited));
         assert!(creating(me, start as u32 ^ 1).contains(waited));
@@ -195,6 +195,12 @@ fn a_lock_timeout_bounds_every_wait_for_the_header_lock() {
         other => panic!("{other:?}"),
     }
     assert!(matches!(impatient.collect(), Err(Error::TimedOut { .. })));
+    // A wait with a deadline of its own (far later) still waits for the
+    // header lock only as long as the lock timeout (merge review).
+    match impatient.wait_for::<u64>("y", Duration::from_secs(120)) {
+        Err(Error::TimedOut { .. }) => {}
+        other => panic!("{other:?}"),
+    }
     assert!(started.elapsed() < Duration::from_secs(30));
     go_tx.send(()).unwrap();
     holder.join().unwrap();
