@@ -8,17 +8,17 @@
 //! with `unshare`), so that they never see, nor remove, anything of other
 //! tests or programs; they print why they skip otherwise.
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
+mod common;
+use common::{json, json_of, listed, run, shmstore, show, text, BIN};
 use serde_json::Value as Json;
 use shmstore::{ShmSafe, ShmString, ShmVec, Store};
 use shmstore_tests::{
     find_program, is_root, role, role_arg, role_command, role_command_with_arg, unique_name, Child,
     StoreGuard, PATIENCE,
 };
-
-const BIN: &str = env!("CARGO_BIN_EXE_shmstore");
 
 #[derive(ShmSafe, Clone, Copy)]
 #[repr(u8)]
@@ -74,61 +74,6 @@ const CONFIG_DUMP: &str = r#"Config {
     words: ["alpha", "beta"],
 }
 "#;
-
-/// Runs the command with `args` (bounded wait), returning its output.
-fn run(cmd: Command) -> Output {
-    let done = Child::spawn(cmd).wait();
-    Output {
-        status: done.status,
-        stdout: done.stdout.into_bytes(),
-        stderr: done.stderr.into_bytes(),
-    }
-}
-
-fn shmstore(args: &[&str]) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args);
-    run(cmd)
-}
-
-fn text(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status,
-        text(o),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// Runs `shmstore --json args`, checks the exit code, parses the document.
-fn json_of(o: &Output, code: i32) -> Json {
-    assert_eq!(o.status.code(), Some(code), "{}", show(o));
-    let doc: Json =
-        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}\n{}", show(o)));
-    assert_eq!(doc["schema"], 1, "{doc}");
-    doc
-}
-
-fn json(args: &[&str], code: i32) -> Json {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    json_of(&shmstore(&all), code)
-}
-
-/// The `ls --all --json` entry of `name`, if listed.
-fn listed(name: &str) -> Option<Json> {
-    let doc = json(&["ls", "--all"], 0);
-    doc["segments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == format!("/{name}"))
-        .cloned()
-}
 
 fn segment_bytes(guard: &StoreGuard) -> Vec<u8> {
     std::fs::read(guard.path()).unwrap()

@@ -16,25 +16,16 @@ use std::os::unix::fs::FileExt;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{json, listed, run, shmstore, show, BIN};
 use serde_json::Value as Json;
 use shmstore::{RelPtr, ShmSafe, Store};
 use shmstore_tests::{
     find_program, is_root, role, role_command, unique_name, Child, StoreGuard, PATIENCE,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_shmstore");
-
 // ---------------------------------------------------------------------------
 // helpers
-
-fn run(cmd: Command) -> Output {
-    let done = Child::spawn(cmd).wait();
-    Output {
-        status: done.status,
-        stdout: done.stdout.into_bytes(),
-        stderr: done.stderr.into_bytes(),
-    }
-}
 
 /// Like `run`, but keeps stdout as raw bytes (control characters and all).
 fn run_raw(args: &[&str]) -> Output {
@@ -46,40 +37,6 @@ fn run_raw(args: &[&str]) -> Output {
     });
     rx.recv_timeout(PATIENCE)
         .unwrap_or_else(|_| panic!("{args:?} did not finish within {PATIENCE:?}"))
-}
-
-fn shmstore(args: &[&str]) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args);
-    run(cmd)
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn json(args: &[&str], code: i32) -> Json {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let o = shmstore(&all);
-    assert_eq!(o.status.code(), Some(code), "{}", show(&o));
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}\n{}", show(&o)))
-}
-
-/// The `ls --all --json` entry of `name`, if listed.
-fn listed(name: &str) -> Option<Json> {
-    let doc = json(&["ls", "--all"], 0);
-    doc["segments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == format!("/{name}"))
-        .cloned()
 }
 
 fn write_at(path: &str, off: u64, bytes: &[u8]) {

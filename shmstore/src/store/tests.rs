@@ -17,6 +17,15 @@ fn with_watchdog(f: impl FnOnce() + Send + 'static) {
     }
 }
 
+/// Unlinks a store's name when dropped (even if the test fails).
+struct Unlink(String);
+
+impl Drop for Unlink {
+    fn drop(&mut self) {
+        let _ = Store::unlink(&self.0);
+    }
+}
+
 #[test]
 fn a_slot_whose_pid_was_reused_is_released_and_ours_is_kept() {
     let name = format!("shmstore-unit-reuse-{}", std::process::id());
@@ -89,12 +98,6 @@ fn a_slot_of_another_pid_namespace_is_never_released_from_here() {
 
 #[test]
 fn a_creator_is_taken_for_dead_only_when_it_is_known_to_be_gone() {
-    struct Unlink(String);
-    impl Drop for Unlink {
-        fn drop(&mut self) {
-            let _ = Store::unlink(&self.0);
-        }
-    }
     let name = format!("shmstore-unit-creator-{}", std::process::id());
     let _ = Store::unlink(&name);
     let store = Store::create(&name, 1 << 20).unwrap();
@@ -156,12 +159,6 @@ fn a_creator_is_taken_for_dead_only_when_it_is_known_to_be_gone() {
 /// nothing done; without a timeout they wait, as before.
 #[test]
 fn a_lock_timeout_bounds_every_wait_for_the_header_lock() {
-    struct Unlink(String);
-    impl Drop for Unlink {
-        fn drop(&mut self) {
-            let _ = Store::unlink(&self.0);
-        }
-    }
     let name = format!("shmstore-unit-lock-timeout-{}", std::process::id());
     let _ = Store::unlink(&name);
     let store2 = Store::create(&name, 1 << 20).unwrap();
@@ -246,12 +243,6 @@ fn a_header_lock_whose_owner_died_is_recovered_not_waited_on() {
 
 fn header_lock_owner_death() {
     let name = format!("shmstore-unit-hdr-{}", std::process::id());
-    struct Unlink(String);
-    impl Drop for Unlink {
-        fn drop(&mut self) {
-            let _ = Store::unlink(&self.0);
-        }
-    }
     let _ = Store::unlink(&name);
     let _cleanup = Unlink(name.clone());
     let store = Store::create(&name, 1 << 20).unwrap();
