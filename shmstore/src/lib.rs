@@ -115,3 +115,9 @@ pub use sync::{
     ShmCondvar, ShmEvent, ShmMutex, ShmMutexGuard, ShmQueue, ShmRwLock, ShmRwLockReadGuard,
     ShmRwLockWriteGuard, ShmSemaphore, WaitTimeoutResult,
 };
+
+/// The README's Rust examples, compiled and run as doctests so that they
+/// stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
