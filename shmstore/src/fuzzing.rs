@@ -96,7 +96,10 @@ pub fn open_image(image: &[u8], len: usize, lock: HeaderLock) -> Result<Store> {
 /// (a value being built, a buffer a rolled-back free gave back) would make
 /// them look held for ever, where a dead process's are reclaimed by
 /// `collect`. So every pending mark naming this pid gets a pid no process
-/// has (`i32::MAX`, above every `pid_max`).
+/// has (`i32::MAX`, above every `pid_max`). What this does not model: a
+/// dead process whose pid a live attached process got afterwards (its
+/// marks are then taken for that process's and kept until it detaches:
+/// the cautious choice, which the fuzzer does not exercise).
 #[doc(hidden)]
 pub fn open_crash_image(image: &[u8], len: usize) -> Result<Store> {
     let store = open_image(image, len, HeaderLock::AsIs)?;

@@ -116,8 +116,8 @@ pub use sync::{
     ShmRwLockWriteGuard, ShmSemaphore, WaitTimeoutResult,
 };
 
-/// The README's Rust examples, compiled and run as doctests so that they
-/// stay true.
+/// The README's Rust examples, compiled as doctests so that they stay
+/// true (`no_run`: the store name `demo` is the reader's, not a test's).
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;

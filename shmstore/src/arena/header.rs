@@ -96,9 +96,9 @@
 //! ⁶ The inode of the pid namespace (`/proc/self/ns/pid`) of the creator,
 //! written before the magic; a process that attaches from another pid
 //! namespace, or that cannot read its own (0), replaces it, under the
-//! header lock and before it attaches, with [`PIDNS_MIXED`] (so does one
-//! that takes the header lock to remove the store, `shmstore gc` or `rm`,
-//! without attaching) — for good:
+//! header lock and before it attaches, with [`PIDNS_MIXED`] (every taker
+//! of the header lock does so as soon as it holds it, before any recovery:
+//! `shmstore gc` and `rm` take it without attaching) — for good:
 //! the word is never set back. While it names this process's namespace,
 //! every process that ever used the store shares it, so a pid recorded in
 //! a lock means the same process here as there, and a holder found dead

@@ -156,7 +156,9 @@ impl Inner {
     }
 
     /// Takes the header lock as `how` says: `Ok(None)` if it was not free
-    /// in time ([`Wait::Try`], [`Wait::Until`]).
+    /// in time ([`Wait::Try`], [`Wait::Until`]); [`Error::TimedOut`] if the
+    /// store's lock timeout ran out first (it bounds [`Wait::Block`], and
+    /// [`Wait::Until`] when it ends sooner).
     ///
     /// A blocking wait sleeps in slices; between two, a lock word naming a
     /// thread that does not exist (seen twice) is [`Error::Corrupted`]
@@ -215,6 +217,11 @@ impl Inner {
             generation,
             held: Some(held::note_locked(lock as *const RawMutex as usize)),
         };
+        // This thread's id is in the lock word now, and recovery below may
+        // take a while: a process of another pid namespace marks the store
+        // mixed first (header note 6). The header page is always mapped,
+        // so this cannot fail; were it to, the lock is still handled below.
+        let _ = open::note_namespace(&self.mem, proc::own_pid_namespace());
         let commit = |from: u64, to: u64| self.region.commit(from, to - from);
         let arena = Arena::new(self.mem, &commit);
         // Pages another process committed since this one last looked are
@@ -434,6 +441,15 @@ impl Drop for Inner {
 /// [`StartTime::Unknown`] if `/proc/self/stat` could not be read the first
 /// time it was asked for (recorded as the "unknown" sentinel word, never as
 /// 0): the process then counts as alive for as long as its pid exists.
+/// `timeout` from now; a timeout too far to represent (`Duration::MAX`)
+/// is about a century from now instead of a panic.
+pub(super) fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
 pub(super) fn own_identity() -> Owner {
     Owner {
         pid: std::process::id(),

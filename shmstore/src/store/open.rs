@@ -59,7 +59,7 @@ impl Store {
         timeout: Duration,
         lock_timeout: Option<Duration>,
     ) -> Result<Store> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let mut pause = Duration::from_micros(100);
         let not_ready = |reason: String| -> Result<Option<Store>> {
             if Instant::now() >= deadline {
@@ -253,9 +253,9 @@ impl Store {
                         return Ok(None);
                     }
                 }
-                let me = own_identity();
-                note_namespace(a, me.pidns)?;
-                a.attach(me).map(Some)
+                // (The pid namespace word was seen to when the lock was
+                // taken: see `note_namespace`.)
+                a.attach(own_identity()).map(Some)
             },
             // Marked removed (by us, now committed, or by a remover that
             // died before unlinking): the name goes before anyone else
@@ -331,25 +331,25 @@ impl Inner {
     }
 }
 
-/// The pid namespace word (header note 6) for a process of namespace
-/// `pidns`: mixed if it could not read it (0), or if it is the sentinel
-/// itself.
-/// Before this process records itself anywhere in the store, or holds
-/// its header lock for longer than a moment (header note 6): a process of
-/// another pid namespace (`pidns`, 0 if unknown) makes the store's
-/// namespace mixed, for good. Called under the header lock, SeqCst: every
+/// As soon as this process holds the store's header lock, before it
+/// records itself anywhere in the store or does anything that may take a
+/// while (header note 6): a process of another pid namespace (`pidns`, 0
+/// if unknown) makes the store's namespace mixed, for good. SeqCst: every
 /// record this process makes later comes after it, and a waiter for the
 /// lock that reads this process's thread id in the lock word (a number of
 /// another namespace) finds the store mixed by its second look and does
 /// not judge it.
-pub(super) fn note_namespace(a: &Arena<'_>, pidns: u32) -> Result<()> {
-    let word = a.mem.atomic_u32(OFF_PIDNS)?;
+pub(super) fn note_namespace(mem: &Mem, pidns: u32) -> Result<()> {
+    let word = mem.atomic_u32(OFF_PIDNS)?;
     if word.load(Ordering::SeqCst) != namespace_word(pidns) {
         word.store(PIDNS_MIXED, Ordering::SeqCst);
     }
     Ok(())
 }
 
+/// The pid namespace word (header note 6) for a process of namespace
+/// `pidns`: mixed if it could not read it (0), or if it is the sentinel
+/// itself.
 fn namespace_word(pidns: u32) -> u32 {
     if pidns == 0 {
         PIDNS_MIXED

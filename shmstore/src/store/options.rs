@@ -173,7 +173,7 @@ impl StoreOptions {
     pub fn open_or_create(&self, name: &str) -> Result<Store> {
         let parsed = SegmentName::parse(name)?;
         let capacity = self.checked_capacity()?;
-        let deadline = Instant::now() + self.open_timeout;
+        let deadline = super::deadline_after(self.open_timeout);
         loop {
             match self.create(name) {
                 Err(Error::AlreadyExists { .. }) => {}

@@ -81,9 +81,6 @@ pub(crate) fn remove_locked<T>(
     let region = &inner.region;
     let ((removed, judged), _) = inner.with_arena_then(
         |a| {
-            // This process's thread id is in the lock word now, and it
-            // may hold the lock a while (header note 6).
-            super::open::note_namespace(a, proc::own_pid_namespace())?;
             let flags = flags_of(a.mem.u64(OFF_FLAGS)?)?;
             let (remove, judged) = judge(a)?;
             let removed = flags & FLAG_REMOVED != 0 || remove;

@@ -684,3 +684,27 @@ fn a_mutex_whose_kind_was_corrupted_is_an_error_for_lockers_and_check() {
     assert_eq!(jobs.lock().unwrap().as_slice().unwrap().len(), 2);
     assert!(store.check().unwrap().is_ok());
 }
+
+/// Merge review: a process that takes the header lock without attaching
+/// (`shmstore gc`/`rm`, through `Store::remove_unused`) marks a store of
+/// another pid namespace mixed as soon as it holds the lock, like an
+/// attaching process: its thread id in the lock word means nothing in the
+/// store's namespace, and a waiter there must not take it for a ghost.
+#[test]
+fn a_remover_of_another_pid_namespace_marks_the_store_mixed() {
+    let name = format!("shmstore-unit-remover-pidns-{}", std::process::id());
+    let _ = Store::unlink(&name);
+    let store = Store::create(&name, 1 << 20).unwrap();
+    let _unlink = Unlink(name.clone());
+    let word = store.inner.mem.atomic_u32(OFF_PIDNS).unwrap();
+    // The store's processes are of another namespace than this one.
+    word.store(proc::own_pid_namespace() ^ 1, Ordering::SeqCst);
+    let removal = Store::remove_unused(
+        &name,
+        crate::inspect::RemoveIf::Any,
+        Duration::from_secs(30),
+    );
+    assert!(removal.is_ok(), "{removal:?}");
+    assert_eq!(word.load(Ordering::SeqCst), PIDNS_MIXED);
+    assert!(!store.inner.one_pid_namespace());
+}

@@ -35,9 +35,11 @@ impl Store {
     /// The timeout bounds the whole call: each look-up waits for the
     /// store's header lock only until the deadline, so a process that
     /// holds it and does not run (stopped with `SIGSTOP`, say) makes this
-    /// return `Ok(None)` at the deadline, not when it runs again. (Only an
-    /// object whose bytes turn out invalid, an error, gives its pin back
-    /// under an untimed lock.)
+    /// return `Ok(None)` at the deadline, not when it runs again — or
+    /// [`Error::TimedOut`] sooner, if the store was opened with a
+    /// [`lock_timeout`](crate::StoreOptions::lock_timeout) shorter than
+    /// the time left. (Only an object whose bytes turn out invalid, an
+    /// error, gives its pin back under an untimed lock.)
     ///
     /// ```
     /// use std::time::Duration;
@@ -59,7 +61,8 @@ impl Store {
     ///
     /// As for [`get`](Store::get), except that a missing object is waited
     /// for: [`Error::TypeMismatch`] at once if `name` exists with another
-    /// type, [`Error::InvalidName`], [`Error::Corrupted`].
+    /// type, [`Error::InvalidName`], [`Error::Corrupted`];
+    /// [`Error::TimedOut`] as said above.
     pub fn wait_for<T: ShmSafe>(&self, name: &str, timeout: Duration) -> Result<Option<Handle<T>>> {
         let bell = Bell::new(self.inner.published()?);
         let deadline = Deadline::after(timeout);
