@@ -708,3 +708,25 @@ fn a_remover_of_another_pid_namespace_marks_the_store_mixed() {
     assert_eq!(word.load(Ordering::SeqCst), PIDNS_MIXED);
     assert!(!store.inner.one_pid_namespace());
 }
+
+/// Timeouts too far to represent as an `Instant` (`Duration::MAX`) wait as
+/// long as it takes instead of panicking.
+#[test]
+fn huge_timeouts_are_no_timeouts_not_panics() {
+    let name = format!("shmstore-unit-huge-timeouts-{}", std::process::id());
+    let _ = Store::unlink(&name);
+    let _unlink = Unlink(name.clone());
+    let opts = Store::options()
+        .capacity(1 << 20)
+        .open_timeout(Duration::MAX)
+        .lock_timeout(Duration::MAX);
+    let first = opts.open_or_create(&name).unwrap();
+    let second = opts.open_or_create(&name).unwrap();
+    second.insert("x", 1u64).unwrap();
+    assert_eq!(*first.get::<u64>("x").unwrap(), 1);
+    let other = Store::options()
+        .open_timeout(Duration::MAX)
+        .open(&name)
+        .unwrap();
+    assert!(other.contains("x").unwrap());
+}
