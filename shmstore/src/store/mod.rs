@@ -437,10 +437,6 @@ impl Drop for Inner {
     }
 }
 
-/// This process as the process table knows it. Its start time is
-/// [`StartTime::Unknown`] if `/proc/self/stat` could not be read the first
-/// time it was asked for (recorded as the "unknown" sentinel word, never as
-/// 0): the process then counts as alive for as long as its pid exists.
 /// `timeout` from now; a timeout too far to represent (`Duration::MAX`)
 /// is about a century from now instead of a panic.
 pub(super) fn deadline_after(timeout: Duration) -> Instant {
@@ -450,6 +446,10 @@ pub(super) fn deadline_after(timeout: Duration) -> Instant {
         .unwrap_or(now)
 }
 
+/// This process as the process table knows it. Its start time is
+/// [`StartTime::Unknown`] if `/proc/self/stat` could not be read the first
+/// time it was asked for (recorded as the "unknown" sentinel word, never as
+/// 0): the process then counts as alive for as long as its pid exists.
 pub(super) fn own_identity() -> Owner {
     Owner {
         pid: std::process::id(),
