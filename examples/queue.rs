@@ -130,6 +130,21 @@ fn spawn(args: &[&str]) -> AnyResult<std::process::Child> {
         .spawn()?)
 }
 
+/// Kills and reaps, on every path out, the children still running (an
+/// early error must not leave a consumer waiting for ever).
+struct Children(Vec<std::process::Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            if let Ok(None) = c.try_wait() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
 /// Removes the store on every path out.
 struct Unlink(String);
 
@@ -149,10 +164,14 @@ fn parent() -> AnyResult {
         .map(|id| store.get_or_insert_with(&format!("committed-{id}"), || AtomicU64::new(0)))
         .collect::<Result<_, _>>()?;
 
-    let consumer = spawn(&["consumer", &name])?;
-    let mut producers = (0..PRODUCERS)
-        .map(|id| spawn(&["producer", &id.to_string(), &name]))
-        .collect::<AnyResult<Vec<_>>>()?;
+    let mut consumer = Children(vec![spawn(&["consumer", &name])?]);
+    let mut producers = Children(Vec::new());
+    for id in 0..PRODUCERS {
+        producers
+            .0
+            .push(spawn(&["producer", &id.to_string(), &name])?);
+    }
+    let producers = &mut producers.0;
     println!("2 producers push {JOBS} jobs each; producer {VICTIM} is killed after {KILL_AFTER}.");
 
     // Kill the victim mid-stream.
@@ -175,7 +194,7 @@ fn parent() -> AnyResult {
         }
     }
     done.notify();
-    let out = consumer.wait_with_output()?;
+    let out = consumer.0.remove(0).wait_with_output()?;
     if !out.status.success() {
         return Err("the consumer failed".into());
     }
