@@ -31,6 +31,7 @@ use std::rc::Rc;
 
 use super::ctx::Ctx;
 use crate::arena::walk::{Locks, Walk, Walker};
+use crate::arena::Arena;
 use crate::layout::{LayoutDesc, ShmSafe};
 use crate::Result;
 
@@ -96,15 +97,7 @@ pub(crate) fn claim<T: ShmSafe>(ctx: &Ctx<'_>, at: u64, count: u64) -> Result<()
     let desc = desc_of::<T>();
     let mark = ctx.inner().pending_word();
     ctx.with_arena(|a| {
-        let mut walk = Walk::new(a.walk_budget());
-        walk.lenient = true;
-        Walker {
-            mem: a.mem,
-            store_id: ctx.store_id,
-            locks: Locks::Blind,
-            out: &mut walk,
-        }
-        .values(at, &desc, count)?;
+        let walk = lenient_walk(ctx, a, Locks::Blind, |w| w.values(at, &desc, count))?;
         for n in &walk.found {
             a.set_pending(n.blk, mark)?;
         }
@@ -123,15 +116,7 @@ pub(crate) fn claim_block<E: ShmSafe>(ctx: &Ctx<'_>, blk: u64, token: u64) -> Re
         a.nested(blk, super::ctx::elem_type::<E>(), token)?;
         a.set_pending(blk, mark)?;
         if let Some(desc) = &desc {
-            let mut walk = Walk::new(a.walk_budget());
-            walk.lenient = true;
-            Walker {
-                mem: a.mem,
-                store_id: ctx.store_id,
-                locks: Locks::Blind,
-                out: &mut walk,
-            }
-            .block(blk, desc)?;
+            let walk = lenient_walk(ctx, a, Locks::Blind, |w| w.block(blk, desc))?;
             for n in &walk.found {
                 a.set_pending(n.blk, mark)?;
             }
@@ -152,15 +137,7 @@ pub(crate) fn free_values<T: ShmSafe>(ctx: &Ctx<'_>, at: u64, count: u64) {
     }
     let desc = desc_of::<T>();
     let found = ctx.with_arena(|a| {
-        let mut walk = Walk::new(a.walk_budget());
-        walk.lenient = true;
-        Walker {
-            mem: a.mem,
-            store_id: ctx.store_id,
-            locks: Locks::Ignore,
-            out: &mut walk,
-        }
-        .values(at, &desc, count)?;
+        let walk = lenient_walk(ctx, a, Locks::Ignore, |w| w.values(at, &desc, count))?;
         Ok((walk.locked.is_empty()).then_some(walk.found))
     });
     if let Ok(Some(found)) = found {
@@ -177,15 +154,7 @@ pub(crate) fn free_block<E: ShmSafe>(ctx: &Ctx<'_>, blk: u64, fp: u64, token: u6
     let found = if walks::<E>() {
         let desc = desc_of::<E>();
         match ctx.with_arena(|a| {
-            let mut walk = Walk::new(a.walk_budget());
-            walk.lenient = true;
-            Walker {
-                mem: a.mem,
-                store_id: ctx.store_id,
-                locks: Locks::Ignore,
-                out: &mut walk,
-            }
-            .block(blk, &desc)?;
+            let walk = lenient_walk(ctx, a, Locks::Ignore, |w| w.block(blk, &desc))?;
             Ok(walk.locked.is_empty().then_some(walk.found))
         }) {
             Ok(Some(found)) => found,
@@ -196,6 +165,26 @@ pub(crate) fn free_block<E: ShmSafe>(ctx: &Ctx<'_>, blk: u64, fp: u64, token: u6
     };
     free_found(ctx, &found);
     let _ = ctx.with_arena(|a| a.free_nested(blk, fp, token));
+}
+
+/// A lenient walk (what it cannot read is skipped, not an error) of the
+/// store's layout graph, within the arena's walk budget, starting where
+/// `start` tells the walker to.
+fn lenient_walk(
+    ctx: &Ctx<'_>,
+    a: &Arena<'_>,
+    locks: Locks,
+    start: impl FnOnce(&mut Walker<'_>) -> Result<()>,
+) -> Result<Walk> {
+    let mut walk = Walk::new(a.walk_budget());
+    walk.lenient = true;
+    start(&mut Walker {
+        mem: a.mem,
+        store_id: ctx.store_id,
+        locks,
+        out: &mut walk,
+    })?;
+    Ok(walk)
 }
 
 /// Frees the blocks a walk found, a bounded number per locked step (each

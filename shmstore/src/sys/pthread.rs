@@ -580,9 +580,19 @@ mod tests {
     #[test]
     fn try_lock_reports_a_lock_held_elsewhere_as_none() {
         let m = robust();
+        let m = &*m;
+        while_held_elsewhere(m, || {
+            assert_eq!(m.try_lock().unwrap(), None);
+        });
+        assert_eq!(m.try_lock().unwrap(), Some(Acquired::Clean));
+        // SAFETY: held by this thread.
+        unsafe { m.unlock() };
+    }
+
+    /// Runs `f` while another thread holds `m`, then lets it go.
+    fn while_held_elsewhere(m: &RawMutex, f: impl FnOnce()) {
         let (locked_tx, locked_rx) = mpsc::channel();
         let (release_tx, release_rx) = mpsc::channel::<()>();
-        let m = &*m;
         std::thread::scope(|s| {
             let holder = s.spawn(move || {
                 m.lock().unwrap();
@@ -592,13 +602,10 @@ mod tests {
                 unsafe { m.unlock() };
             });
             locked_rx.recv().unwrap();
-            assert_eq!(m.try_lock().unwrap(), None);
+            f();
             release_tx.send(()).unwrap();
             holder.join().unwrap();
         });
-        assert_eq!(m.try_lock().unwrap(), Some(Acquired::Clean));
-        // SAFETY: held by this thread.
-        unsafe { m.unlock() };
     }
 
     /// Locks `m` on a thread that exits without unlocking; `join` returns
@@ -682,23 +689,11 @@ mod tests {
     fn a_timed_lock_gives_up_on_a_held_lock_and_takes_a_free_one() {
         use std::time::{Duration, Instant};
         let m = robust();
-        let (locked_tx, locked_rx) = mpsc::channel();
-        let (release_tx, release_rx) = mpsc::channel::<()>();
         let m = &*m;
-        std::thread::scope(|s| {
-            let holder = s.spawn(move || {
-                m.lock().unwrap();
-                locked_tx.send(()).unwrap();
-                release_rx.recv().unwrap();
-                // SAFETY: held by this thread.
-                unsafe { m.unlock() };
-            });
-            locked_rx.recv().unwrap();
+        while_held_elsewhere(m, || {
             let t = Instant::now();
             assert_eq!(m.lock_for(Duration::from_millis(30)).unwrap(), None);
             assert!(t.elapsed() >= Duration::from_millis(30));
-            release_tx.send(()).unwrap();
-            holder.join().unwrap();
         });
         assert_eq!(
             m.lock_for(Duration::from_secs(5)).unwrap(),
@@ -758,22 +753,10 @@ mod tests {
         use std::time::{Duration, Instant};
         let m = robust();
         let m = &*m;
-        let (locked_tx, locked_rx) = mpsc::channel();
-        let (release_tx, release_rx) = mpsc::channel::<()>();
-        std::thread::scope(|s| {
-            let holder = s.spawn(move || {
-                m.lock().unwrap();
-                locked_tx.send(()).unwrap();
-                release_rx.recv().unwrap();
-                // SAFETY: held by this thread.
-                unsafe { m.unlock() };
-            });
-            locked_rx.recv().unwrap();
+        while_held_elsewhere(m, || {
             // Several slices, each followed by the owner check.
             let r = m.lock_until(Some(Instant::now() + Duration::from_millis(350)), || true);
             assert!(matches!(r, Ok(None)), "{r:?}");
-            release_tx.send(()).unwrap();
-            holder.join().unwrap();
         });
         assert_eq!(m.lock_until(None, || true).unwrap(), Some(Acquired::Clean));
         // SAFETY: held by this thread.
