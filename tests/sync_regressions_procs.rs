@@ -65,6 +65,23 @@ fn can_unshare() -> bool {
 // child of a new pid namespace is the taker, or the holder.
 // ---------------------------------------------------------------------------
 
+/// The parent's side of a pid-namespace test: `None` when this process is
+/// the child (its role run) or when no pid namespace can be made here
+/// (said on stderr); else a fresh store, removed when the guard drops.
+fn ns_parent(tag: &str) -> Option<(StoreGuard, Store)> {
+    if let Some((role, name)) = role() {
+        ns_child(&role, &name);
+        return None;
+    }
+    if !can_unshare() {
+        eprintln!("skipped: cannot make a pid namespace here");
+        return None;
+    }
+    let guard = StoreGuard::unique(tag);
+    let store = Store::create(guard.name(), 1 << 20).unwrap();
+    Some((guard, store))
+}
+
 /// Child part for the namespace tests.
 fn ns_child(role: &str, name: &str) {
     let store = Store::open(name).unwrap();
@@ -111,15 +128,9 @@ fn ns_child(role: &str, name: &str) {
 #[test]
 fn a_process_in_another_pid_namespace_leaves_a_live_writer_alone() {
     const TEST: &str = "a_process_in_another_pid_namespace_leaves_a_live_writer_alone";
-    if let Some((role, name)) = role() {
-        return ns_child(&role, &name);
-    }
-    if !can_unshare() {
-        eprintln!("skipped: cannot make a pid namespace here");
+    let Some((guard, store)) = ns_parent("syncreg-ns-write") else {
         return;
-    }
-    let guard = StoreGuard::unique("syncreg-ns-write");
-    let store = Store::create(guard.name(), 1 << 20).unwrap();
+    };
     let l = store
         .get_or_insert_with("l", || ShmRwLock::new(0u64))
         .unwrap();
@@ -145,15 +156,9 @@ fn a_process_in_another_pid_namespace_leaves_a_live_writer_alone() {
 #[test]
 fn a_process_in_another_pid_namespace_leaves_a_live_reader_alone() {
     const TEST: &str = "a_process_in_another_pid_namespace_leaves_a_live_reader_alone";
-    if let Some((role, name)) = role() {
-        return ns_child(&role, &name);
-    }
-    if !can_unshare() {
-        eprintln!("skipped: cannot make a pid namespace here");
+    let Some((guard, store)) = ns_parent("syncreg-ns-read") else {
         return;
-    }
-    let guard = StoreGuard::unique("syncreg-ns-read");
-    let store = Store::create(guard.name(), 1 << 20).unwrap();
+    };
     let l = store
         .get_or_insert_with("l", || ShmRwLock::new(0u64))
         .unwrap();
@@ -175,15 +180,9 @@ fn a_process_in_another_pid_namespace_leaves_a_live_reader_alone() {
 #[test]
 fn a_process_in_another_pid_namespace_leaves_a_live_permit_holder_alone() {
     const TEST: &str = "a_process_in_another_pid_namespace_leaves_a_live_permit_holder_alone";
-    if let Some((role, name)) = role() {
-        return ns_child(&role, &name);
-    }
-    if !can_unshare() {
-        eprintln!("skipped: cannot make a pid namespace here");
+    let Some((guard, store)) = ns_parent("syncreg-ns-sem") else {
         return;
-    }
-    let guard = StoreGuard::unique("syncreg-ns-sem");
-    let store = Store::create(guard.name(), 1 << 20).unwrap();
+    };
     let s = store
         .get_or_insert_with("s", || ShmSemaphore::with_owners(1))
         .unwrap();
@@ -207,15 +206,9 @@ fn a_process_in_another_pid_namespace_leaves_a_live_permit_holder_alone() {
 #[test]
 fn a_process_in_another_pid_namespace_leaves_a_live_consumer_s_value_alone() {
     const TEST: &str = "a_process_in_another_pid_namespace_leaves_a_live_consumer_s_value_alone";
-    if let Some((role, name)) = role() {
-        return ns_child(&role, &name);
-    }
-    if !can_unshare() {
-        eprintln!("skipped: cannot make a pid namespace here");
+    let Some((guard, store)) = ns_parent("syncreg-ns-queue") else {
         return;
-    }
-    let guard = StoreGuard::unique("syncreg-ns-queue");
-    let store = Store::create(guard.name(), 1 << 20).unwrap();
+    };
     let q = store
         .get_or_insert_with("q", ShmQueue::<u64, 4>::new)
         .unwrap();
@@ -240,15 +233,9 @@ fn a_process_in_another_pid_namespace_leaves_a_live_consumer_s_value_alone() {
 #[test]
 fn a_live_holder_in_a_child_pid_namespace_keeps_its_write_lock() {
     const TEST: &str = "a_live_holder_in_a_child_pid_namespace_keeps_its_write_lock";
-    if let Some((role, name)) = role() {
-        return ns_child(&role, &name);
-    }
-    if !can_unshare() {
-        eprintln!("skipped: cannot make a pid namespace here");
+    let Some((guard, store)) = ns_parent("syncreg-ns-holder") else {
         return;
-    }
-    let guard = StoreGuard::unique("syncreg-ns-holder");
-    let store = Store::create(guard.name(), 1 << 20).unwrap();
+    };
     let l = store
         .get_or_insert_with("l", || ShmRwLock::new(0u64))
         .unwrap();
