@@ -27,32 +27,9 @@
 //! Each section's banner below describes what the review found; its tests
 //! check the behaviour since the fix.
 
+mod common;
+use common::Temp;
 use shmstore::{Error, RelPtr, ShmMap, ShmMutex, ShmSafe, ShmString, ShmVec, Store};
-
-/// A store with a unique name, unlinked on drop (even when a test fails).
-struct Temp {
-    store: Store,
-}
-
-impl Temp {
-    fn new(tag: &str) -> Temp {
-        Temp::with_capacity(tag, 8 << 20)
-    }
-
-    fn with_capacity(tag: &str, cap: u64) -> Temp {
-        let name = format!("shmstore-own-{tag}-{}", std::process::id());
-        let _ = Store::unlink(&name);
-        Temp {
-            store: Store::create(&name, cap).expect("create store"),
-        }
-    }
-}
-
-impl Drop for Temp {
-    fn drop(&mut self) {
-        let _ = Store::unlink(self.store.name());
-    }
-}
 
 // ---------------------------------------------------------------------------
 // F1: a container that lives inside the buffer of a container *outside* the

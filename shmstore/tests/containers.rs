@@ -2,30 +2,11 @@
 //! pointers, fixed containers; building values outside a store; moves
 //! through guards; drops.
 
+mod common;
+use common::Temp;
 use shmstore::{
     Error, FixedString, FixedVec, RelPtr, ShmMap, ShmMutex, ShmSafe, ShmString, ShmVec, Store,
 };
-
-/// A store with a unique name, unlinked on drop (even when a test fails).
-struct Temp {
-    store: Store,
-}
-
-impl Temp {
-    fn new(tag: &str) -> Temp {
-        let name = format!("shmstore-ct-{tag}-{}", std::process::id());
-        let _ = Store::unlink(&name);
-        Temp {
-            store: Store::create(&name, 8 << 20).expect("create store"),
-        }
-    }
-}
-
-impl Drop for Temp {
-    fn drop(&mut self) {
-        let _ = Store::unlink(self.store.name());
-    }
-}
 
 #[derive(ShmSafe)]
 #[repr(C)]

@@ -1,32 +1,13 @@
 //! In-process tests of the store's public API: pins and removal, the large
 //! copy path, entries/stats/check, alignment, slices of mutexes, threads.
 
+mod common;
+use common::Temp;
 use std::io::{Seek, SeekFrom, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use shmstore::{Error, ShmMutex, ShmSafe, Store};
-
-/// A store with a unique name, unlinked on drop (even when a test fails).
-struct Temp {
-    store: Store,
-}
-
-impl Temp {
-    fn new(tag: &str, capacity: u64) -> Temp {
-        let name = format!("shmstore-api-{tag}-{}", std::process::id());
-        let _ = Store::unlink(&name);
-        Temp {
-            store: Store::create(&name, capacity).expect("create store"),
-        }
-    }
-}
-
-impl Drop for Temp {
-    fn drop(&mut self) {
-        let _ = Store::unlink(self.store.name());
-    }
-}
 
 #[derive(ShmSafe, Debug, PartialEq, Clone, Copy)]
 #[repr(C)]
@@ -44,7 +25,7 @@ struct CacheLine {
 
 #[test]
 fn a_removed_object_stays_readable_through_its_handle_until_dropped() {
-    let t = Temp::new("pin", 1 << 20);
+    let t = Temp::with_capacity("pin", 1 << 20);
     let s = &t.store;
     let fill = |on: bool| {
         for i in 0..200 {
@@ -85,7 +66,7 @@ fn a_removed_object_stays_readable_through_its_handle_until_dropped() {
 
 #[test]
 fn get_or_insert_with_returns_the_existing_value_without_running_init() {
-    let t = Temp::new("goiw", 1 << 20);
+    let t = Temp::with_capacity("goiw", 1 << 20);
     let s = &t.store;
     let first = s.get_or_insert_with("n", || AtomicU64::new(41)).unwrap();
     first.fetch_add(1, Ordering::SeqCst);
@@ -101,7 +82,7 @@ fn get_or_insert_with_returns_the_existing_value_without_running_init() {
 
 #[test]
 fn large_slices_round_trip_and_a_taken_name_leaks_nothing() {
-    let t = Temp::new("large", 16 << 20);
+    let t = Temp::with_capacity("large", 16 << 20);
     let s = &t.store;
     let items: Vec<u32> = (0..1_000_000).collect();
     s.insert_slice("big", &items).unwrap();
@@ -115,7 +96,7 @@ fn large_slices_round_trip_and_a_taken_name_leaks_nothing() {
 
 #[test]
 fn entries_stats_and_check_describe_the_store() {
-    let t = Temp::new("entries", 1 << 20);
+    let t = Temp::with_capacity("entries", 1 << 20);
     let s = &t.store;
     s.insert(
         "one",
@@ -157,7 +138,7 @@ fn entries_stats_and_check_describe_the_store() {
 
 #[test]
 fn values_are_aligned_for_their_type() {
-    let t = Temp::new("align", 1 << 20);
+    let t = Temp::with_capacity("align", 1 << 20);
     let s = &t.store;
     for i in 0..10 {
         let name = "x".repeat(i + 1);
@@ -176,7 +157,7 @@ fn values_are_aligned_for_their_type() {
 
 #[test]
 fn a_slice_of_mutexes_gets_working_locks() {
-    let t = Temp::new("mutexes", 1 << 20);
+    let t = Temp::with_capacity("mutexes", 1 << 20);
     let s = &t.store;
     s.insert_slice_from_iter("locks", (0..16u64).map(ShmMutex::new))
         .unwrap();
@@ -191,7 +172,7 @@ fn a_slice_of_mutexes_gets_working_locks() {
 
 #[test]
 fn relocking_a_held_mutex_on_the_same_thread_is_an_error_not_a_hang() {
-    let t = Temp::new("relock", 1 << 20);
+    let t = Temp::with_capacity("relock", 1 << 20);
     let m = t
         .store
         .get_or_insert_with("m", || ShmMutex::new(1u8))
@@ -208,7 +189,7 @@ fn relocking_a_held_mutex_on_the_same_thread_is_an_error_not_a_hang() {
 
 #[test]
 fn threads_share_a_store_and_its_handles() {
-    let t = Temp::new("threads", 4 << 20);
+    let t = Temp::with_capacity("threads", 4 << 20);
     let s = t.store.clone();
     let counter = Arc::new(s.get_or_insert_with("c", || AtomicU64::new(0)).unwrap());
     let workers: Vec<_> = (0..4)
@@ -234,7 +215,7 @@ fn threads_share_a_store_and_its_handles() {
 
 #[test]
 fn invalid_bytes_in_a_stored_value_are_reported_not_read() {
-    let t = Temp::new("bits", 1 << 20);
+    let t = Temp::with_capacity("bits", 1 << 20);
     let s = &t.store;
     s.insert("flag", true).unwrap();
     // Corrupt the bool from outside, as a foreign writer would.
@@ -271,7 +252,7 @@ fn stores_and_handles_are_send_and_sync() {
     send_sync::<shmstore::Handle<ShmMutex<u64>>>();
     send_sync::<shmstore::SliceHandle<f32>>();
     // A handle outlives the store value it came from.
-    let t = Temp::new("outlive", 1 << 20);
+    let t = Temp::with_capacity("outlive", 1 << 20);
     let store = Store::open(t.store.name()).unwrap();
     store.insert("v", 5u32).unwrap();
     let h = store.get::<u32>("v").unwrap();
@@ -281,7 +262,7 @@ fn stores_and_handles_are_send_and_sync() {
 
 #[test]
 fn space_freed_in_small_objects_is_reused_for_a_large_one() {
-    let t = Temp::new("consolidate", 256 << 10);
+    let t = Temp::with_capacity("consolidate", 256 << 10);
     let s = &t.store;
     let mut n = 0u64;
     while s.insert(&format!("small{n}"), [n; 4]).is_ok() {
@@ -326,7 +307,7 @@ struct Bomb {
 #[test]
 fn phantom_typed_wrappers_of_different_types_are_different_types() {
     assert_ne!(<Rel<Apple>>::FINGERPRINT, <Rel<Bomb>>::FINGERPRINT);
-    let t = Temp::new("phantom", 1 << 20);
+    let t = Temp::with_capacity("phantom", 1 << 20);
     let s = &t.store;
     s.insert(
         "to-apple",
@@ -363,7 +344,7 @@ struct Account {
 // process-shared and robust.
 #[test]
 fn nested_mutexes_are_used_through_the_outer_guard() {
-    let t = Temp::new("nested", 1 << 20);
+    let t = Temp::with_capacity("nested", 1 << 20);
     let s = &t.store;
     let outer = s
         .get_or_insert_with("account", || {
@@ -400,7 +381,7 @@ fn nested_mutexes_are_used_through_the_outer_guard() {
 
 #[test]
 fn replace_publishes_a_new_value_while_old_handles_keep_theirs() {
-    let t = Temp::new("replace", 1 << 20);
+    let t = Temp::with_capacity("replace", 1 << 20);
     let s = &t.store;
     assert!(matches!(
         s.replace("absent", 1u64),
@@ -435,7 +416,7 @@ fn replace_publishes_a_new_value_while_old_handles_keep_theirs() {
 
 #[test]
 fn get_or_insert_slice_with_inserts_once() {
-    let t = Temp::new("slice-with", 1 << 20);
+    let t = Temp::with_capacity("slice-with", 1 << 20);
     let s = &t.store;
     let a = s
         .get_or_insert_slice_with("counters", || (0..4).map(|_| AtomicU64::new(0)))

@@ -8,6 +8,8 @@
 //!
 //! Run: `cargo test -p shmstore --test sync_regressions`.
 
+mod common;
+use common::Temp;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -16,27 +18,6 @@ use shmstore::sync::RELEASE_PATIENCE;
 use shmstore::{
     Error, ShmCondvar, ShmEvent, ShmMutex, ShmQueue, ShmRwLock, ShmSafe, ShmSemaphore, Store,
 };
-
-/// A store with a unique name, unlinked on drop (even when a test fails).
-struct Temp {
-    store: Store,
-}
-
-impl Temp {
-    fn new(tag: &str) -> Temp {
-        let name = format!("shmstore-syncreg-{tag}-{}", std::process::id());
-        let _ = Store::unlink(&name);
-        Temp {
-            store: Store::create(&name, 8 << 20).expect("create store"),
-        }
-    }
-}
-
-impl Drop for Temp {
-    fn drop(&mut self) {
-        let _ = Store::unlink(self.store.name());
-    }
-}
 
 /// Runs `f` on a detached thread; `Some(result)` if it returned within
 /// `limit`, `None` if it is still running (it is left running: the
